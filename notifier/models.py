@@ -1,0 +1,152 @@
+"""The domain: monitor runs as Datafold lists them, and the notifications made of them.
+
+Pure: stdlib and pydantic only. Every adapter and the core speak these types.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+#: States of a run that has not finished yet. Datafold's list is open: `queued` came later.
+IN_PROGRESS_STATES: frozenset[str] = frozenset({"created", "queued", "checking", "learning"})
+#: Finished states that are not worth a notification by default.
+QUIET_STATES: frozenset[str] = frozenset({"ok", "skipped", "cancelled"})
+#: Finished states that are, by default (`NOTIFIER_NOTIFY_STATES`).
+DEFAULT_NOTIFY_STATES: frozenset[str] = frozenset({"alert", "error"})
+KNOWN_STATES: frozenset[str] = IN_PROGRESS_STATES | QUIET_STATES | DEFAULT_NOTIFY_STATES
+
+
+def is_in_progress(state: str | None) -> bool:
+    """A run with no state yet counts as just created."""
+    return state is None or state in IN_PROGRESS_STATES
+
+
+def as_utc(value: datetime) -> datetime:
+    """Datafold stamps are UTC; a stamp without an offset is read as UTC."""
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _tolerant_datetime(value: Any) -> datetime | None:
+    """A timestamp that does not parse is treated as unknown rather than failing the whole answer."""
+    if value is None or isinstance(value, datetime):
+        return as_utc(value) if isinstance(value, datetime) else None
+    if not isinstance(value, str):
+        return None
+    try:
+        return as_utc(datetime.fromisoformat(value.replace("Z", "+00:00")))
+    except ValueError:
+        return None
+
+
+class MonitorRun(BaseModel):
+    """One run of a monitor as `GET /api/v1/monitors/{id}/runs` lists it.
+
+    Only `run_id` and `monitor_id` are required by the published schema; state is an open string so
+    that a state we do not know (such as a future one) never crashes anything.
+    """
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    run_id: int
+    monitor_id: int
+    state: str | None = None
+    started_at: datetime | None = None
+    diff_id: int | None = None
+
+    @field_validator("started_at", mode="before")
+    @classmethod
+    def _parse_started_at(cls, value: Any) -> datetime | None:
+        return _tolerant_datetime(value)
+
+
+class RunPage(BaseModel):
+    """One page of `GET /api/v1/monitors/{id}/runs`."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    count: int
+    page: int
+    page_size: int
+    total_pages: int
+    runs: list[MonitorRun]
+
+
+class RunDetail(MonitorRun):
+    """`GET /api/v1/monitors/{id}/runs/{run_id}`: a run with its error message."""
+
+    error: str | None = None
+    warnings: list[str] = Field(default_factory=list)
+
+    @field_validator("warnings", mode="before")
+    @classmethod
+    def _null_warnings(cls, value: Any) -> Any:
+        return [] if value is None else value
+
+
+class MonitorInfo(BaseModel):
+    """What a notification says about a monitor (`GET /api/v1/monitors/{id}`)."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    id: int
+    name: str | None = None
+    monitor_type: str | None = None
+    tags: list[str] = Field(default_factory=list)
+    owner: str | None = None
+    enabled: bool | None = None
+
+    @field_validator("tags", mode="before")
+    @classmethod
+    def _null_tags(cls, value: Any) -> Any:
+        return [] if value is None else value
+
+    @property
+    def title(self) -> str:
+        """The name people know the monitor by, or its ID when it has none."""
+        return self.name or f"Monitor {self.id}"
+
+
+class RunEvent(BaseModel):
+    """Detection's verdict: this run reached a state worth telling someone about."""
+
+    model_config = ConfigDict(frozen=True)
+
+    monitor_id: int
+    run_id: int
+    state: str
+    started_at: datetime | None = None
+    diff_id: int | None = None
+
+    @property
+    def key(self) -> str:
+        """Stable identity of the event; the webhook-id and the outbox key derive from it."""
+        return f"{self.monitor_id}-{self.run_id}-{self.state}"
+
+
+class Links(BaseModel):
+    """Where in Datafold a person can look at the run."""
+
+    model_config = ConfigDict(frozen=True)
+
+    monitor: str | None = None
+    diff: str | None = None
+
+
+class Notification(BaseModel):
+    """Everything needed to render a message, fixed when the event is detected.
+
+    Kept whole in the outbox, so a retry after a restart needs no further API call.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    id: str
+    kind: Literal["run"] = "run"
+    event: RunEvent
+    monitor: MonitorInfo
+    error_message: str | None = None
+    links: Links = Field(default_factory=Links)
+    detected_at: datetime
