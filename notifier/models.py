@@ -150,3 +150,45 @@ class Notification(BaseModel):
     error_message: str | None = None
     links: Links = Field(default_factory=Links)
     detected_at: datetime
+
+
+class TrackedRun(BaseModel):
+    """What the notifier remembers of one run: its last state and the states already handled.
+
+    `handled` lists the notify-states this run was notified for, or silenced in (history at the
+    first poll); a state in it is never notified again. Only runs that are in progress or have
+    handled states are remembered, so the state stays small.
+    """
+
+    state: str | None = None
+    handled: list[str] = Field(default_factory=list)
+    first_seen: datetime
+    last_seen: datetime
+
+
+class MonitorState(BaseModel):
+    """Per-monitor memory. `watch_since`: runs that started before it are history, not news."""
+
+    watch_since: datetime
+    baselined: bool = False
+    runs: dict[int, TrackedRun] = Field(default_factory=dict)
+
+
+class OutboxEntry(BaseModel):
+    """A notification some destination has not accepted yet; retried every cycle until expiry."""
+
+    notification: Notification
+    pending: list[str]
+    attempts: int = 0
+    last_error: str | None = None
+
+
+STATE_VERSION = 1
+
+
+class NotifierState(BaseModel):
+    """The whole state file: monitors' memory and the outbox. Versioned for upgrades."""
+
+    version: int = STATE_VERSION
+    monitors: dict[int, MonitorState] = Field(default_factory=dict)
+    outbox: list[OutboxEntry] = Field(default_factory=list)

@@ -1,0 +1,200 @@
+"""The `datafold-notifier` command: run, once, check, demo, simulate.
+
+Exit codes: 0 success; 1 the work failed (no monitor could be polled, a check failed, the state
+could not be saved); 2 the configuration or the state file cannot be used.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+import structlog
+
+from notifier import __version__
+from notifier.daemon import Daemon, make_notifier, open_runtime
+from notifier.logs import configure_logging
+from notifier.preflight import run_checks
+from notifier.settings import ConfigError, Settings, load_settings
+from notifier.simulator import demo_simulator, serve
+from notifier.sinks import Sink
+from notifier.sinks.console import ConsoleSink
+from notifier.state import StateError
+
+EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
+
+log = structlog.get_logger("notifier.cli")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="datafold-notifier",
+        description=(
+            "Polls Datafold monitor runs and sends each new alert and error run to Slack and "
+            "signed webhooks, exactly once. Configured by environment variables (and a .env "
+            "file): see settings.example.env."
+        ),
+        epilog="Exit codes: 0 success, 1 the work failed, 2 configuration or state file unusable.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument(
+        "--env-file",
+        type=Path,
+        default=None,
+        help="read settings from this file instead of ./.env (environment variables still win)",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    commands.add_parser(
+        "run", help="the daemon: poll every interval until SIGTERM/SIGINT, then drain and exit 0"
+    )
+    commands.add_parser(
+        "once",
+        help="one poll cycle with delivery, then exit (1 if no monitor could be polled)",
+    )
+    commands.add_parser(
+        "check",
+        help="check the configuration, API key, monitors, Slack and webhooks; one line each",
+    )
+    demo = commands.add_parser(
+        "demo",
+        help="run the daemon against the built-in Datafold simulator, printing notifications",
+    )
+    demo.add_argument(
+        "--interval", type=float, default=5.0, help="poll interval in seconds (default 5)"
+    )
+    demo.add_argument(
+        "--duration",
+        type=float,
+        default=None,
+        help="stop after this many seconds (default: run until Ctrl-C)",
+    )
+    simulate = commands.add_parser(
+        "simulate", help="serve the built-in Datafold simulator only, for trying things out"
+    )
+    simulate.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    simulate.add_argument("--port", type=int, default=8300, help="port (default 8300)")
+    simulate.add_argument(
+        "--api-key", default="demo-key", help="the API key it accepts (default demo-key)"
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "simulate":
+            return asyncio.run(_simulate(args.host, args.port, args.api_key))
+        if args.command == "demo":
+            return asyncio.run(_demo(args.env_file, args.interval, args.duration))
+        settings = load_settings(args.env_file)
+        _require_work(settings, args.command)
+        configure_logging(
+            level=settings.log_level, fmt=settings.log_format, secrets=settings.secrets()
+        )
+        if args.command == "check":
+            return asyncio.run(run_checks(settings, sys.stdout))
+        if args.command == "once":
+            return asyncio.run(_once(settings))
+        return asyncio.run(_run(settings))
+    except ConfigError as exc:
+        return _fail(f"configuration: {exc}")
+    except StateError as exc:
+        return _fail(str(exc))
+    except KeyboardInterrupt:
+        return 130
+
+
+def _fail(message: str) -> int:
+    print(f"datafold-notifier: error: {message}", file=sys.stderr)
+    return EXIT_CONFIG
+
+
+def _require_work(settings: Settings, command: str) -> None:
+    if not settings.monitor_ids:
+        raise ConfigError("NOTIFIER_MONITOR_IDS: is empty: name at least one monitor ID")
+    if command in ("run", "once") and not settings.has_destination():
+        raise ConfigError(
+            "no destination: set SLACK_BOT_TOKEN and SLACK_CHANNEL, SLACK_WEBHOOK_URL, "
+            "or NOTIFIER_WEBHOOK_URLS"
+        )
+
+
+async def _once(settings: Settings) -> int:
+    async with open_runtime(settings) as runtime:
+        with runtime.store.locked():
+            report = await make_notifier(runtime).run_cycle()
+    if report.key_refused and report.all_failed:
+        log.error("once_failed", reason="Datafold refused the API key")
+        return EXIT_FAILED
+    if report.all_failed:
+        log.error("once_failed", reason="no monitor could be polled")
+        return EXIT_FAILED
+    return EXIT_OK
+
+
+async def _run(settings: Settings, extra_sinks: dict[str, Sink] | None = None) -> int:
+    async with open_runtime(settings, extra_sinks=extra_sinks) as runtime:
+        with runtime.store.locked():
+            daemon = Daemon(
+                make_notifier(runtime),
+                interval=settings.poll_interval_seconds,
+                grace=settings.shutdown_grace_seconds,
+            )
+            return await daemon.run()
+
+
+async def _demo(env_file: Path | None, interval: float, duration: float | None) -> int:
+    sim = demo_simulator()
+    with tempfile.TemporaryDirectory(prefix="datafold-notifier-demo-") as tmp:
+        async with serve(sim) as url:
+            settings = load_settings(
+                env_file,
+                DATAFOLD_API_KEY="demo-key",
+                DATAFOLD_HOST=url,
+                NOTIFIER_MONITOR_IDS=",".join(str(m) for m in sim.monitor_ids),
+                NOTIFIER_POLL_INTERVAL_SECONDS=str(interval),
+                NOTIFIER_LOOKBACK_SECONDS="600",
+                NOTIFIER_STATE_FILE=str(Path(tmp) / "demo.state.json"),
+            )
+            configure_logging(
+                level=settings.log_level, fmt=settings.log_format, secrets=settings.secrets()
+            )
+            print(
+                f"datafold-notifier demo: simulated Datafold at {url}, monitors "
+                f"{', '.join(str(m) for m in sim.monitor_ids)}, polled every {interval:g} s.\n"
+                "The first poll records history silently; the first alert should appear "
+                "within about a minute. Ctrl-C to stop.",
+                flush=True,
+            )
+            console = ConsoleSink()
+            extra: dict[str, Sink] = {console.name: console}
+            async with open_runtime(settings, extra_sinks=extra) as runtime:
+                with runtime.store.locked():
+                    daemon = Daemon(
+                        make_notifier(runtime),
+                        interval=settings.poll_interval_seconds,
+                        grace=settings.shutdown_grace_seconds,
+                    )
+                    if duration is not None:
+                        asyncio.get_running_loop().call_later(duration, daemon.request_stop)
+                    return await daemon.run()
+
+
+async def _simulate(host: str, port: int, api_key: str) -> int:
+    sim = demo_simulator(api_key)
+    async with serve(sim, host, port) as url:
+        print(
+            f"Datafold simulator at {url} (API key {api_key!r}); monitors "
+            f"{', '.join(str(m) for m in sim.monitor_ids)}. Ctrl-C to stop.",
+            flush=True,
+        )
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+        await stop.wait()
+    return EXIT_OK

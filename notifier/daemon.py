@@ -1,0 +1,227 @@
+"""Wiring and lifecycle: build the adapters from settings, schedule cycles, stop gracefully."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import aiohttp
+import structlog
+from apscheduler.events import EVENT_JOB_MAX_INSTANCES, JobSubmissionEvent
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from apscheduler.triggers.interval import IntervalTrigger
+
+from notifier import __version__
+from notifier.datafold import DatafoldClient
+from notifier.detect import DetectionPolicy
+from notifier.service import CycleReport, Notifier, ServiceConfig
+from notifier.settings import Settings
+from notifier.sinks import Sink
+from notifier.sinks.slack import SlackBotSink, SlackWebhookSink
+from notifier.sinks.webhook import WebhookSink
+from notifier.state import StateError, StateFile
+
+log = structlog.get_logger(__name__)
+
+
+def service_config(settings: Settings) -> ServiceConfig:
+    """The cycle's view of the settings."""
+    lookback = timedelta(seconds=settings.lookback_seconds)
+    return ServiceConfig(
+        monitor_ids=tuple(settings.monitor_ids),
+        policy=DetectionPolicy(
+            notify_states=frozenset(settings.notify_states),
+            retention=max(2 * lookback, timedelta(hours=1)),
+            in_progress_limit=timedelta(hours=24),
+            first_start_lookback=timedelta(seconds=settings.first_start_lookback_seconds),
+        ),
+        lookback=lookback,
+        outbox_expiry=timedelta(seconds=settings.outbox_expiry_seconds),
+        host=settings.datafold_host,
+        monitor_url_template=settings.monitor_url_template,
+        monitor_cache=timedelta(seconds=settings.monitor_cache_seconds),
+    )
+
+
+def build_sinks(settings: Settings, session: aiohttp.ClientSession) -> dict[str, Sink]:
+    """The explicit registry of destinations configured in the settings, by stable name."""
+    sinks: list[Sink] = []
+    timeout = int(settings.request_timeout_seconds)
+    if settings.slack_bot_token is not None and settings.slack_channel:
+        sinks.append(
+            SlackBotSink(
+                settings.slack_bot_token.get_secret_value(),
+                settings.slack_channel,
+                base_url=settings.slack_api_url,
+                session=session,
+                timeout=timeout,
+            )
+        )
+    if settings.slack_webhook_url is not None:
+        sinks.append(
+            SlackWebhookSink(
+                settings.slack_webhook_url.get_secret_value(), session=session, timeout=timeout
+            )
+        )
+    secret = settings.webhook_secret.get_secret_value() if settings.webhook_secret else None
+    for url in settings.webhook_urls:
+        sinks.append(
+            WebhookSink(
+                url.get_secret_value(),
+                secret=secret,
+                session=session,
+                timeout=settings.request_timeout_seconds,
+            )
+        )
+    return {sink.name: sink for sink in sinks}
+
+
+@dataclass
+class Runtime:
+    """The adapters of one process: HTTP session, Datafold client, sinks and state file."""
+
+    settings: Settings
+    session: aiohttp.ClientSession
+    client: DatafoldClient
+    sinks: dict[str, Sink]
+    store: StateFile
+
+
+@contextlib.asynccontextmanager
+async def open_runtime(
+    settings: Settings, *, extra_sinks: dict[str, Sink] | None = None
+) -> AsyncIterator[Runtime]:
+    """Open the shared HTTP session and build every adapter; close them on the way out."""
+    session = aiohttp.ClientSession(
+        headers={"User-Agent": f"datafold-notifier/{__version__}"}, trust_env=True
+    )
+    try:
+        client = DatafoldClient(
+            session,
+            settings.datafold_host,
+            settings.datafold_api_key.get_secret_value(),
+            page_size=settings.page_size,
+            max_concurrency=settings.max_concurrency,
+            request_timeout=settings.request_timeout_seconds,
+        )
+        sinks = {**(extra_sinks or {}), **build_sinks(settings, session)}
+        yield Runtime(settings, session, client, sinks, StateFile(settings.state_file))
+    finally:
+        await session.close()
+
+
+def make_notifier(runtime: Runtime) -> Notifier:
+    """A notifier over the runtime's adapters; loads the state file (hold its lock first)."""
+    return Notifier(
+        runtime.client, runtime.store, runtime.sinks, service_config(runtime.settings)
+    )
+
+
+class Daemon:
+    """Runs a cycle every interval until SIGTERM/SIGINT, then drains within the grace period.
+
+    Cycles never overlap: a cycle still running when the next is due makes that one skipped and
+    logged. A second signal exits at once; the state file is never half-written either way,
+    because every save is an atomic rename.
+    """
+
+    def __init__(
+        self,
+        notifier: Notifier,
+        *,
+        interval: float,
+        grace: float,
+        on_cycle: Callable[[CycleReport], None] | None = None,
+    ) -> None:
+        self._notifier = notifier
+        self._interval = interval
+        self._grace = grace
+        self._on_cycle = on_cycle
+        self._current: asyncio.Task[None] | None = None
+        self._stop = asyncio.Event()
+        self._signals = 0
+
+    def request_stop(self) -> None:
+        """Begin a graceful stop (what the first SIGTERM/SIGINT does)."""
+        self._stop.set()
+
+    async def run(self) -> int:
+        """Schedule cycles until asked to stop; return the process exit code."""
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, self._on_signal, signum)
+        scheduler = AsyncIOScheduler(timezone=UTC)
+        scheduler.add_job(
+            self._cycle,
+            IntervalTrigger(seconds=self._interval, timezone=UTC),
+            id="poll-cycle",
+            next_run_time=datetime.now(UTC),
+            max_instances=1,
+            coalesce=True,
+            misfire_grace_time=None,
+        )
+        scheduler.add_listener(self._on_skipped, EVENT_JOB_MAX_INSTANCES)
+        scheduler.start()
+        log.info("daemon_started", interval_seconds=self._interval, version=__version__)
+        try:
+            await self._stop.wait()
+            log.info("daemon_stopping", grace_seconds=self._grace)
+            scheduler.pause()
+            await self._drain()
+        finally:
+            scheduler.shutdown(wait=False)
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(signum)
+        try:
+            self._notifier.save()
+        except StateError as exc:
+            log.error("state_save_failed", error=str(exc))
+            return 1
+        log.info("daemon_stopped")
+        return 0
+
+    async def _drain(self) -> None:
+        current = self._current
+        if current is None or current.done():
+            return
+        done, _ = await asyncio.wait({current}, timeout=self._grace)
+        if not done:
+            log.warning("cycle_cancelled", reason="grace period over")
+            current.cancel()
+            await asyncio.gather(current, return_exceptions=True)
+
+    async def _cycle(self) -> None:
+        self._current = asyncio.current_task()
+        try:
+            report = await self._notifier.run_cycle()
+        except StateError as exc:
+            log.error("state_save_failed", error=str(exc))
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("cycle_failed")
+        else:
+            if self._on_cycle is not None:
+                self._on_cycle(report)
+        finally:
+            self._current = None
+
+    def _on_skipped(self, event: JobSubmissionEvent) -> None:
+        log.warning(
+            "cycle_skipped",
+            reason="the previous cycle is still running",
+            interval_seconds=self._interval,
+        )
+
+    def _on_signal(self, signum: int) -> None:
+        self._signals += 1
+        if self._signals > 1:
+            log.warning("daemon_killed", signal=signal.Signals(signum).name)
+            os._exit(128 + signum)
+        log.info("signal_received", signal=signal.Signals(signum).name)
+        self._stop.set()

@@ -1,0 +1,121 @@
+"""Detection: which runs are news. A pure function of the previous state, the runs and the time."""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from notifier.models import MonitorRun, MonitorState, RunEvent, TrackedRun, is_in_progress
+
+
+@dataclass(frozen=True)
+class DetectionPolicy:
+    """What counts as news and how long runs are remembered."""
+
+    notify_states: frozenset[str]
+    #: A finished run no longer listed is forgotten this long after it was last seen.
+    retention: timedelta
+    #: A run stuck in progress is given up on this long after it was first seen.
+    in_progress_limit: timedelta
+    #: On a monitor's first poll, runs that started this long before are notified too.
+    first_start_lookback: timedelta = timedelta(0)
+
+
+@dataclass(frozen=True)
+class Detection:
+    """The events to send and the monitor's next state, to be saved once they are queued."""
+
+    events: list[RunEvent]
+    state: MonitorState
+    #: Runs forgotten while still in progress (stuck longer than the limit, or gone from the API).
+    abandoned: list[int] = field(default_factory=list)
+
+
+def new_monitor_state(now: datetime, policy: DetectionPolicy) -> MonitorState:
+    """The state of a monitor that is being watched but has not been polled successfully yet."""
+    return MonitorState(watch_since=now - policy.first_start_lookback)
+
+
+def detect(
+    previous: MonitorState | None,
+    runs: Iterable[MonitorRun],
+    now: datetime,
+    policy: DetectionPolicy,
+    *,
+    gone: Collection[int] = (),
+) -> Detection:
+    """Compare a complete listing of a monitor's recent runs with what was seen before.
+
+    A run in a notify-state is news once per state. On the monitor's first successful poll, runs
+    that started before `watch_since` are recorded as history instead. Runs in `gone` (the API no
+    longer knows them) are dropped.
+    """
+    state = previous or new_monitor_state(now, policy)
+    first_listing = not state.baselined
+    tracked = dict(state.runs)
+    events: list[RunEvent] = []
+    listed: set[int] = set()
+
+    for run in sorted(runs, key=_event_order):
+        listed.add(run.run_id)
+        old = tracked.get(run.run_id)
+        handled = list(old.handled) if old else []
+        if run.state in policy.notify_states and run.state not in handled:
+            handled.append(run.state)
+            if not (first_listing and _is_history(run, state.watch_since)):
+                events.append(
+                    RunEvent(
+                        monitor_id=run.monitor_id,
+                        run_id=run.run_id,
+                        state=run.state,
+                        started_at=run.started_at,
+                        diff_id=run.diff_id,
+                    )
+                )
+        if handled or is_in_progress(run.state):
+            tracked[run.run_id] = TrackedRun(
+                state=run.state,
+                handled=handled,
+                first_seen=old.first_seen if old else now,
+                last_seen=now,
+            )
+        else:
+            tracked.pop(run.run_id, None)
+
+    abandoned: list[int] = []
+    for run_id, run in list(tracked.items()):
+        if run_id in listed:
+            continue
+        if is_in_progress(run.state):
+            if run_id in gone or now - run.first_seen > policy.in_progress_limit:
+                abandoned.append(run_id)
+                del tracked[run_id]
+        elif run_id in gone or now - run.last_seen > policy.retention:
+            del tracked[run_id]
+
+    next_state = MonitorState(watch_since=state.watch_since, baselined=True, runs=tracked)
+    return Detection(events=events, state=next_state, abandoned=sorted(abandoned))
+
+
+def stale_in_progress(state: MonitorState | None, listed: Collection[int]) -> list[int]:
+    """Runs remembered as in progress that the recent-window listing no longer shows.
+
+    They may have finished late, after leaving the window; the caller fetches them one by one.
+    """
+    if state is None:
+        return []
+    return sorted(
+        run_id
+        for run_id, run in state.runs.items()
+        if run_id not in listed and is_in_progress(run.state)
+    )
+
+
+def _is_history(run: MonitorRun, watch_since: datetime) -> bool:
+    return run.started_at is None or run.started_at < watch_since
+
+
+def _event_order(run: MonitorRun) -> tuple[float, int]:
+    """Oldest first, runs without a start time last; the run ID breaks ties."""
+    return (run.started_at.timestamp() if run.started_at else float("inf"), run.run_id)

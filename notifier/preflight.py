@@ -1,0 +1,111 @@
+"""`datafold-notifier check`: every dependency checked for real, one line each."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable
+from typing import TextIO
+
+from notifier.daemon import Runtime, open_runtime
+from notifier.datafold import ApiKeyRefused, DatafoldError
+from notifier.settings import Settings
+from notifier.sinks.checks import CheckResult
+from notifier.state import StateError
+
+
+async def run_checks(settings: Settings, out: TextIO) -> int:
+    """Print one line per check and return 0 when all passed, 1 otherwise."""
+    results: list[CheckResult] = [
+        CheckResult(
+            "config",
+            True,
+            f"valid: {len(settings.monitor_ids)} monitor(s), poll every "
+            f"{settings.poll_interval_seconds:g} s, notify on {','.join(settings.notify_states)}",
+        )
+    ]
+    _print(results, out)
+    async with open_runtime(settings) as runtime:
+        for batch in (
+            await _check_datafold(runtime),
+            await _check_destinations(runtime),
+            _check_state(runtime),
+        ):
+            _print(batch, out)
+            results.extend(batch)
+    failed = [r for r in results if not r.ok]
+    out.write(
+        f"{len(results) - len(failed)} passed, {len(failed)} failed\n"
+        if failed
+        else f"all {len(results)} checks passed\n"
+    )
+    out.flush()
+    return 1 if failed else 0
+
+
+def _print(results: Iterable[CheckResult], out: TextIO) -> None:
+    for result in results:
+        out.write(f"{'ok  ' if result.ok else 'FAIL'} {result.name}: {result.detail}\n")
+    out.flush()
+
+
+async def _check_datafold(runtime: Runtime) -> list[CheckResult]:
+    ids = runtime.settings.monitor_ids
+    answers = await asyncio.gather(
+        *(runtime.client.get_monitor(m) for m in ids), return_exceptions=True
+    )
+    host = runtime.settings.datafold_host
+    if any(isinstance(a, ApiKeyRefused) for a in answers):
+        return [CheckResult("datafold", False, f"{host} refused the API key (DATAFOLD_API_KEY)")]
+    results = []
+    reached = [a for a in answers if not isinstance(a, BaseException)]
+    if reached:
+        results.append(CheckResult("datafold", True, f"API key accepted by {host}"))
+    for monitor_id, answer in zip(ids, answers, strict=True):
+        name = f"monitor {monitor_id}"
+        if isinstance(answer, DatafoldError):
+            results.append(CheckResult(name, False, str(answer)))
+        elif isinstance(answer, BaseException):
+            results.append(CheckResult(name, False, f"internal error {type(answer).__name__}"))
+        else:
+            kind = answer.monitor_type or "unknown type"
+            enabled = "" if answer.enabled is not False else ", DISABLED in Datafold"
+            results.append(CheckResult(name, True, f"{answer.title!r} ({kind}{enabled})"))
+    return results
+
+
+async def _check_destinations(runtime: Runtime) -> list[CheckResult]:
+    if not runtime.sinks:
+        return [
+            CheckResult(
+                "destinations",
+                False,
+                "none configured: set SLACK_BOT_TOKEN and SLACK_CHANNEL, SLACK_WEBHOOK_URL, "
+                "or NOTIFIER_WEBHOOK_URLS",
+            )
+        ]
+    results: list[CheckResult] = []
+    for sink in runtime.sinks.values():
+        check = getattr(sink, "check", None)
+        if check is None:
+            continue
+        answer = await check()
+        results.extend(answer if isinstance(answer, list) else [answer])
+    return results
+
+
+def _check_state(runtime: Runtime) -> list[CheckResult]:
+    store = runtime.store
+    try:
+        state = store.peek()
+    except StateError as exc:
+        return [CheckResult("state", False, str(exc))]
+    if state is None:
+        return [CheckResult("state", True, f"{store.path} does not exist yet (first run)")]
+    return [
+        CheckResult(
+            "state",
+            True,
+            f"{store.path}: {len(state.monitors)} monitor(s), "
+            f"{len(state.outbox)} notification(s) waiting in the outbox",
+        )
+    ]

@@ -1,0 +1,338 @@
+"""One poll cycle: fetch → detect → queue → deliver → save.
+
+`Notifier` depends only on small protocols (a run source, a state store, sinks), so a cycle runs
+the same against Datafold or the simulator, a file or a test double.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Protocol
+
+import structlog
+
+from notifier.datafold import ApiKeyRefused, DatafoldError, NotFound
+from notifier.detect import DetectionPolicy, detect, new_monitor_state, stale_in_progress
+from notifier.links import build_links
+from notifier.models import (
+    MonitorInfo,
+    MonitorRun,
+    Notification,
+    NotifierState,
+    OutboxEntry,
+    RunDetail,
+    RunEvent,
+)
+from notifier.sinks import DeliveryError, Sink
+
+log = structlog.get_logger(__name__)
+
+#: In-progress runs that left the listing window are fetched one by one, at most this many per
+#: monitor per cycle.
+MAX_DIRECT_FETCHES = 20
+
+
+class RunSource(Protocol):
+    """Where runs and monitor details come from (Datafold's API in production)."""
+
+    async def list_runs(
+        self, monitor_id: int, since: datetime, until: datetime | None = None
+    ) -> list[MonitorRun]: ...
+
+    async def get_run(self, monitor_id: int, run_id: int) -> RunDetail: ...
+
+    async def get_monitor(self, monitor_id: int) -> MonitorInfo: ...
+
+
+class StateStore(Protocol):
+    """Where the state lives between cycles and restarts."""
+
+    def load(self) -> NotifierState: ...
+
+    def save(self, state: NotifierState) -> bool: ...
+
+
+@dataclass(frozen=True)
+class ServiceConfig:
+    """What a cycle needs to know, taken from the settings once."""
+
+    monitor_ids: Sequence[int]
+    policy: DetectionPolicy
+    lookback: timedelta
+    outbox_expiry: timedelta
+    host: str
+    monitor_url_template: str
+    monitor_cache: timedelta = timedelta(hours=1)
+
+
+@dataclass
+class CycleReport:
+    """What one cycle did; `once` derives its exit code from it, logs and metrics their figures."""
+
+    polled: list[int] = field(default_factory=list)
+    failed: dict[int, str] = field(default_factory=dict)
+    key_refused: bool = False
+    events: int = 0
+    delivered: int = 0
+    delivery_failures: int = 0
+    expired: int = 0
+    outbox_size: int = 0
+    state_saved: bool = False
+
+    @property
+    def all_failed(self) -> bool:
+        """No monitor could be polled at all (and there was at least one to poll)."""
+        return not self.polled and bool(self.failed)
+
+
+@dataclass
+class _Poll:
+    monitor_id: int
+    runs: list[MonitorRun] | None = None
+    gone: list[int] = field(default_factory=list)
+    error: DatafoldError | None = None
+
+
+class Notifier:
+    """Owns the in-memory state between cycles and runs them one at a time."""
+
+    def __init__(
+        self,
+        source: RunSource,
+        store: StateStore,
+        sinks: Mapping[str, Sink],
+        config: ServiceConfig,
+        *,
+        clock: Callable[[], datetime] | None = None,
+    ) -> None:
+        self._source = source
+        self._store = store
+        self._sinks = dict(sinks)
+        self._config = config
+        self._clock = clock or (lambda: datetime.now(UTC))
+        self._monitor_cache: dict[int, tuple[MonitorInfo, datetime]] = {}
+        self.state = store.load()
+
+    @property
+    def sinks(self) -> Mapping[str, Sink]:
+        return self._sinks
+
+    async def run_cycle(self) -> CycleReport:
+        """Poll every monitor, queue new events, deliver the outbox, save once.
+
+        Cancellation (shutdown) during delivery still saves what was decided and delivered.
+        """
+        now = self._clock()
+        report = CycleReport()
+        polls = await asyncio.gather(*(self._poll(m, now) for m in self._config.monitor_ids))
+        events = self._apply(polls, now, report)
+        try:
+            if events:
+                notifications = await asyncio.gather(
+                    *(self._notification(event, now) for event in events)
+                )
+                self._enqueue(notifications)
+            report.events = len(events)
+            await self._deliver(now, report)
+        finally:
+            report.outbox_size = len(self.state.outbox)
+            report.state_saved = self.save()
+        log.info(
+            "cycle_finished",
+            monitors_polled=len(report.polled),
+            monitors_failed=len(report.failed),
+            events=report.events,
+            delivered=report.delivered,
+            delivery_failures=report.delivery_failures,
+            outbox=report.outbox_size,
+        )
+        return report
+
+    def save(self) -> bool:
+        """Write the state if it changed since the last save."""
+        return self._store.save(self.state)
+
+    async def _poll(self, monitor_id: int, now: datetime) -> _Poll:
+        bound = log.bind(monitor_id=monitor_id)
+        try:
+            runs = await self._source.list_runs(monitor_id, now - self._config.lookback)
+            listed = {run.run_id for run in runs}
+            stale = stale_in_progress(self.state.monitors.get(monitor_id), listed)
+            stale = stale[:MAX_DIRECT_FETCHES]
+            found = await asyncio.gather(*(self._direct(monitor_id, run_id) for run_id in stale))
+            runs = list(runs)
+            gone = []
+            for run_id, result in zip(stale, found, strict=True):
+                if isinstance(result, _Gone):
+                    gone.append(run_id)
+                elif result is not None:
+                    runs.append(result)
+            return _Poll(monitor_id, runs=runs, gone=gone)
+        except DatafoldError as exc:
+            bound.warning("poll_failed", kind=exc.kind, error=str(exc))
+            return _Poll(monitor_id, error=exc)
+        except Exception as exc:
+            bound.exception("poll_failed", kind="internal", error=type(exc).__name__)
+            return _Poll(monitor_id, error=DatafoldError(f"internal error: {type(exc).__name__}"))
+
+    async def _direct(self, monitor_id: int, run_id: int) -> RunDetail | _Gone | None:
+        """A run that left the window: its detail, `_GONE` if Datafold no longer has it, or None
+        when it could not be fetched this time (it stays tracked)."""
+        try:
+            detail = await self._source.get_run(monitor_id, run_id)
+        except NotFound:
+            return _GONE
+        except DatafoldError as exc:
+            log.warning("run_fetch_failed", monitor_id=monitor_id, run_id=run_id, error=str(exc))
+            return None
+        if detail.run_id != run_id or detail.monitor_id != monitor_id:
+            log.warning("run_fetch_mismatch", monitor_id=monitor_id, run_id=run_id)
+            return None
+        return detail
+
+    def _apply(self, polls: Sequence[_Poll], now: datetime, report: CycleReport) -> list[RunEvent]:
+        """Run detection on every successful poll and fold the results into the state."""
+        monitors = self.state.monitors
+        events: list[RunEvent] = []
+        for poll in polls:
+            if poll.runs is None:
+                report.failed[poll.monitor_id] = poll.error.kind if poll.error else "unknown"
+                if isinstance(poll.error, ApiKeyRefused):
+                    report.key_refused = True
+                if poll.monitor_id not in monitors:
+                    monitors[poll.monitor_id] = new_monitor_state(now, self._config.policy)
+                continue
+            report.polled.append(poll.monitor_id)
+            previous = monitors.get(poll.monitor_id)
+            detection = detect(previous, poll.runs, now, self._config.policy, gone=poll.gone)
+            if previous is None or not previous.baselined:
+                log.info(
+                    "monitor_baselined",
+                    monitor_id=poll.monitor_id,
+                    runs_listed=len(poll.runs),
+                    notified=len(detection.events),
+                )
+            for run_id in detection.abandoned:
+                log.warning("run_abandoned", monitor_id=poll.monitor_id, run_id=run_id)
+            monitors[poll.monitor_id] = detection.state
+            events.extend(detection.events)
+        configured = set(self._config.monitor_ids)
+        for monitor_id in [m for m in monitors if m not in configured]:
+            log.info("monitor_dropped", monitor_id=monitor_id, reason="no longer configured")
+            del monitors[monitor_id]
+        return events
+
+    async def _notification(self, event: RunEvent, now: datetime) -> Notification:
+        bound = log.bind(monitor_id=event.monitor_id, run_id=event.run_id)
+        monitor = await self._monitor_info(event.monitor_id, now)
+        error_message = None
+        if event.state == "error":
+            try:
+                detail = await self._source.get_run(event.monitor_id, event.run_id)
+                error_message = detail.error
+            except DatafoldError as exc:
+                bound.warning("run_detail_failed", error=str(exc))
+        links = build_links(
+            event, host=self._config.host, monitor_url_template=self._config.monitor_url_template
+        )
+        bound.info("run_detected", state=event.state, monitor=monitor.title)
+        return Notification(
+            id=event.key,
+            event=event,
+            monitor=monitor,
+            error_message=error_message,
+            links=links,
+            detected_at=now,
+        )
+
+    async def _monitor_info(self, monitor_id: int, now: datetime) -> MonitorInfo:
+        cached = self._monitor_cache.get(monitor_id)
+        if cached and now - cached[1] < self._config.monitor_cache:
+            return cached[0]
+        try:
+            info = await self._source.get_monitor(monitor_id)
+        except DatafoldError as exc:
+            log.warning("monitor_detail_failed", monitor_id=monitor_id, error=str(exc))
+            return cached[0] if cached else MonitorInfo(id=monitor_id)
+        self._monitor_cache[monitor_id] = (info, now)
+        return info
+
+    def _enqueue(self, notifications: Sequence[Notification]) -> None:
+        queued = {entry.notification.id for entry in self.state.outbox}
+        for notification in notifications:
+            if notification.id in queued:
+                continue
+            self.state.outbox.append(
+                OutboxEntry(notification=notification, pending=list(self._sinks))
+            )
+
+    async def _deliver(self, now: datetime, report: CycleReport) -> None:
+        """Each destination works through the outbox oldest first and stops at its first failure."""
+        outbox = self.state.outbox
+        for entry in list(outbox):
+            age = now - entry.notification.detected_at
+            if age > self._config.outbox_expiry:
+                log.error(
+                    "notification_expired",
+                    notification_id=entry.notification.id,
+                    monitor_id=entry.notification.event.monitor_id,
+                    run_id=entry.notification.event.run_id,
+                    undelivered_to=entry.pending,
+                    attempts=entry.attempts,
+                    last_error=entry.last_error,
+                )
+                outbox.remove(entry)
+                report.expired += 1
+                continue
+            for name in [p for p in entry.pending if p not in self._sinks]:
+                log.warning(
+                    "destination_removed", notification_id=entry.notification.id, destination=name
+                )
+                entry.pending.remove(name)
+        try:
+            await asyncio.gather(*(self._drain(name, sink, report) for name, sink in self._sinks.items()))
+        finally:
+            self.state.outbox = [entry for entry in self.state.outbox if entry.pending]
+
+    async def _drain(self, name: str, sink: Sink, report: CycleReport) -> None:
+        for entry in list(self.state.outbox):
+            if name not in entry.pending:
+                continue
+            notification = entry.notification
+            bound = log.bind(
+                monitor_id=notification.event.monitor_id,
+                run_id=notification.event.run_id,
+                destination=name,
+            )
+            try:
+                await sink.send(notification)
+            except DeliveryError as exc:
+                entry.attempts += 1
+                entry.last_error = f"{name}: {exc.reason}"
+                report.delivery_failures += 1
+                bound.warning(
+                    "delivery_failed",
+                    reason=exc.reason,
+                    attempts=entry.attempts,
+                    will_retry="next cycle",
+                )
+                return
+            except Exception as exc:
+                entry.attempts += 1
+                entry.last_error = f"{name}: internal error {type(exc).__name__}"
+                report.delivery_failures += 1
+                bound.exception("delivery_failed", reason="internal error")
+                return
+            entry.pending.remove(name)
+            report.delivered += 1
+            bound.info("notification_sent", state=notification.event.state)
+
+
+class _Gone:
+    """Marks a run the API answered 404 for."""
+
+
+_GONE = _Gone()

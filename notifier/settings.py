@@ -1,0 +1,282 @@
+"""Configuration: read once at start-up from the environment and `.env`, validated, passed down.
+
+Nothing below the CLI reads `os.environ`. Secrets are `SecretStr` and never shown in a repr, a log
+line or an error message.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from notifier.models import IN_PROGRESS_STATES
+
+#: Variables whose values may be echoed in an error message (none of them is a secret).
+_ECHOABLE = {
+    "DATAFOLD_HOST",
+    "NOTIFIER_MONITOR_IDS",
+    "NOTIFIER_POLL_INTERVAL_SECONDS",
+    "NOTIFIER_STATE_FILE",
+    "NOTIFIER_NOTIFY_STATES",
+    "NOTIFIER_LOOKBACK_SECONDS",
+    "NOTIFIER_FIRST_START_LOOKBACK_SECONDS",
+    "NOTIFIER_MAX_CONCURRENCY",
+    "NOTIFIER_REQUEST_TIMEOUT_SECONDS",
+    "NOTIFIER_PAGE_SIZE",
+    "NOTIFIER_OUTBOX_EXPIRY_SECONDS",
+    "NOTIFIER_SHUTDOWN_GRACE_SECONDS",
+    "NOTIFIER_MONITOR_URL_TEMPLATE",
+    "NOTIFIER_MONITOR_CACHE_SECONDS",
+    "SLACK_CHANNEL",
+    "SLACK_API_URL",
+    "NOTIFIER_LOG_LEVEL",
+    "NOTIFIER_LOG_FORMAT",
+}
+
+
+def _split(value: Any) -> Any:
+    """Comma- (or whitespace-) separated text to a list; blanks dropped."""
+    if isinstance(value, str):
+        return [part for part in value.replace(",", " ").split() if part]
+    return value
+
+
+def _http_url(name: str, value: str) -> str:
+    value = value.strip()
+    if not value.startswith(("http://", "https://")) or len(value.split("://", 1)[1]) == 0:
+        raise ValueError(f"must be an http:// or https:// URL, got {value!r}")
+    return value
+
+
+class Settings(BaseSettings):
+    """Every setting of the notifier, named by its environment variable."""
+
+    model_config = SettingsConfigDict(
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        case_sensitive=False,
+        validate_default=True,
+        hide_input_in_errors=True,
+    )
+
+    datafold_api_key: SecretStr = Field(validation_alias="DATAFOLD_API_KEY")
+    datafold_host: str = Field("https://app.datafold.com", validation_alias="DATAFOLD_HOST")
+
+    monitor_ids: Annotated[list[int], NoDecode] = Field(
+        default_factory=list, validation_alias="NOTIFIER_MONITOR_IDS"
+    )
+    poll_interval_seconds: float = Field(
+        60.0, ge=1.0, le=86400.0, validation_alias="NOTIFIER_POLL_INTERVAL_SECONDS"
+    )
+    state_file: Path = Field(
+        Path("datafold-notifier.state.json"), validation_alias="NOTIFIER_STATE_FILE"
+    )
+    notify_states: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["alert", "error"], validation_alias="NOTIFIER_NOTIFY_STATES"
+    )
+    lookback_seconds: float = Field(
+        1800.0, ge=60.0, le=7 * 86400.0, validation_alias="NOTIFIER_LOOKBACK_SECONDS"
+    )
+    first_start_lookback_seconds: float = Field(
+        0.0, ge=0.0, le=7 * 86400.0, validation_alias="NOTIFIER_FIRST_START_LOOKBACK_SECONDS"
+    )
+    max_concurrency: int = Field(16, ge=1, le=512, validation_alias="NOTIFIER_MAX_CONCURRENCY")
+    request_timeout_seconds: float = Field(
+        30.0, gt=0.0, le=600.0, validation_alias="NOTIFIER_REQUEST_TIMEOUT_SECONDS"
+    )
+    page_size: int = Field(100, ge=1, le=1000, validation_alias="NOTIFIER_PAGE_SIZE")
+    outbox_expiry_seconds: float = Field(
+        86400.0, ge=60.0, validation_alias="NOTIFIER_OUTBOX_EXPIRY_SECONDS"
+    )
+    shutdown_grace_seconds: float = Field(
+        10.0, ge=0.0, le=600.0, validation_alias="NOTIFIER_SHUTDOWN_GRACE_SECONDS"
+    )
+    monitor_url_template: str = Field(
+        "{host}/monitors/{monitor_id}", validation_alias="NOTIFIER_MONITOR_URL_TEMPLATE"
+    )
+    monitor_cache_seconds: float = Field(
+        3600.0, ge=0.0, validation_alias="NOTIFIER_MONITOR_CACHE_SECONDS"
+    )
+
+    slack_bot_token: SecretStr | None = Field(None, validation_alias="SLACK_BOT_TOKEN")
+    slack_channel: str | None = Field(None, validation_alias="SLACK_CHANNEL")
+    slack_webhook_url: SecretStr | None = Field(None, validation_alias="SLACK_WEBHOOK_URL")
+    slack_api_url: str = Field("https://slack.com/api/", validation_alias="SLACK_API_URL")
+
+    webhook_urls: Annotated[list[SecretStr], NoDecode] = Field(
+        default_factory=list, validation_alias="NOTIFIER_WEBHOOK_URLS"
+    )
+    webhook_secret: SecretStr | None = Field(None, validation_alias="NOTIFIER_WEBHOOK_SECRET")
+
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        "info", validation_alias="NOTIFIER_LOG_LEVEL"
+    )
+    log_format: Literal["json", "console"] | None = Field(
+        None, validation_alias="NOTIFIER_LOG_FORMAT"
+    )
+
+    @field_validator("monitor_ids", mode="before")
+    @classmethod
+    def _parse_ids(cls, value: Any) -> Any:
+        parts = _split(value)
+        if isinstance(parts, list):
+            for part in parts:
+                if isinstance(part, str) and not part.isdigit():
+                    raise ValueError(f"{part!r} is not a monitor ID (a positive whole number)")
+            return list(dict.fromkeys(int(p) for p in parts))
+        return parts
+
+    @field_validator("notify_states", mode="before")
+    @classmethod
+    def _parse_states(cls, value: Any) -> Any:
+        parts = _split(value)
+        if isinstance(parts, list):
+            states = [str(p).strip().lower() for p in parts]
+            if not states:
+                raise ValueError("name at least one run state, such as alert,error")
+            for state in states:
+                if state in IN_PROGRESS_STATES:
+                    raise ValueError(
+                        f"{state!r} is an in-progress state; name finished states "
+                        "(alert, error, ok, skipped, cancelled)"
+                    )
+            return list(dict.fromkeys(states))
+        return parts
+
+    @field_validator("webhook_urls", mode="before")
+    @classmethod
+    def _parse_webhook_urls(cls, value: Any) -> Any:
+        parts = _split(value)
+        if isinstance(parts, list):
+            for index, part in enumerate(parts, start=1):
+                text = part.get_secret_value() if isinstance(part, SecretStr) else str(part)
+                if not text.startswith(("http://", "https://")):
+                    raise ValueError(f"URL number {index} is not an http:// or https:// URL")
+        return parts
+
+    @field_validator("datafold_api_key")
+    @classmethod
+    def _check_key(cls, value: SecretStr) -> SecretStr:
+        if not value.get_secret_value().strip():
+            raise ValueError("is empty")
+        return value
+
+    @field_validator("slack_webhook_url")
+    @classmethod
+    def _check_slack_webhook(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value().startswith(("http://", "https://")):
+            raise ValueError("is not an http:// or https:// URL")
+        return value
+
+    @field_validator("webhook_secret")
+    @classmethod
+    def _check_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None:
+            return None
+        text = value.get_secret_value()
+        if not text.startswith("whsec_"):
+            raise ValueError("must be a Standard Webhooks secret starting with whsec_")
+        try:
+            key = base64.b64decode(text.removeprefix("whsec_") + "==", validate=False)
+        except (binascii.Error, ValueError):
+            raise ValueError("is not valid base64 after whsec_") from None
+        if len(key) < 16:
+            raise ValueError("is too short: use at least 16 random bytes, base64-encoded")
+        return value
+
+    @field_validator("datafold_host", "slack_api_url")
+    @classmethod
+    def _check_url(cls, value: str) -> str:
+        return _http_url("url", value)
+
+    @field_validator("datafold_host")
+    @classmethod
+    def _strip_host(cls, value: str) -> str:
+        return value.rstrip("/")
+
+    @field_validator("slack_api_url")
+    @classmethod
+    def _slash_api(cls, value: str) -> str:
+        return value if value.endswith("/") else value + "/"
+
+    @field_validator("log_level", "log_format", mode="before")
+    @classmethod
+    def _lower(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return value.strip().lower() or None
+        return value
+
+    @field_validator("monitor_url_template")
+    @classmethod
+    def _check_template(cls, value: str) -> str:
+        try:
+            value.format(host="https://example", monitor_id=1)
+        except (KeyError, IndexError, ValueError) as exc:
+            raise ValueError(
+                "may use only the placeholders {host} and {monitor_id}"
+                f" ({type(exc).__name__}: {exc})"
+            ) from None
+        return value
+
+    @model_validator(mode="after")
+    def _slack_pairs(self) -> Settings:
+        if self.slack_bot_token is not None and not self.slack_channel:
+            raise ValueError("SLACK_BOT_TOKEN is set but SLACK_CHANNEL is not: name the channel")
+        if self.slack_channel and self.slack_bot_token is None:
+            raise ValueError("SLACK_CHANNEL is set but SLACK_BOT_TOKEN is not: chat.postMessage needs a bot token")
+        return self
+
+    def has_destination(self) -> bool:
+        """Whether any Slack or webhook destination is configured."""
+        return bool(self.slack_bot_token or self.slack_webhook_url or self.webhook_urls)
+
+    def secrets(self) -> list[str]:
+        """Every secret value, so the log pipeline can redact it wherever it turns up."""
+        values = [self.datafold_api_key, self.slack_bot_token, self.slack_webhook_url]
+        values += [*self.webhook_urls, self.webhook_secret]
+        return [v.get_secret_value() for v in values if v is not None and v.get_secret_value()]
+
+
+class ConfigError(Exception):
+    """A configuration problem, as one line that names the variable."""
+
+
+def load_settings(env_file: Path | None = None, **overrides: Any) -> Settings:
+    """Read and validate settings; `ConfigError` carries the one-line message for the user."""
+    try:
+        if env_file is not None:
+            if not env_file.is_file():
+                raise ConfigError(f"env file {env_file} does not exist")
+            return Settings(_env_file=env_file, **overrides)  # type: ignore[call-arg]
+        return Settings(**overrides)
+    except ValidationError as exc:
+        raise ConfigError(describe_validation_error(exc)) from None
+
+
+def describe_validation_error(exc: ValidationError) -> str:
+    """One line per problem, each naming the environment variable; secret inputs never shown."""
+    lines = []
+    for error in exc.errors(include_url=False):
+        loc = [str(part) for part in error.get("loc", ())]
+        name = loc[0].upper() if loc else ""
+        message = str(error.get("msg", "invalid")).removeprefix("Value error, ")
+        if error.get("type") == "missing":
+            message = "is required but not set"
+        if name and name in _ECHOABLE and "input" in error and not isinstance(
+            error["input"], dict
+        ):
+            message += f" (got {str(error['input'])[:80]!r})"
+        lines.append(f"{name}: {message}" if name else message)
+    return "; ".join(lines)

@@ -1,0 +1,155 @@
+"""The state file: versioned JSON, written atomically, one daemon at a time (file lock)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import structlog
+from filelock import FileLock, Timeout
+from pydantic import ValidationError
+
+from notifier.models import STATE_VERSION, NotifierState
+
+log = structlog.get_logger(__name__)
+
+
+class StateError(Exception):
+    """The state file cannot be used; the message is one line that names the file."""
+
+
+class StateFile:
+    """Load and save `NotifierState` at `path`.
+
+    A corrupt file (not JSON, or not the shape of a state) is moved aside to
+    `<path>.corrupt-<UTC time>` with an error log, and the notifier starts afresh: every monitor
+    is re-baselined silently. A file from a newer notifier is refused, never overwritten.
+    """
+
+    def __init__(self, path: Path, *, clock: Callable[[], datetime] | None = None) -> None:
+        self.path = path
+        self._clock = clock or (lambda: datetime.now(UTC))
+        self._lock = FileLock(f"{path}.lock", timeout=0)
+        self._last_saved: bytes | None = None
+
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[None]:
+        """Hold the lock that keeps a second daemon off this file."""
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._lock.acquire()
+        except Timeout:
+            raise StateError(
+                f"state file {self.path} is in use by another datafold-notifier "
+                f"(lock {self._lock.lock_file})"
+            ) from None
+        except OSError as exc:
+            raise StateError(f"cannot lock state file {self.path}: {exc.strerror}") from None
+        try:
+            yield
+        finally:
+            self._lock.release()
+
+    def peek(self) -> NotifierState | None:
+        """Read without side effects (for `check`): None when there is no file yet."""
+        try:
+            raw = self.path.read_bytes()
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise StateError(f"cannot read state file {self.path}: {exc.strerror}") from None
+        try:
+            return NotifierState.model_validate_json(raw)
+        except ValidationError:
+            raise StateError(
+                f"state file {self.path} is corrupt; `run` will move it aside and start afresh"
+            ) from None
+
+    def load(self) -> NotifierState:
+        """The saved state, or an empty one when there is none yet."""
+        try:
+            raw = self.path.read_bytes()
+        except FileNotFoundError:
+            return NotifierState()
+        except OSError as exc:
+            raise StateError(f"cannot read state file {self.path}: {exc.strerror}") from None
+        try:
+            document = json.loads(raw)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            return self._set_aside(f"not JSON ({exc})")
+        if not isinstance(document, dict):
+            return self._set_aside("not a JSON object")
+        version = document.get("version")
+        if isinstance(version, int) and version > STATE_VERSION:
+            raise StateError(
+                f"state file {self.path} has version {version}, newer than this notifier "
+                f"understands ({STATE_VERSION}): upgrade datafold-notifier"
+            )
+        try:
+            state = NotifierState.model_validate(document)
+        except ValidationError as exc:
+            first = exc.errors(include_url=False)[0]
+            where = ".".join(str(part) for part in first.get("loc", ()))
+            return self._set_aside(f"unexpected content at {where or 'top level'}")
+        self._last_saved = raw
+        return state
+
+    def save(self, state: NotifierState) -> bool:
+        """Write atomically (temp file, fsync, rename) when the content changed; True if written.
+
+        The file is created with mode 0600 (mkstemp); on failure the previous file is untouched.
+        """
+        data = state.model_dump_json(indent=None).encode()
+        if data == self._last_saved:
+            return False
+        directory = self.path.parent
+        try:
+            fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{self.path.name}.", suffix=".tmp")
+        except OSError as exc:
+            raise StateError(f"cannot write state file {self.path}: {exc.strerror}") from None
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, self.path)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise StateError(f"cannot write state file {self.path}: {exc.strerror}") from None
+        _fsync_directory(directory)
+        self._last_saved = data
+        return True
+
+    def _set_aside(self, problem: str) -> NotifierState:
+        stamp = self._clock().strftime("%Y%m%dT%H%M%SZ")
+        aside = self.path.with_name(f"{self.path.name}.corrupt-{stamp}")
+        try:
+            os.replace(self.path, aside)
+        except OSError as exc:
+            raise StateError(
+                f"state file {self.path} is corrupt ({problem}) and cannot be moved aside: "
+                f"{exc.strerror}"
+            ) from None
+        log.error(
+            "state_file_corrupt",
+            path=str(self.path),
+            problem=problem,
+            moved_to=str(aside),
+            consequence="starting afresh: monitors are re-baselined, the old outbox is not sent",
+        )
+        return NotifierState()
+
+
+def _fsync_directory(directory: Path) -> None:
+    with contextlib.suppress(OSError):
+        fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
