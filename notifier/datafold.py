@@ -1,0 +1,444 @@
+"""Datafold API adapter: monitors and their runs over HTTP, with retries and bounded concurrency.
+
+The only module that talks to Datafold. It returns `notifier.models` types and raises
+`DatafoldError` subclasses whose messages are one line and never contain the API key.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import random
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from typing import Any, TypeVar
+
+import aiohttp
+import structlog
+from pydantic import BaseModel, ConfigDict, ValidationError
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception_type,
+    stop_after_attempt,
+    wait_exponential,
+)
+from yarl import URL
+
+from notifier import __version__
+from notifier.models import MonitorInfo, MonitorRun, RunDetail, RunPage, as_utc
+
+_log = structlog.get_logger(__name__)
+
+#: Answers worth another attempt: rate limiting and the server or a proxy being briefly unwell.
+RETRYABLE_STATUSES: frozenset[int] = frozenset({429, 500, 502, 503, 504})
+_MESSAGE_MAX = 200
+_REDACTED = "***"
+
+
+class DatafoldError(Exception):
+    """Base of every failure the client reports; `kind` labels it for metrics and logs."""
+
+    kind: str = "datafold"
+
+
+class ApiKeyRefused(DatafoldError):
+    """401/403: the key is wrong, revoked or lacks "View monitors"; retrying cannot help."""
+
+    kind = "refused"
+
+    def __init__(self, status: int) -> None:
+        super().__init__(f"Datafold refused the API key (HTTP {status})")
+        self.status = status
+
+
+class NotFound(DatafoldError):
+    """404 for a monitor or one of its runs: it was deleted, or the key cannot see it."""
+
+    kind = "not_found"
+
+    def __init__(self, monitor_id: int, run_id: int | None = None) -> None:
+        super().__init__(f"{_Subject(monitor_id, run_id).label} not found (HTTP 404)")
+        self.monitor_id = monitor_id
+        self.run_id = run_id
+
+
+class MalformedAnswer(DatafoldError):
+    """A 2xx answer we cannot use: not JSON, not the documented schema, or pages without end."""
+
+    kind = "malformed"
+
+
+class ApiUnavailable(DatafoldError):
+    """Datafold could not be reached or kept failing (429/5xx, timeouts) after every attempt."""
+
+    kind = "unavailable"
+
+
+class RequestRejected(DatafoldError):
+    """Datafold refused the request itself (422 and other 4xx); a bug or a setting, not a blip."""
+
+    kind = "rejected"
+
+
+class _Transient(Exception):
+    """One attempt failed in a way worth retrying; never leaves this module."""
+
+    def __init__(self, reason: str, retry_after: float | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.retry_after = retry_after
+
+
+@dataclass(frozen=True)
+class _Subject:
+    """What a request is about, for messages and log fields."""
+
+    monitor_id: int | None = None
+    run_id: int | None = None
+
+    @property
+    def label(self) -> str:
+        if self.monitor_id is None:
+            return "monitor list"
+        if self.run_id is None:
+            return f"monitor {self.monitor_id}"
+        return f"run {self.run_id} of monitor {self.monitor_id}"
+
+    @property
+    def log_fields(self) -> dict[str, int]:
+        fields = {"monitor_id": self.monitor_id, "run_id": self.run_id}
+        return {key: value for key, value in fields.items() if value is not None}
+
+
+class _MonitorPage(BaseModel):
+    """One page of `GET /api/v1/monitors`; only the adapter needs this shape."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    count: int
+    page: int
+    page_size: int
+    total_pages: int
+    monitors: list[MonitorInfo]
+
+
+_Model = TypeVar("_Model", bound=BaseModel)
+_Page = TypeVar("_Page", RunPage, _MonitorPage)
+
+
+def retry_after_seconds(value: str | None, now: datetime) -> float | None:
+    """Seconds a `Retry-After` value (delta-seconds or an HTTP-date) asks for; None if unusable."""
+    if value is None:
+        return None
+    text = value.strip()
+    try:
+        seconds = float(text)
+    except ValueError:
+        try:
+            when = parsedate_to_datetime(text)
+        except (TypeError, ValueError, IndexError):
+            return None
+        seconds = (as_utc(when) - as_utc(now)).total_seconds()
+    if not math.isfinite(seconds):
+        return None
+    return max(0.0, seconds)
+
+
+def _iso_z(value: datetime) -> str:
+    return as_utc(value).isoformat().replace("+00:00", "Z")
+
+
+def _one_line(text: str, limit: int = _MESSAGE_MAX) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+
+
+def _schema_problem(error: ValidationError) -> str:
+    """The first problem pydantic found, as `loc: msg`, without the offending input."""
+    problems = error.errors(include_url=False, include_input=False, include_context=False)
+    if not problems:
+        return "invalid"
+    first = problems[0]
+    loc = ".".join(str(part) for part in first["loc"])
+    text = f"{loc}: {first['msg']}" if loc else first["msg"]
+    if len(problems) > 1:
+        text += f" (and {len(problems) - 1} more)"
+    return _one_line(text)
+
+
+def _error_detail(body: bytes) -> str | None:
+    """FastAPI's `detail`: a string, or a list of `{loc, msg}` as a 422 carries it."""
+    try:
+        payload = json.loads(body)
+    except (ValueError, RecursionError):
+        return None
+    detail = payload.get("detail") if isinstance(payload, dict) else None
+    if isinstance(detail, str):
+        return _one_line(detail) if detail.strip() else None
+    if not isinstance(detail, list):
+        return None
+    parts: list[str] = []
+    for item in detail:
+        if isinstance(item, dict) and "msg" in item:
+            loc = item.get("loc")
+            where = ".".join(str(p) for p in loc) if isinstance(loc, list) else ""
+            parts.append(f"{where}: {item['msg']}" if where else str(item["msg"]))
+    return _one_line("; ".join(parts)) if parts else None
+
+
+def _validate(subject: _Subject, model: type[_Model], payload: Any) -> _Model:
+    try:
+        return model.model_validate(payload)
+    except ValidationError as exc:
+        problem = _schema_problem(exc)
+        raise MalformedAnswer(
+            f"{subject.label}: answer does not match the schema: {problem}"
+        ) from None
+
+
+class DatafoldClient:
+    """Reads monitors and runs from Datafold's public API over a session the caller owns.
+
+    Retries 429/5xx, timeouts and connection errors; at most `max_concurrency` requests in flight.
+    """
+
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        host: str,
+        api_key: str,
+        *,
+        page_size: int = 100,
+        max_pages: int = 50,
+        max_concurrency: int = 16,
+        max_attempts: int = 4,
+        backoff_initial: float = 0.5,
+        backoff_max: float = 10.0,
+        max_retry_after: float = 30.0,
+        request_timeout: float = 30.0,
+    ) -> None:
+        url = URL(host.rstrip("/"))
+        if url.scheme not in ("http", "https") or not url.host:
+            raise ValueError("Datafold host must be an http:// or https:// URL")
+        if url.user is not None or url.password is not None:
+            raise ValueError("Datafold host must not contain credentials")
+        for name, number in (
+            ("page_size", page_size),
+            ("max_pages", max_pages),
+            ("max_concurrency", max_concurrency),
+            ("max_attempts", max_attempts),
+        ):
+            if number < 1:
+                raise ValueError(f"{name} must be at least 1")
+        self._session = session
+        self._base = str(url)
+        self._host_label = url.host if url.is_default_port() else f"{url.host}:{url.port}"
+        self._api_key = api_key
+        self._headers = {
+            "Authorization": f"Key {api_key}",
+            "Accept": "application/json",
+            "User-Agent": f"datafold-notifier/{__version__}",
+        }
+        self._page_size = page_size
+        self._max_pages = max_pages
+        self._semaphore = asyncio.Semaphore(max_concurrency)
+        self._max_attempts = max_attempts
+        self._backoff = wait_exponential(multiplier=backoff_initial, max=backoff_max)
+        self._max_retry_after = max_retry_after
+        self._request_timeout = request_timeout
+        self._timeout = aiohttp.ClientTimeout(total=request_timeout)
+        self.requests_made = 0
+
+    def __repr__(self) -> str:
+        return f"DatafoldClient(host={self._base!r})"
+
+    async def list_runs(
+        self, monitor_id: int, since: datetime, until: datetime | None = None
+    ) -> list[MonitorRun]:
+        """Every run of the monitor started in [since, until], across all pages, one per run_id.
+
+        Assumes no order; a run listed twice keeps its later copy; other monitors' runs are dropped.
+        """
+        subject = _Subject(monitor_id)
+        params = {"page_size": str(self._page_size), "start_time": _iso_z(since)}
+        if until is not None:
+            params["end_time"] = _iso_z(until)
+        logger = _log.bind(monitor_id=monitor_id)
+        runs: dict[int, MonitorRun] = {}
+        path = f"/api/v1/monitors/{monitor_id}/runs"
+        async for page in self._each_page(subject, path, params, RunPage, lambda p: len(p.runs)):
+            for run in page.runs:
+                if run.monitor_id != monitor_id:
+                    logger.warning(
+                        "datafold.foreign_run_dropped",
+                        run_id=run.run_id,
+                        run_monitor_id=run.monitor_id,
+                    )
+                    continue
+                runs[run.run_id] = run
+        return list(runs.values())
+
+    async def get_monitor(self, monitor_id: int) -> MonitorInfo:
+        """The monitor's name, type, tags and owner, for the notification."""
+        subject = _Subject(monitor_id)
+        payload = await self._get_json(subject, f"/api/v1/monitors/{monitor_id}", {})
+        monitor = _validate(subject, MonitorInfo, payload)
+        if monitor.id != monitor_id:
+            raise MalformedAnswer(f"{subject.label}: answer describes monitor {monitor.id}")
+        return monitor
+
+    async def get_run(self, monitor_id: int, run_id: int) -> RunDetail:
+        """One run with its error message and warnings."""
+        subject = _Subject(monitor_id, run_id)
+        path = f"/api/v1/monitors/{monitor_id}/runs/{run_id}"
+        run = _validate(subject, RunDetail, await self._get_json(subject, path, {}))
+        if (run.monitor_id, run.run_id) != (monitor_id, run_id):
+            raise MalformedAnswer(
+                f"{subject.label}: answer describes run {run.run_id} of monitor {run.monitor_id}"
+            )
+        return run
+
+    async def list_monitors(self, tags: Sequence[str] = ()) -> list[MonitorInfo]:
+        """Every monitor (carrying all of `tags`, if given), across all pages, one per id."""
+        subject = _Subject()
+        params = {"page_size": str(self._page_size)}
+        if tags:
+            params["tags"] = ",".join(tags)
+        monitors: dict[int, MonitorInfo] = {}
+        path = "/api/v1/monitors"
+        async for page in self._each_page(
+            subject, path, params, _MonitorPage, lambda p: len(p.monitors)
+        ):
+            for monitor in page.monitors:
+                monitors[monitor.id] = monitor
+        return list(monitors.values())
+
+    async def _each_page(
+        self,
+        subject: _Subject,
+        path: str,
+        params: Mapping[str, str],
+        model: type[_Page],
+        size: Callable[[_Page], int],
+    ) -> AsyncIterator[_Page]:
+        """Pages 1, 2, ... until `total_pages` or an empty page; over `max_pages` is an error."""
+        number = 1
+        while True:
+            payload = await self._get_json(subject, path, {**params, "page": str(number)})
+            page = _validate(subject, model, payload)
+            yield page
+            if size(page) == 0 or number >= page.total_pages:
+                return
+            if number >= self._max_pages:
+                raise MalformedAnswer(f"{subject.label}: more than {self._max_pages} pages")
+            number += 1
+
+    async def _get_json(self, subject: _Subject, path: str, params: Mapping[str, str]) -> Any:
+        """GET with retries; the decoded JSON of a 2xx answer, or a `DatafoldError`."""
+        logger = _log.bind(**subject.log_fields, path=path)
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(self._max_attempts),
+            wait=self._wait,
+            retry=retry_if_exception_type(_Transient),
+            before_sleep=lambda state: self._log_retry(logger, state),
+            reraise=True,
+        )
+        try:
+            async for attempt in retrying:
+                with attempt:
+                    number = attempt.retry_state.attempt_number
+                    return await self._attempt(subject, path, params, number, logger)
+        except _Transient as exc:
+            raise ApiUnavailable(
+                self._redact(
+                    f"{subject.label}: Datafold at {self._host_label} unavailable (GET {path}): "
+                    f"{exc.reason} after {self._max_attempts} attempts"
+                )
+            ) from exc
+        raise AssertionError("unreachable: tenacity returns or raises")  # pragma: no cover
+
+    async def _attempt(
+        self,
+        subject: _Subject,
+        path: str,
+        params: Mapping[str, str],
+        attempt: int,
+        logger: Any,
+    ) -> Any:
+        async with self._semaphore:
+            self.requests_made += 1
+            try:
+                async with self._session.get(
+                    self._base + path,
+                    params=params,
+                    headers=self._headers,
+                    timeout=self._timeout,
+                    allow_redirects=False,
+                ) as response:
+                    status = response.status
+                    retry_after = response.headers.get("Retry-After")
+                    body = await response.read()
+            except TimeoutError as exc:
+                logger.debug("datafold.request", method="GET", attempt=attempt, error="timeout")
+                raise _Transient(f"timed out after {self._request_timeout:g}s") from exc
+            except aiohttp.ClientError as exc:
+                error = type(exc).__name__
+                logger.debug("datafold.request", method="GET", attempt=attempt, error=error)
+                raise _Transient(error) from exc
+        logger.debug("datafold.request", method="GET", attempt=attempt, status=status)
+        return self._interpret(subject, status, body, retry_after)
+
+    def _interpret(
+        self, subject: _Subject, status: int, body: bytes, retry_after: str | None
+    ) -> Any:
+        """Map an HTTP answer to decoded JSON or the matching error."""
+        if 200 <= status < 300:
+            try:
+                return json.loads(body)
+            except (ValueError, RecursionError):
+                raise MalformedAnswer(f"{subject.label}: answer is not JSON") from None
+        if status in (401, 403):
+            raise ApiKeyRefused(status)
+        if status == 404 and subject.monitor_id is not None:
+            raise NotFound(subject.monitor_id, subject.run_id)
+        if status in RETRYABLE_STATUSES:
+            raise _Transient(f"HTTP {status}", retry_after_seconds(retry_after, datetime.now(UTC)))
+        if status >= 500:
+            raise ApiUnavailable(
+                f"{subject.label}: Datafold at {self._host_label} failed (HTTP {status})"
+            )
+        if 300 <= status < 400:
+            raise RequestRejected(
+                f"{subject.label}: redirected (HTTP {status}); check the Datafold host"
+            )
+        detail = _error_detail(body)
+        message = f"{subject.label}: request rejected (HTTP {status})"
+        raise RequestRejected(self._redact(f"{message}: {detail}" if detail else message))
+
+    def _wait(self, state: RetryCallState) -> float:
+        """Retry-After when the answer gives one (capped), else capped exponential with jitter."""
+        error = state.outcome.exception() if state.outcome is not None else None
+        if isinstance(error, _Transient) and error.retry_after is not None:
+            return min(error.retry_after, self._max_retry_after)
+        ceiling = self._backoff(state)
+        return ceiling / 2 + random.uniform(0, ceiling / 2)
+
+    def _log_retry(self, logger: Any, state: RetryCallState) -> None:
+        error = state.outcome.exception() if state.outcome is not None else None
+        reason = error.reason if isinstance(error, _Transient) else type(error).__name__
+        wait = state.next_action.sleep if state.next_action is not None else 0.0
+        logger.warning(
+            "datafold.retry",
+            reason=self._redact(reason),
+            wait=round(wait, 3),
+            attempt=state.attempt_number,
+            max_attempts=self._max_attempts,
+        )
+
+    def _redact(self, text: str) -> str:
+        """Belt and braces: a server echoing the key back must not put it in a message."""
+        return text.replace(self._api_key, _REDACTED) if len(self._api_key) >= 8 else text

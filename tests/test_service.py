@@ -1,0 +1,321 @@
+"""One poll cycle end to end over fakes of its seams and a real state file."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from structlog.testing import capture_logs
+
+from notifier.datafold import ApiKeyRefused, MalformedAnswer
+from notifier.detect import DetectionPolicy
+from notifier.models import MonitorInfo, Notification
+from notifier.service import Notifier, ServiceConfig
+from notifier.sinks import DeliveryError
+from notifier.state import StateFile
+from tests.fakes.source import FakeSink, FakeSource
+
+T0 = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = T0
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def tick(self, minutes: float = 1) -> None:
+        self.now += timedelta(minutes=minutes)
+
+
+def config(monitor_ids: tuple[int, ...] = (1, 2), **kw: object) -> ServiceConfig:
+    values: dict[str, object] = {
+        "monitor_ids": monitor_ids,
+        "policy": DetectionPolicy(
+            notify_states=frozenset({"alert", "error"}),
+            retention=timedelta(hours=1),
+            in_progress_limit=timedelta(hours=24),
+        ),
+        "lookback": timedelta(minutes=30),
+        "outbox_expiry": timedelta(hours=24),
+        "host": "https://app.example",
+        "monitor_url_template": "{host}/monitors/{monitor_id}",
+    }
+    values.update(kw)
+    return ServiceConfig(**values)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def source() -> FakeSource:
+    return FakeSource()
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> StateFile:
+    return StateFile(tmp_path / "state.json")
+
+
+def make(source: FakeSource, store: StateFile, clock: Clock, *sinks: FakeSink, **kw: object) -> Notifier:
+    return Notifier(source, store, {s.name: s for s in sinks}, config(**kw), clock=clock)
+
+
+async def test_first_cycle_is_silent_then_new_alerts_notified_once(
+    source: FakeSource, store: StateFile, clock: Clock
+) -> None:
+    slack, hook = FakeSink("slack"), FakeSink("webhook-1")
+    source.put(1, 10, "alert", T0 - timedelta(minutes=5))
+    source.put(2, 20, "error", T0 - timedelta(minutes=4))
+    notifier = make(source, store, clock, slack, hook)
+    report = await notifier.run_cycle()
+    assert report.polled == [1, 2] and report.events == 0 and slack.sent == []
+
+    clock.tick()
+    source.put(1, 11, "alert", clock.now - timedelta(seconds=20), diff_id=555)
+    source.put(2, 21, "ok", clock.now - timedelta(seconds=20))
+    report = await notifier.run_cycle()
+    assert report.events == 1
+    assert slack.sent_keys == hook.sent_keys == ["1-11-alert"]
+    n = slack.sent[0]
+    assert n.links.diff == "https://app.example/datadiffs/555/overview"
+    assert n.links.monitor == "https://app.example/monitors/1"
+    assert n.monitor.name == "m1"
+
+    for _ in range(3):
+        clock.tick()
+        await notifier.run_cycle()
+    assert slack.sent_keys == ["1-11-alert"]
+
+
+async def test_run_first_seen_in_progress_is_notified_when_it_turns_alert(
+    source: FakeSource, store: StateFile, clock: Clock
+) -> None:
+    sink = FakeSink("slack")
+    source.put(1, 10, "checking", T0 - timedelta(minutes=1))
+    notifier = make(source, store, clock, sink, monitor_ids=(1,))
+    await notifier.run_cycle()
+    clock.tick()
+    source.put(1, 10, "error", T0 - timedelta(minutes=1), error="relation orders does not exist")
+    await notifier.run_cycle()
+    assert sink.sent_keys == ["1-10-error"]
+    assert sink.sent[0].error_message == "relation orders does not exist"
+
+
+async def test_in_progress_run_that_left_the_window_is_fetched_directly(
+    source: FakeSource, store: StateFile, clock: Clock
+) -> None:
+    sink = FakeSink("slack")
+    source.put(1, 10, "checking", T0 - timedelta(minutes=20))
+    notifier = make(source, store, clock, sink, monitor_ids=(1,))
+    await notifier.run_cycle()
+    clock.tick(60)  # the run started 80 minutes ago: out of the 30-minute window
+    source.put(1, 10, "alert", T0 - timedelta(minutes=20))
+    await notifier.run_cycle()
+    assert ("get_run", 1) in source.calls
+    assert sink.sent_keys == ["1-10-alert"]
+
+
+async def test_state_survives_restart_without_renotifying(
+    source: FakeSource, store: StateFile, clock: Clock, tmp_path: Path
+) -> None:
+    sink = FakeSink("slack")
+    await make(source, store, clock, sink, monitor_ids=(1,)).run_cycle()
+    clock.tick()
+    source.put(1, 11, "alert", clock.now)
+    await make(source, store, clock, sink, monitor_ids=(1,)).run_cycle()
+    clock.tick()
+    restarted = make(source, StateFile(tmp_path / "state.json"), clock, sink, monitor_ids=(1,))
+    await restarted.run_cycle()
+    assert sink.sent_keys == ["1-11-alert"]
+
+
+async def test_destination_down_keeps_notification_until_it_is_back(
+    source: FakeSource, store: StateFile, clock: Clock, tmp_path: Path
+) -> None:
+    slack, hook = FakeSink("slack", down=True), FakeSink("webhook-1")
+    notifier = make(source, store, clock, slack, hook, monitor_ids=(1,))
+    await notifier.run_cycle()
+    clock.tick()
+    source.put(1, 11, "alert", clock.now)
+    source.put(1, 12, "error", clock.now)
+    with capture_logs() as logs:
+        report = await notifier.run_cycle()
+    assert hook.sent_keys == ["1-11-alert", "1-12-error"]
+    assert slack.sent == [] and slack.attempts == 1  # stops at its first failure
+    assert report.outbox_size == 2 and report.delivery_failures == 1
+    failed = [e for e in logs if e["event"] == "delivery_failed"]
+    assert failed[0]["destination"] == "slack" and failed[0]["monitor_id"] == 1
+
+    # a restart while Slack is still down: the outbox is in the state file
+    clock.tick()
+    restarted = make(source, StateFile(tmp_path / "state.json"), clock, slack, hook, monitor_ids=(1,))
+    assert len(restarted.state.outbox) == 2
+    slack.down = False
+    report = await restarted.run_cycle()
+    assert slack.sent_keys == ["1-11-alert", "1-12-error"]
+    assert hook.sent_keys == ["1-11-alert", "1-12-error"]  # not repeated
+    assert report.outbox_size == 0 and restarted.state.outbox == []
+
+
+async def test_undelivered_notification_expires_with_an_error_log(
+    source: FakeSource, store: StateFile, clock: Clock
+) -> None:
+    slack = FakeSink("slack", down=True)
+    notifier = make(source, store, clock, slack, monitor_ids=(1,), outbox_expiry=timedelta(hours=2))
+    await notifier.run_cycle()
+    clock.tick()
+    source.put(1, 11, "alert", clock.now)
+    await notifier.run_cycle()
+    clock.tick(60)
+    await notifier.run_cycle()
+    assert len(notifier.state.outbox) == 1
+    clock.tick(61)
+    with capture_logs() as logs:
+        report = await notifier.run_cycle()
+    assert report.expired == 1 and notifier.state.outbox == []
+    [expired] = [e for e in logs if e["event"] == "notification_expired"]
+    assert expired["log_level"] == "error" and expired["undelivered_to"] == ["slack"]
+    assert expired["run_id"] == 11
+
+
+async def test_one_failing_monitor_does_not_stop_the_others(
+    source: FakeSource, store: StateFile, clock: Clock
+) -> None:
+    sink = FakeSink("slack")
+    notifier = make(source, store, clock, sink)
+    await notifier.run_cycle()
+    clock.tick()
+    source.failures[1] = MalformedAnswer("monitor 1: answer is not JSON")
+    source.put(2, 21, "alert", clock.now)
+    with capture_logs() as logs:
+        report = await notifier.run_cycle()
+    assert report.polled == [2] and report.failed == {1: "malformed"}
+    assert not report.all_failed
+    assert sink.sent_keys == ["2-21-alert"]
+    [failed] = [e for e in logs if e["event"] == "poll_failed"]
+    assert failed["monitor_id"] == 1 and "not JSON" in failed["error"]
+
+
+async def test_refused_key_fails_every_monitor(
+    source: FakeSource, store: StateFile, clock: Clock
+) -> None:
+    source.failures = {1: ApiKeyRefused(401), 2: ApiKeyRefused(401)}
+    report = await make(source, store, clock, FakeSink("slack")).run_cycle()
+    assert report.all_failed and report.key_refused
+
+
+async def test_alert_during_failed_first_polls_is_not_lost(
+    source: FakeSource, store: StateFile, clock: Clock
+) -> None:
+    sink = FakeSink("slack")
+    source.failures[1] = MalformedAnswer("boom")
+    notifier = make(source, store, clock, sink, monitor_ids=(1,))
+    source.put(1, 9, "alert", T0 - timedelta(minutes=3))  # history before we started
+    await notifier.run_cycle()
+    clock.tick()
+    source.put(1, 10, "alert", clock.now)  # news, while the API was failing for us
+    del source.failures[1]
+    clock.tick()
+    await notifier.run_cycle()
+    assert sink.sent_keys == ["1-10-alert"]
+
+
+async def test_monitor_info_is_cached_and_failures_fall_back(
+    source: FakeSource, store: StateFile, clock: Clock
+) -> None:
+    sink = FakeSink("slack")
+    source.infos[1] = MonitorInfo(id=1, name="orders", monitor_type="diff")
+    notifier = make(source, store, clock, sink, monitor_ids=(1,))
+    await notifier.run_cycle()
+    for run_id in (11, 12, 13):
+        clock.tick()
+        source.put(1, run_id, "alert", clock.now)
+        await notifier.run_cycle()
+    assert [n.monitor.title for n in sink.sent] == ["orders"] * 3
+    assert source.calls.count(("get_monitor", 1)) == 1
+
+
+async def test_unconfigured_monitor_and_destination_are_dropped(
+    source: FakeSource, store: StateFile, clock: Clock, tmp_path: Path
+) -> None:
+    old = FakeSink("webhook-old", down=True)
+    notifier = make(source, store, clock, old)
+    await notifier.run_cycle()
+    clock.tick()
+    source.put(1, 11, "alert", clock.now)
+    await notifier.run_cycle()
+    assert len(notifier.state.outbox) == 1
+    new = FakeSink("slack")
+    restarted = make(source, StateFile(tmp_path / "state.json"), clock, new, monitor_ids=(1,))
+    with capture_logs() as logs:
+        await restarted.run_cycle()
+    assert set(restarted.state.monitors) == {1}
+    assert restarted.state.outbox == [] and new.sent == []
+    assert any(e["event"] == "destination_removed" for e in logs)
+
+
+async def test_cancelled_delivery_still_saves_decisions(
+    source: FakeSource, store: StateFile, clock: Clock, tmp_path: Path
+) -> None:
+    class SlowSink(FakeSink):
+        async def send(self, notification: Notification) -> None:
+            await asyncio.sleep(30)
+
+    notifier = make(source, store, clock, SlowSink("slack"), monitor_ids=(1,))
+    await notifier.run_cycle()
+    clock.tick()
+    source.put(1, 11, "alert", clock.now)
+    task = asyncio.create_task(notifier.run_cycle())
+    await asyncio.sleep(0.05)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    saved = StateFile(tmp_path / "state.json").load()
+    assert [e.notification.id for e in saved.outbox] == ["1-11-alert"]
+    assert saved.outbox[0].pending == ["slack"]
+
+
+async def test_a_sink_bug_is_contained(source: FakeSource, store: StateFile, clock: Clock) -> None:
+    class BrokenSink(FakeSink):
+        async def send(self, notification: Notification) -> None:
+            raise RuntimeError("bug")
+
+    good = FakeSink("webhook-1")
+    notifier = make(source, store, clock, BrokenSink("slack"), good, monitor_ids=(1,))
+    await notifier.run_cycle()
+    clock.tick()
+    source.put(1, 11, "alert", clock.now)
+    report = await notifier.run_cycle()
+    assert good.sent_keys == ["1-11-alert"] and report.outbox_size == 1
+
+
+async def test_delivery_error_message_is_kept_on_the_entry(
+    source: FakeSource, store: StateFile, clock: Clock
+) -> None:
+    class Refusing(FakeSink):
+        async def send(self, notification: Notification) -> None:
+            raise DeliveryError(self.name, "Slack answered channel_not_found")
+
+    notifier = make(source, store, clock, Refusing("slack"), monitor_ids=(1,))
+    await notifier.run_cycle()
+    clock.tick()
+    source.put(1, 11, "alert", clock.now)
+    await notifier.run_cycle()
+    [entry] = notifier.state.outbox
+    assert entry.attempts == 1 and entry.last_error == "slack: Slack answered channel_not_found"
+
+
+async def test_state_is_saved_only_when_it_changed(
+    source: FakeSource, store: StateFile, clock: Clock
+) -> None:
+    notifier = make(source, store, clock, FakeSink("slack"), monitor_ids=(1,))
+    assert (await notifier.run_cycle()).state_saved
+    clock.tick()
+    assert not (await notifier.run_cycle()).state_saved

@@ -1,0 +1,569 @@
+"""The Datafold simulator, driven over real HTTP, as every other test and the demo rely on it."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
+
+import aiohttp
+import jsonschema
+import pytest
+
+from notifier.simulator import Simulator, demo_simulator, serve
+
+KEY = "test-key"
+T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
+STATES = [
+    "ok",
+    "alert",
+    "error",
+    "learning",
+    "checking",
+    "created",
+    "skipped",
+    "cancelled",
+    "queued",
+]
+
+# Copied from the published OpenAPI spec (state enum plus `queued`), to hold the answers to it.
+RUN: dict[str, Any] = {
+    "type": "object",
+    "required": ["run_id", "monitor_id"],
+    "properties": {
+        "run_id": {"type": "integer"},
+        "monitor_id": {"type": "integer"},
+        "state": {"enum": [*STATES, None]},
+        "started_at": {"type": ["string", "null"], "pattern": r"Z$"},
+        "diff_id": {"type": ["integer", "null"]},
+    },
+}
+RUN_DETAIL: dict[str, Any] = {
+    **RUN,
+    "required": ["run_id", "monitor_id", "state", "warnings"],
+    "properties": {
+        **RUN["properties"],
+        "error": {"type": ["string", "null"]},
+        "warnings": {"type": "array", "items": {"type": "string"}},
+    },
+}
+MONITOR: dict[str, Any] = {
+    "type": "object",
+    "required": ["id", "name", "monitor_type", "created_at", "modified_at", "enabled"],
+    "properties": {
+        "id": {"type": "integer"},
+        "name": {"type": ["string", "null"]},
+        "monitor_type": {"enum": ["diff", "metric", "schema", "test", None]},
+        "tags": {"type": ["array", "null"], "items": {"type": "string"}},
+        "owner": {"type": ["string", "null"]},
+        "enabled": {"type": "boolean"},
+        "last_run": {"type": ["string", "null"]},
+        "last_alert": {"type": ["string", "null"]},
+        "state": {"enum": [*STATES, None]},
+    },
+}
+MONITOR_FULL: dict[str, Any] = {**MONITOR, "required": [*MONITOR["required"], "schedule"]}
+
+
+def page_of(key: str, item: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "required": ["count", key, "page", "page_size", "total_pages"],
+        "properties": {
+            **{name: {"type": "integer"} for name in ("count", "page", "page_size", "total_pages")},
+            key: {"type": "array", "items": item},
+        },
+    }
+
+
+class FakeClock:
+    def __init__(self, now: datetime = T0) -> None:
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def tick(self, seconds: float) -> None:
+        self.now += timedelta(seconds=seconds)
+
+
+class Api:
+    """A thin client over a served simulator: the status and the decoded body of each GET."""
+
+    def __init__(self, session: aiohttp.ClientSession, base: str) -> None:
+        self.session = session
+        self.base = base
+
+    async def get(self, path: str, key: str | None = KEY, **params: Any) -> tuple[int, Any]:
+        headers = {"Authorization": f"Key {key}"} if key is not None else {}
+        query = {name: str(value) for name, value in params.items()}
+        async with self.session.get(self.base + path, headers=headers, params=query) as resp:
+            return resp.status, await resp.json()
+
+    async def runs(self, monitor_id: int, **params: Any) -> list[dict[str, Any]]:
+        status, body = await self.get(f"/api/v1/monitors/{monitor_id}/runs", **params)
+        assert status == 200, body
+        runs: list[dict[str, Any]] = body["runs"]
+        return runs
+
+    async def all_runs(self, monitor_id: int) -> dict[int, dict[str, Any]]:
+        return {run["run_id"]: run for run in await self.runs(monitor_id, page_size=1000)}
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def sim(clock: FakeClock) -> Simulator:
+    sim = Simulator(KEY, clock=clock, seed=7)
+    sim.add_monitor(1, name="orders diff", monitor_type="diff", tags=["prod", "orders"])
+    sim.add_monitor(2, name="revenue", monitor_type="metric", tags=["prod"], owner="a@example.com")
+    return sim
+
+
+@pytest.fixture
+async def api(sim: Simulator) -> AsyncIterator[Api]:
+    async with serve(sim) as base, aiohttp.ClientSession() as session:
+        yield Api(session, base)
+
+
+ENDPOINT_PATHS = [
+    "/api/v1/monitors",
+    "/api/v1/monitors/1",
+    "/api/v1/monitors/1/runs",
+    "/api/v1/monitors/1/runs/1",
+]
+
+
+@pytest.mark.parametrize("path", ENDPOINT_PATHS)
+@pytest.mark.parametrize("key", [None, "wrong-key"], ids=["missing", "wrong"])
+async def test_every_endpoint_refuses_a_missing_or_wrong_key(
+    api: Api, sim: Simulator, path: str, key: str | None
+) -> None:
+    sim.add_run(1, run_id=1)
+    assert await api.get(path, key=key) == (401, {"detail": "Invalid API key"})
+    assert sim.requests[-1].authorized is False
+    status, _ = await api.get(path)
+    assert status == 200
+    assert sim.requests[-1].authorized is True
+
+
+async def test_key_must_use_the_key_scheme(api: Api) -> None:
+    async with api.session.get(
+        api.base + "/api/v1/monitors", headers={"Authorization": f"Bearer {KEY}"}
+    ) as resp:
+        assert resp.status == 401
+
+
+async def test_requests_are_recorded_with_their_query(api: Api, sim: Simulator) -> None:
+    await api.get("/api/v1/monitors/1/runs", page=2, start_time="2024-05-01T00:00:00Z")
+    recorded = sim.requests[-1]
+    assert (recorded.method, recorded.path) == ("GET", "/api/v1/monitors/1/runs")
+    assert recorded.query == {"page": "2", "start_time": "2024-05-01T00:00:00Z"}
+
+
+@pytest.mark.parametrize(
+    ("path", "detail"),
+    [
+        ("/api/v1/monitors/99", "Monitor not found"),
+        ("/api/v1/monitors/99/runs", "Monitor not found"),
+        ("/api/v1/monitors/99/runs/1", "Monitor not found"),
+        ("/api/v1/monitors/1/runs/12345", "Run not found"),
+        ("/api/v1/monitors/2/runs/1", "Run not found"),  # run 1 belongs to monitor 1
+        ("/api/v1/nothing-here", "Not Found"),
+    ],
+)
+async def test_unknown_things_are_404(api: Api, sim: Simulator, path: str, detail: str) -> None:
+    sim.add_run(1, run_id=1)
+    assert await api.get(path) == (404, {"detail": detail})
+
+
+@pytest.mark.parametrize(
+    ("path", "params", "loc", "error_type"),
+    [
+        ("/api/v1/monitors/1/runs", {"page": "two"}, ["query", "page"], "int_parsing"),
+        ("/api/v1/monitors/1/runs", {"page": "0"}, ["query", "page"], "greater_than_equal"),
+        ("/api/v1/monitors/1/runs", {"page_size": "1.5"}, ["query", "page_size"], "int_parsing"),
+        (
+            "/api/v1/monitors/1/runs",
+            {"page_size": "0"},
+            ["query", "page_size"],
+            "greater_than_equal",
+        ),
+        ("/api/v1/monitors/1/runs", {"start_time": "yesterday"}, ["query", "start_time"], None),
+        (
+            "/api/v1/monitors/1/runs",
+            {"end_time": "2024-13-01T00:00:00Z"},
+            ["query", "end_time"],
+            None,
+        ),
+        ("/api/v1/monitors/abc/runs", {}, ["path", "id"], "int_parsing"),
+        ("/api/v1/monitors/abc", {}, ["path", "id"], "int_parsing"),
+        ("/api/v1/monitors/1/runs/x", {}, ["path", "run_id"], "int_parsing"),
+        ("/api/v1/monitors", {"page": "-1"}, ["query", "page"], "greater_than_equal"),
+        ("/api/v1/monitors", {"page_size": "many"}, ["query", "page_size"], "int_parsing"),
+    ],
+)
+async def test_bad_parameters_are_422_in_fastapi_shape(
+    api: Api, path: str, params: dict[str, str], loc: list[str], error_type: str | None
+) -> None:
+    status, body = await api.get(path, **params)
+    assert status == 422
+    [error] = body["detail"]
+    assert error["loc"] == loc
+    assert isinstance(error["msg"], str) and error["msg"]
+    assert error["type"] == (error_type or error["type"])
+
+
+async def test_validation_comes_before_the_404(api: Api) -> None:
+    status, body = await api.get("/api/v1/monitors/99/runs", page="x", page_size="y")
+    assert status == 422
+    assert [error["loc"][1] for error in body["detail"]] == ["page", "page_size"]
+
+
+async def test_answers_follow_the_published_schemas(api: Api, sim: Simulator) -> None:
+    run_id = sim.add_run(1, state="error", started_at=T0, diff_id=5, error="boom")
+    sim.add_run(2, state=None)
+    checks = [
+        ("/api/v1/monitors/1/runs", page_of("runs", RUN)),
+        ("/api/v1/monitors/2/runs", page_of("runs", RUN)),
+        (f"/api/v1/monitors/1/runs/{run_id}", RUN_DETAIL),
+        ("/api/v1/monitors/1", MONITOR_FULL),
+        ("/api/v1/monitors", page_of("monitors", MONITOR)),
+    ]
+    for path, schema in checks:
+        status, body = await api.get(path)
+        assert status == 200
+        jsonschema.validate(body, schema)
+
+
+@pytest.mark.parametrize(
+    ("count", "page_size", "total_pages"), [(23, 5, 5), (20, 5, 4), (3, 10, 1), (0, 10, 0)]
+)
+async def test_pages_cover_every_run_exactly_once(
+    api: Api, sim: Simulator, count: int, page_size: int, total_pages: int
+) -> None:
+    expected = {sim.add_run(1, started_at=T0 + timedelta(minutes=i)) for i in range(count)}
+    seen: list[int] = []
+    for page in range(1, total_pages + 2):  # one page past the end
+        status, body = await api.get("/api/v1/monitors/1/runs", page=page, page_size=page_size)
+        assert status == 200
+        assert (body["count"], body["page"], body["page_size"]) == (count, page, page_size)
+        assert body["total_pages"] == total_pages
+        assert len(body["runs"]) <= page_size
+        seen += [run["run_id"] for run in body["runs"]]
+    assert body["runs"] == []
+    assert sorted(seen) == sorted(expected)
+
+
+async def test_page_size_defaults_to_10_and_is_capped(api: Api, sim: Simulator) -> None:
+    for _ in range(12):
+        sim.add_run(1)
+    _, body = await api.get("/api/v1/monitors/1/runs")
+    assert (body["page_size"], len(body["runs"]), body["total_pages"]) == (10, 10, 2)
+    _, body = await api.get("/api/v1/monitors/1/runs", page_size=5000)
+    assert (body["page_size"], len(body["runs"]), body["total_pages"]) == (1000, 12, 1)
+
+
+async def test_listing_is_not_in_time_order_but_is_stable(api: Api, sim: Simulator) -> None:
+    for i in range(20):
+        sim.add_run(1, started_at=T0 + timedelta(minutes=i))
+    first = [run["run_id"] for run in await api.runs(1, page_size=100)]
+    assert first not in (sorted(first), sorted(first, reverse=True))
+    assert [run["run_id"] for run in await api.runs(1, page_size=100)] == first
+
+
+@pytest.mark.parametrize(
+    ("params", "expected"),
+    [
+        ({}, {"a", "b", "c", "unstarted"}),
+        ({"start_time": "2024-05-01T12:10:00Z"}, {"b", "c", "unstarted"}),  # >= is inclusive
+        ({"end_time": "2024-05-01T12:10:00Z"}, {"a", "b"}),  # <= is inclusive
+        ({"start_time": "2024-05-01T12:00:01Z", "end_time": "2024-05-01T12:19:59Z"}, {"b"}),
+        ({"start_time": "2024-05-01T14:10:00+02:00"}, {"b", "c", "unstarted"}),  # an offset
+        ({"start_time": "2024-05-01T12:10:00"}, {"b", "c", "unstarted"}),  # no offset: UTC
+        ({"start_time": "2024-05-01T13:00:00Z"}, {"unstarted"}),  # created at 13:00
+        ({"end_time": "2024-05-01T11:59:59Z"}, set()),
+    ],
+)
+async def test_time_filters_compare_start_or_creation_time(
+    api: Api, sim: Simulator, clock: FakeClock, params: dict[str, str], expected: set[str]
+) -> None:
+    ids = {
+        name: sim.add_run(1, state="ok", started_at=T0 + timedelta(minutes=minutes))
+        for name, minutes in {"a": 0, "b": 10, "c": 20}.items()
+    }
+    clock.tick(3600)
+    ids["unstarted"] = sim.add_run(1, state="created", started_at=None)
+    names = {run_id: name for name, run_id in ids.items()}
+    runs = await api.runs(1, page_size=100, **params)
+    assert {names[run["run_id"]] for run in runs} == expected
+
+
+async def test_started_at_is_iso_8601_with_z(api: Api, sim: Simulator) -> None:
+    sim.add_run(1, started_at=datetime(2024, 5, 1, 16, 30, tzinfo=timezone(timedelta(hours=2))))
+    sim.add_run(1, started_at=None)
+    stamps = {run["started_at"] for run in await api.runs(1)}
+    assert stamps == {"2024-05-01T14:30:00Z", None}
+
+
+async def test_scheduled_runs_appear_and_progress_with_the_clock(
+    api: Api, sim: Simulator, clock: FakeClock
+) -> None:
+    sim.add_monitor(3, every=10, duration=4, outcomes=["alert", "error"])
+    # (seconds after add_monitor, states of the runs by start time)
+    timeline = [
+        (9.9, []),
+        (10, ["created"]),
+        (11.9, ["created"]),
+        (12, ["checking"]),
+        (14, ["alert"]),
+        (20, ["alert", "created"]),
+        (24, ["alert", "error"]),
+        (30, ["alert", "error", "created"]),
+        (34, ["alert", "error", "alert"]),
+    ]
+    elapsed = 0.0
+    for at, states in timeline:
+        clock.tick(at - elapsed)
+        elapsed = at
+        runs = sorted((await api.all_runs(3)).values(), key=lambda run: run["started_at"])
+        assert [run["state"] for run in runs] == states, f"at {at} s"
+    assert [run["started_at"] for run in runs] == [
+        "2024-05-01T12:00:10Z",
+        "2024-05-01T12:00:20Z",
+        "2024-05-01T12:00:30Z",
+    ]
+
+
+async def test_advance_generates_without_a_request(sim: Simulator, clock: FakeClock) -> None:
+    sim.add_monitor(3, every=5, duration=0, outcomes=["ok"])
+    clock.tick(25)
+    sim.advance()
+    run_id = sim.add_run(3)
+    assert run_id == 6  # five scheduled runs took the IDs before it
+
+
+@pytest.mark.parametrize(("monitor_type", "has_diff"), [("diff", True), ("metric", False)])
+async def test_only_diff_monitors_give_runs_a_diff_id(
+    api: Api, sim: Simulator, clock: FakeClock, monitor_type: str, has_diff: bool
+) -> None:
+    sim.add_monitor(3, monitor_type=monitor_type, every=1, duration=0)
+    clock.tick(3)
+    runs = (await api.all_runs(3)).values()
+    assert len(runs) == 3
+    assert all((run["diff_id"] is not None) == has_diff for run in runs)
+
+
+async def test_default_outcomes_are_mostly_ok_and_repeat_with_the_seed() -> None:
+    async def outcomes(seed: int) -> list[str]:
+        clock = FakeClock()
+        sim = Simulator(KEY, clock=clock, seed=seed)
+        sim.add_monitor(1, every=1, duration=0)
+        clock.tick(200)
+        async with serve(sim) as base, aiohttp.ClientSession() as session:
+            runs = await Api(session, base).all_runs(1)
+        return [runs[run_id]["state"] for run_id in sorted(runs)]
+
+    first = await outcomes(3)
+    assert len(first) == 200
+    assert await outcomes(3) == first
+    assert await outcomes(4) != first
+    assert first.count("ok") > len(first) / 2
+    assert {"alert", "error"} <= set(first)
+
+
+async def test_single_run_gives_the_error_message(
+    api: Api, sim: Simulator, clock: FakeClock
+) -> None:
+    sim.add_monitor(3, every=10, duration=2, outcomes=["ok", "error"])
+    clock.tick(22)
+    ok_run, error_run = sorted(await api.all_runs(3))
+    status, body = await api.get(f"/api/v1/monitors/3/runs/{error_run}")
+    assert status == 200
+    assert body["state"] == "error"
+    assert "failed" in body["error"] or "timed out" in body["error"]
+    assert body["warnings"] == []
+    _, body = await api.get(f"/api/v1/monitors/3/runs/{ok_run}")
+    assert (body["state"], body["error"]) == ("ok", None)
+
+
+async def test_run_state_can_be_set_by_hand(api: Api, sim: Simulator, clock: FakeClock) -> None:
+    run_id = sim.add_run(1, state="created", diff_id=9)
+    sim.set_run_state(1, run_id, "error", error="Query failed: boom")
+    _, body = await api.get(f"/api/v1/monitors/1/runs/{run_id}")
+    assert (body["state"], body["error"], body["diff_id"]) == ("error", "Query failed: boom", 9)
+    sim.add_monitor(3, every=10, duration=10, outcomes=["alert"])
+    clock.tick(10)
+    sim.advance()
+    [scheduled] = (await api.all_runs(3)).keys()
+    sim.set_run_state(3, scheduled, "cancelled")
+    clock.tick(9)  # past its planned finish: the hand-set state stays
+    assert (await api.all_runs(3))[scheduled]["state"] == "cancelled"
+
+
+async def test_fault_answers_status_and_retry_after_then_recovers(api: Api, sim: Simulator) -> None:
+    sim.inject_fault(status=429, retry_after="7", times=2)
+    for _ in range(2):
+        async with api.session.get(
+            api.base + "/api/v1/monitors/1/runs", headers={"Authorization": f"Key {KEY}"}
+        ) as resp:
+            assert resp.status == 429
+            assert resp.headers["Retry-After"] == "7"
+            assert await resp.json() == {"detail": "Too Many Requests"}
+    status, _ = await api.get("/api/v1/monitors/1/runs")
+    assert status == 200
+
+
+@pytest.mark.parametrize(
+    ("fault", "path", "hit"),
+    [
+        ({"monitor_id": 1}, "/api/v1/monitors/1/runs", True),
+        ({"monitor_id": 1}, "/api/v1/monitors/2/runs", False),
+        ({}, "/api/v1/monitors/2/runs", True),
+        ({"endpoint": "monitor"}, "/api/v1/monitors/2", True),
+        ({"endpoint": "monitor"}, "/api/v1/monitors/2/runs", False),
+        ({"endpoint": "run", "monitor_id": 1}, "/api/v1/monitors/1/runs/1", True),
+        ({"endpoint": "monitors"}, "/api/v1/monitors", True),
+        ({"endpoint": "monitors"}, "/api/v1/monitors/1", False),
+    ],
+)
+async def test_fault_matches_its_endpoint_and_monitor(
+    api: Api, sim: Simulator, fault: dict[str, Any], path: str, hit: bool
+) -> None:
+    sim.add_run(1, run_id=1)
+    sim.inject_fault(status=503, **fault)
+    status, _ = await api.get(path)
+    assert status == (503 if hit else 200)
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type"),
+    [
+        ("not json", "application/json"),
+        (json.dumps({"runs": "nope", "count": "many"}), "application/json"),
+        ("<html>Bad gateway</html>", "text/html"),
+    ],
+)
+async def test_fault_can_answer_200_with_garbage(
+    api: Api, sim: Simulator, body: str, content_type: str
+) -> None:
+    sim.inject_fault(status=200, body=body, content_type=content_type)
+    async with api.session.get(
+        api.base + "/api/v1/monitors/1/runs", headers={"Authorization": f"Key {KEY}"}
+    ) as resp:
+        assert resp.status == 200
+        assert resp.content_type == content_type
+        assert await resp.text() == body
+
+
+async def test_fault_delay_makes_a_client_time_out(api: Api, sim: Simulator) -> None:
+    sim.inject_fault(delay=0.5)
+    timeout = aiohttp.ClientTimeout(total=0.1)
+    with pytest.raises(asyncio.TimeoutError):
+        await api.session.get(api.base + "/api/v1/monitors/1/runs", timeout=timeout)
+    status, _ = await api.get("/api/v1/monitors/1/runs")
+    assert status == 200
+
+
+async def test_fault_delay_with_200_and_no_body_answers_normally_late(
+    api: Api, sim: Simulator
+) -> None:
+    sim.inject_fault(status=200, delay=0.2)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    status, body = await api.get("/api/v1/monitors/1/runs")
+    assert loop.time() - started >= 0.2
+    assert (status, body["count"]) == (200, 0)
+
+
+@pytest.mark.parametrize(
+    ("tags", "expected"),
+    [
+        (None, [1, 2]),
+        ("", [1, 2]),
+        ("prod", [1, 2]),
+        ("prod,orders", [1]),  # a monitor must have all of them
+        ("orders, prod", [1]),
+        ("orders,finance", []),
+        ("nope", []),
+    ],
+)
+async def test_monitors_listing_filters_by_all_tags(
+    api: Api, tags: str | None, expected: list[int]
+) -> None:
+    params = {} if tags is None else {"tags": tags}
+    status, body = await api.get("/api/v1/monitors", **params)
+    assert status == 200
+    assert [monitor["id"] for monitor in body["monitors"]] == expected
+    assert (body["count"], body["page"], body["page_size"]) == (len(expected), 1, 20)
+
+
+async def test_monitors_listing_pages(api: Api, sim: Simulator) -> None:
+    for monitor_id in range(3, 8):
+        sim.add_monitor(monitor_id)
+    _, body = await api.get("/api/v1/monitors", page=2, page_size=3)
+    assert ([m["id"] for m in body["monitors"]], body["total_pages"]) == ([4, 5, 6], 3)
+
+
+async def test_monitor_shows_its_latest_run_and_last_alert(api: Api, sim: Simulator) -> None:
+    sim.add_run(1, state="alert", started_at=T0 + timedelta(minutes=5))
+    sim.add_run(1, state="ok", started_at=T0 + timedelta(minutes=20))
+    sim.add_run(1, state="error", started_at=T0 + timedelta(minutes=10))
+    _, listing = await api.get("/api/v1/monitors")
+    _, full = await api.get("/api/v1/monitors/1")
+    for monitor in (listing["monitors"][0], full):
+        assert monitor["last_run"] == "2024-05-01T12:20:00Z"
+        assert monitor["state"] == "ok"
+        assert monitor["last_alert"] == "2024-05-01T12:05:00Z"
+    assert listing["monitors"][1]["last_run"] is None
+    assert listing["monitors"][1]["state"] is None
+    assert (full["name"], full["monitor_type"], full["tags"]) == (
+        "orders diff",
+        "diff",
+        ["prod", "orders"],
+    )
+
+
+async def test_demo_alerts_within_30_s_and_errors_within_50_s() -> None:
+    clock = FakeClock()
+    sim = demo_simulator(KEY, clock=clock)
+    assert sim.monitor_ids == [101, 102, 103]
+    first_seen: dict[str, float] = {}
+    async with serve(sim) as base, aiohttp.ClientSession() as session:
+        api = Api(session, base)
+        for second in range(61):
+            for monitor_id in sim.monitor_ids:
+                for run in await api.runs(monitor_id, page_size=100):
+                    first_seen.setdefault(run["state"], second)
+                    if run["state"] == "error":
+                        _, detail = await api.get(
+                            f"/api/v1/monitors/{monitor_id}/runs/{run['run_id']}"
+                        )
+                        assert detail["error"]
+            clock.tick(1)
+    assert 20 <= first_seen["alert"] <= 30
+    assert 40 <= first_seen["error"] <= 50
+    assert first_seen["ok"] < first_seen["alert"]
+
+
+async def test_serve_yields_a_base_url_and_frees_the_port() -> None:
+    sim = Simulator(KEY)
+    async with serve(sim) as base:
+        assert base.startswith("http://127.0.0.1:")
+    async with aiohttp.ClientSession() as session:
+        with pytest.raises(aiohttp.ClientConnectionError):
+            await session.get(base + "/api/v1/monitors")
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"endpoint": "nope"}, {"endpoint": "monitors", "monitor_id": 1}, {"times": 0}],
+)
+def test_inject_fault_rejects_nonsense(kwargs: dict[str, Any]) -> None:
+    with pytest.raises(ValueError, match=r"."):
+        Simulator().inject_fault(**kwargs)
