@@ -117,9 +117,7 @@ async def open_runtime(
 
 def make_notifier(runtime: Runtime) -> Notifier:
     """A notifier over the runtime's adapters; loads the state file (hold its lock first)."""
-    return Notifier(
-        runtime.client, runtime.store, runtime.sinks, service_config(runtime.settings)
-    )
+    return Notifier(runtime.client, runtime.store, runtime.sinks, service_config(runtime.settings))
 
 
 class Daemon:

@@ -84,14 +84,14 @@ def detect(
             tracked.pop(run.run_id, None)
 
     abandoned: list[int] = []
-    for run_id, run in list(tracked.items()):
+    for run_id, memory in list(tracked.items()):
         if run_id in listed:
             continue
-        if is_in_progress(run.state):
-            if run_id in gone or now - run.first_seen > policy.in_progress_limit:
+        if is_in_progress(memory.state):
+            if run_id in gone or now - memory.first_seen > policy.in_progress_limit:
                 abandoned.append(run_id)
                 del tracked[run_id]
-        elif run_id in gone or now - run.last_seen > policy.retention:
+        elif run_id in gone or now - memory.last_seen > policy.retention:
             del tracked[run_id]
 
     next_state = MonitorState(watch_since=state.watch_since, baselined=True, runs=tracked)

@@ -30,7 +30,7 @@ def as_utc(value: datetime) -> datetime:
 
 
 def _tolerant_datetime(value: Any) -> datetime | None:
-    """A timestamp that does not parse is treated as unknown rather than failing the whole answer."""
+    """A timestamp that does not parse counts as unknown instead of failing the whole answer."""
     if value is None or isinstance(value, datetime):
         return as_utc(value) if isinstance(value, datetime) else None
     if not isinstance(value, str):

@@ -293,7 +293,9 @@ class Notifier:
                 )
                 entry.pending.remove(name)
         try:
-            await asyncio.gather(*(self._drain(name, sink, report) for name, sink in self._sinks.items()))
+            await asyncio.gather(
+                *(self._drain(name, sink, report) for name, sink in self._sinks.items())
+            )
         finally:
             self.state.outbox = [entry for entry in self.state.outbox if entry.pending]
 

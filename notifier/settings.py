@@ -235,7 +235,9 @@ class Settings(BaseSettings):
         if self.slack_bot_token is not None and not self.slack_channel:
             raise ValueError("SLACK_BOT_TOKEN is set but SLACK_CHANNEL is not: name the channel")
         if self.slack_channel and self.slack_bot_token is None:
-            raise ValueError("SLACK_CHANNEL is set but SLACK_BOT_TOKEN is not: chat.postMessage needs a bot token")
+            raise ValueError(
+                "SLACK_CHANNEL is set but SLACK_BOT_TOKEN is not: chat.postMessage needs one"
+            )
         return self
 
     def has_destination(self) -> bool:
@@ -259,7 +261,7 @@ def load_settings(env_file: Path | None = None, **overrides: Any) -> Settings:
         if env_file is not None:
             if not env_file.is_file():
                 raise ConfigError(f"env file {env_file} does not exist")
-            return Settings(_env_file=env_file, **overrides)  # type: ignore[call-arg]
+            return Settings(_env_file=env_file, **overrides)
         return Settings(**overrides)
     except ValidationError as exc:
         raise ConfigError(describe_validation_error(exc)) from None
@@ -274,9 +276,7 @@ def describe_validation_error(exc: ValidationError) -> str:
         message = str(error.get("msg", "invalid")).removeprefix("Value error, ")
         if error.get("type") == "missing":
             message = "is required but not set"
-        if name and name in _ECHOABLE and "input" in error and not isinstance(
-            error["input"], dict
-        ):
+        if name and name in _ECHOABLE and "input" in error and not isinstance(error["input"], dict):
             message += f" (got {str(error['input'])[:80]!r})"
         lines.append(f"{name}: {message}" if name else message)
     return "; ".join(lines)

@@ -22,7 +22,9 @@ POLICY = DetectionPolicy(
 )
 
 
-def run(run_id: int, state: str | None, minutes: float | None = 0, monitor_id: int = 1) -> MonitorRun:
+def run(
+    run_id: int, state: str | None, minutes: float | None = 0, monitor_id: int = 1
+) -> MonitorRun:
     started = None if minutes is None else T0 + timedelta(minutes=minutes)
     return MonitorRun(run_id=run_id, monitor_id=monitor_id, state=state, started_at=started)
 
@@ -39,7 +41,9 @@ def notified(detection_events: list) -> list[tuple[int, str]]:
 @pytest.mark.parametrize(
     ("listing", "expected"),
     [
-        pytest.param([run(1, "alert", -5), run(2, "error", -3), run(3, "ok", -1)], [], id="history-is-silent"),
+        pytest.param(
+            [run(1, "alert", -5), run(2, "error", -3), run(3, "ok", -1)], [], id="history-is-silent"
+        ),
         pytest.param([run(1, "alert", None)], [], id="history-without-start-time-is-silent"),
         pytest.param([run(1, "alert", +1)], [(1, "alert")], id="started-after-watch-began-is-news"),
         pytest.param([], [], id="empty"),
@@ -75,19 +79,39 @@ def test_failed_first_poll_keeps_watch_since() -> None:
     [
         pytest.param([], [run(5, "alert", 1)], [(5, "alert")], id="new-alert"),
         pytest.param([], [run(5, "error", 1)], [(5, "error")], id="new-error"),
-        pytest.param([], [run(5, "ok", 1), run(6, "skipped", 1), run(7, "cancelled", 1)], [], id="quiet-states"),
+        pytest.param(
+            [],
+            [run(5, "ok", 1), run(6, "skipped", 1), run(7, "cancelled", 1)],
+            [],
+            id="quiet-states",
+        ),
         pytest.param([], [run(5, "queued", 1), run(6, None, 1)], [], id="in-progress-and-null"),
         pytest.param([], [run(5, "brand-new-state", 1)], [], id="unknown-state"),
-        pytest.param([run(5, "checking", -1)], [run(5, "alert", -1)], [(5, "alert")], id="in-progress-turns-alert"),
-        pytest.param([run(5, "queued", -1)], [run(5, "error", -1)], [(5, "error")], id="queued-turns-error"),
-        pytest.param([run(5, "alert", -1)], [run(5, "alert", -1)], [], id="history-alert-stays-silent"),
-        pytest.param([run(5, "alert", -1)], [run(5, "error", -1)], [(5, "error")], id="once-per-state"),
+        pytest.param(
+            [run(5, "checking", -1)],
+            [run(5, "alert", -1)],
+            [(5, "alert")],
+            id="in-progress-turns-alert",
+        ),
+        pytest.param(
+            [run(5, "queued", -1)], [run(5, "error", -1)], [(5, "error")], id="queued-turns-error"
+        ),
+        pytest.param(
+            [run(5, "alert", -1)], [run(5, "alert", -1)], [], id="history-alert-stays-silent"
+        ),
+        pytest.param(
+            [run(5, "alert", -1)], [run(5, "error", -1)], [(5, "error")], id="once-per-state"
+        ),
         pytest.param([run(5, "learning", -1)], [run(5, "ok", -1)], [], id="in-progress-turns-ok"),
         pytest.param([], [run(3, "alert", -100)], [(3, "alert")], id="listed-late-old-start"),
-        pytest.param([], [run(3, "alert", None)], [(3, "alert")], id="no-start-time-after-baseline"),
+        pytest.param(
+            [], [run(3, "alert", None)], [(3, "alert")], id="no-start-time-after-baseline"
+        ),
     ],
 )
-def test_after_baseline(before: list[MonitorRun], after: list[MonitorRun], expected: list[tuple[int, str]]) -> None:
+def test_after_baseline(
+    before: list[MonitorRun], after: list[MonitorRun], expected: list[tuple[int, str]]
+) -> None:
     state = baselined(*before)
     detection = detect(state, after, T0 + timedelta(minutes=1), POLICY)
     assert notified(detection.events) == expected
@@ -123,12 +147,16 @@ def test_events_are_oldest_first() -> None:
 def test_custom_notify_states() -> None:
     policy = DetectionPolicy(frozenset({"alert", "ok"}), POLICY.retention, POLICY.in_progress_limit)
     state = detect(None, [], T0, policy).state
-    events = detect(state, [run(1, "ok", 1), run(2, "error", 1), run(3, "alert", 1)], T0, policy).events
+    events = detect(
+        state, [run(1, "ok", 1), run(2, "error", 1), run(3, "alert", 1)], T0, policy
+    ).events
     assert notified(events) == [(1, "ok"), (3, "alert")]
 
 
 def test_quiet_runs_are_not_remembered() -> None:
-    state = baselined(run(1, "ok", -3), run(2, "alert", -2), run(3, "checking", -1), run(4, "skipped", -1))
+    state = baselined(
+        run(1, "ok", -3), run(2, "alert", -2), run(3, "checking", -1), run(4, "skipped", -1)
+    )
     assert set(state.runs) == {2, 3}
 
 

@@ -63,7 +63,9 @@ def store(tmp_path: Path) -> StateFile:
     return StateFile(tmp_path / "state.json")
 
 
-def make(source: FakeSource, store: StateFile, clock: Clock, *sinks: FakeSink, **kw: object) -> Notifier:
+def make(
+    source: FakeSource, store: StateFile, clock: Clock, *sinks: FakeSink, **kw: object
+) -> Notifier:
     return Notifier(source, store, {s.name: s for s in sinks}, config(**kw), clock=clock)
 
 
@@ -155,7 +157,9 @@ async def test_destination_down_keeps_notification_until_it_is_back(
 
     # a restart while Slack is still down: the outbox is in the state file
     clock.tick()
-    restarted = make(source, StateFile(tmp_path / "state.json"), clock, slack, hook, monitor_ids=(1,))
+    restarted = make(
+        source, StateFile(tmp_path / "state.json"), clock, slack, hook, monitor_ids=(1,)
+    )
     assert len(restarted.state.outbox) == 2
     slack.down = False
     report = await restarted.run_cycle()

@@ -87,7 +87,10 @@ def test_env_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         ({"SLACK_BOT_TOKEN": "xoxb-secret-token-1"}, "SLACK_CHANNEL"),
         ({"SLACK_CHANNEL": "#alerts"}, "SLACK_BOT_TOKEN"),
         ({"SLACK_WEBHOOK_URL": "hooks.slack.com/services/SECRET"}, "SLACK_WEBHOOK_URL"),
-        ({"NOTIFIER_WEBHOOK_URLS": "https://ok.example,ftp://secret-host/x"}, "NOTIFIER_WEBHOOK_URLS"),
+        (
+            {"NOTIFIER_WEBHOOK_URLS": "https://ok.example,ftp://secret-host/x"},
+            "NOTIFIER_WEBHOOK_URLS",
+        ),
         ({"NOTIFIER_WEBHOOK_SECRET": "not-a-whsec-secret"}, "NOTIFIER_WEBHOOK_SECRET"),
         ({"NOTIFIER_WEBHOOK_SECRET": "whsec_c2hvcnQ="}, "NOTIFIER_WEBHOOK_SECRET"),
         ({"DATAFOLD_API_KEY": ""}, "DATAFOLD_API_KEY"),

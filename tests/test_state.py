@@ -34,7 +34,9 @@ def sample_state() -> NotifierState:
             7: MonitorState(
                 watch_since=T0,
                 baselined=True,
-                runs={70: TrackedRun(state="alert", handled=["alert"], first_seen=T0, last_seen=T0)},
+                runs={
+                    70: TrackedRun(state="alert", handled=["alert"], first_seen=T0, last_seen=T0)
+                },
             )
         },
         outbox=[OutboxEntry(notification=notification, pending=["slack"])],
@@ -106,7 +108,10 @@ def test_lock_keeps_a_second_daemon_off(tmp_path: Path) -> None:
     path = tmp_path / "s.json"
     first, second = StateFile(path), StateFile(path)
     with first.locked():
-        with pytest.raises(StateError, match="in use by another datafold-notifier"), second.locked():
+        with (
+            pytest.raises(StateError, match="in use by another datafold-notifier"),
+            second.locked(),
+        ):
             pass
     with second.locked():
         pass
