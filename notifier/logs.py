@@ -13,7 +13,12 @@ REDACTED = "[REDACTED]"
 
 #: Library loggers pinned at INFO or above whatever the level: slack_sdk.webhook logs the full
 #: webhook URL (a secret) at DEBUG.
-_QUIET_LOGGERS = ("slack_sdk", "slack_sdk.webhook", "slack_sdk.web", "apscheduler.executors")
+_QUIET_LOGGERS = (
+    "slack_sdk",
+    "slack_sdk.webhook",
+    "slack_sdk.web",
+    "filelock",
+)
 
 
 class SecretRedactor:
@@ -125,4 +130,6 @@ def configure_logging(
     root.setLevel(numeric)
     for name in _QUIET_LOGGERS:
         logging.getLogger(name).setLevel(max(numeric, logging.INFO))
+    # APScheduler narrates every run at INFO; our cycle_* events say what matters.
+    logging.getLogger("apscheduler").setLevel(max(numeric, logging.WARNING))
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)

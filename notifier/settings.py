@@ -69,6 +69,7 @@ class Settings(BaseSettings):
         case_sensitive=False,
         validate_default=True,
         hide_input_in_errors=True,
+        env_ignore_empty=True,
     )
 
     datafold_api_key: SecretStr = Field(validation_alias="DATAFOLD_API_KEY")

@@ -133,3 +133,27 @@ def test_repr_hides_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
         if name != "SLACK_CHANNEL":
             assert value not in shown, name
     assert set(s.secrets()) >= {KEY, "xoxb-very-secret-token"}
+
+
+def test_example_env_documents_every_setting_with_its_default() -> None:
+    """settings.example.env names every variable, each with the code's default and a comment."""
+    from notifier.settings import Settings
+
+    example = Path(__file__).resolve().parent.parent / "settings.example.env"
+    lines = example.read_text().splitlines()
+    documented: dict[str, str] = {}
+    for index, line in enumerate(lines):
+        if line and not line.startswith("#"):
+            name, _, value = line.partition("=")
+            documented[name] = value
+            assert lines[index - 1].startswith("# ") and "---" not in lines[index - 1], name
+    aliases = {str(f.validation_alias): f for f in Settings.model_fields.values()}
+    assert set(documented) == set(aliases)
+    defaults = Settings(DATAFOLD_API_KEY="x")  # type: ignore[call-arg]
+    for name, value in documented.items():
+        field_name = next(k for k, f in Settings.model_fields.items() if f.validation_alias == name)
+        if value:
+            parsed = Settings(DATAFOLD_API_KEY="x", **{name: value})  # type: ignore[arg-type]
+            assert getattr(parsed, field_name) == getattr(defaults, field_name), name
+        elif name != "DATAFOLD_API_KEY":
+            assert getattr(defaults, field_name) in (None, []), name

@@ -1,0 +1,260 @@
+"""The installed `datafold-notifier` command against the simulator, a fake Slack and a receiver."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import sys
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from standardwebhooks import Webhook
+
+from notifier.simulator import Simulator, serve
+from tests.fakes.slack import FakeSlack
+from tests.fakes.webhook import WebhookReceiver
+
+CLI = str(Path(sys.executable).parent / "datafold-notifier")
+API_KEY = "dfk-e2e-distinctive-api-key-0001"
+WHSEC = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+SECRETS = [API_KEY, WHSEC, FakeSlack.token, "s3cr3t-url-token", FakeSlack.WEBHOOK_PATH]
+
+
+@dataclass
+class World:
+    sim: Simulator
+    slack: FakeSlack
+    receiver: WebhookReceiver
+    env: dict[str, str]
+    state_file: Path
+
+    def now(self) -> datetime:
+        return datetime.now(UTC)
+
+
+@pytest.fixture
+async def world(tmp_path: Path) -> AsyncIterator[World]:
+    sim = Simulator(API_KEY)
+    sim.add_monitor(1, name="orders prod vs staging", monitor_type="diff", tags=["prod"])
+    sim.add_monitor(2, name="revenue metric", monitor_type="metric")
+    slack, receiver = FakeSlack(), WebhookReceiver()
+    async with serve(sim) as sim_url, slack.serve() as slack_url, receiver.serve() as hook_url:
+        state_file = tmp_path / "state.json"
+        env = {
+            "PATH": os.environ.get("PATH", ""),
+            "DATAFOLD_API_KEY": API_KEY,
+            "DATAFOLD_HOST": sim_url,
+            "NOTIFIER_MONITOR_IDS": "1,2",
+            "NOTIFIER_STATE_FILE": str(state_file),
+            "SLACK_BOT_TOKEN": slack.token,
+            "SLACK_CHANNEL": "C0123ABCD",
+            "SLACK_API_URL": slack_url + "/api/",
+            "NOTIFIER_WEBHOOK_URLS": hook_url,
+            "NOTIFIER_WEBHOOK_SECRET": WHSEC,
+            "NOTIFIER_LOG_FORMAT": "json",
+            "NOTIFIER_LOG_LEVEL": "debug",
+            "NOTIFIER_POLL_INTERVAL_SECONDS": "1",
+            "NOTIFIER_SHUTDOWN_GRACE_SECONDS": "5",
+        }
+        yield World(sim, slack, receiver, env, state_file)
+
+
+@dataclass
+class Result:
+    code: int
+    stdout: str
+    stderr: str
+
+    def events(self) -> list[dict[str, object]]:
+        """Every stderr line parsed as JSON: fails the test on a loose line."""
+        return [json.loads(line) for line in self.stderr.splitlines() if line.strip()]
+
+
+async def cli(*args: str, env: dict[str, str], cwd: Path | None = None) -> Result:
+    proc = await asyncio.create_subprocess_exec(
+        CLI,
+        *args,
+        env=env,
+        cwd=cwd,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), timeout=45)
+    assert proc.returncode is not None
+    return Result(proc.returncode, out.decode(), err.decode())
+
+
+def assert_no_secrets(*texts: str) -> None:
+    for text in texts:
+        for secret in SECRETS:
+            assert secret not in text
+
+
+async def test_once_twice_then_run(world: World) -> None:
+    sim, slack, receiver = world.sim, world.slack, world.receiver
+    sim.add_run(1, state="alert", started_at=world.now() - timedelta(minutes=5), diff_id=77)
+
+    first = await cli("once", env=world.env)
+    assert first.code == 0, first.stderr
+    assert slack.messages == [] and receiver.deliveries == []  # history is silent
+    assert any(e["event"] == "monitor_baselined" for e in first.events())
+
+    alert = sim.add_run(1, state="alert", started_at=world.now(), diff_id=78)
+    error = sim.add_run(2, state="error", started_at=world.now(), error="relation revenue does not exist")
+    sim.add_run(2, state="ok", started_at=world.now())
+    second = await cli("once", env=world.env)
+    assert second.code == 0, second.stderr
+    assert len(slack.messages) == 2
+    texts = " ".join(m.text for m in slack.messages)
+    assert "orders prod vs staging" in texts and "revenue metric" in texts
+    blocks = json.dumps([m.blocks for m in slack.messages])
+    assert "relation revenue does not exist" in blocks
+    assert "/datadiffs/78/overview" in blocks
+    assert len(receiver.deliveries) == 2
+    verifier = Webhook(WHSEC)
+    ids = set()
+    for delivery in receiver.deliveries:
+        payload = verifier.verify(delivery.body, delivery.headers)
+        ids.add(delivery.headers["webhook-id"])
+        assert payload["data"]["run"]["id"] in (alert, error)
+    assert ids == {f"1-{alert}-alert", f"2-{error}-error"}
+    sent = [e for e in second.events() if e["event"] == "notification_sent"]
+    assert {(e["monitor_id"], e["run_id"]) for e in sent} == {(1, alert), (2, error)}
+
+    third = await cli("once", env=world.env)
+    assert third.code == 0 and len(slack.messages) == 2 and len(receiver.deliveries) == 2
+
+    # the daemon: a new alert reaches both destinations within an interval or two
+    proc = await asyncio.create_subprocess_exec(
+        CLI, "run", env=world.env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    await asyncio.sleep(1.5)
+    late = sim.add_run(1, state="alert", started_at=world.now())
+    deadline = time.monotonic() + 15
+    while len(receiver.deliveries) < 3 and time.monotonic() < deadline:
+        await asyncio.sleep(0.1)
+    assert len(slack.messages) == 3 and len(receiver.deliveries) == 3
+    assert json.loads(receiver.deliveries[-1].body)["data"]["run"]["id"] == late
+    proc.send_signal(signal.SIGTERM)
+    started = time.monotonic()
+    out, err = await asyncio.wait_for(proc.communicate(), timeout=10)
+    assert proc.returncode == 0
+    assert time.monotonic() - started < 5
+    run = Result(0, out.decode(), err.decode())
+    names = [e["event"] for e in run.events()]
+    assert "daemon_started" in names and "daemon_stopped" in names, names
+    state = json.loads(world.state_file.read_text())
+    assert state["version"] == 1 and state["outbox"] == []
+    assert_no_secrets(first.stdout, first.stderr, second.stderr, third.stderr, run.stderr)
+
+
+async def test_outbox_survives_slack_outage_across_processes(world: World) -> None:
+    await cli("once", env=world.env)
+    run_id = world.sim.add_run(1, state="alert", started_at=world.now())
+    world.slack.server_error(times=100)
+    down = await cli("once", env=world.env)
+    assert down.code == 0
+    assert world.slack.messages == [] and len(world.receiver.deliveries) == 1
+    failed = [e for e in down.events() if e["event"] == "delivery_failed"]
+    assert failed and failed[0]["destination"] == "slack"
+    saved = json.loads(world.state_file.read_text())
+    assert [e["pending"] for e in saved["outbox"]] == [["slack"]]
+
+    world.slack.server_error(times=0)
+    world.slack = world.slack  # recovered
+    world.slack._faults.clear()
+    up = await cli("once", env=world.env)
+    assert up.code == 0
+    assert [m.text for m in world.slack.messages] and len(world.slack.messages) == 1
+    assert len(world.receiver.deliveries) == 1  # the webhook is not repeated
+    assert str(run_id) in world.slack.messages[0].text or any(
+        str(run_id) in json.dumps(m.blocks) for m in world.slack.messages
+    )
+
+
+async def test_refused_key_fails_once(world: World) -> None:
+    env = {**world.env, "DATAFOLD_API_KEY": "dfk-wrong-key-value-999"}
+    result = await cli("once", env=env)
+    assert result.code == 1
+    assert any(e["event"] == "once_failed" for e in result.events())
+    assert "dfk-wrong-key-value-999" not in result.stderr + result.stdout
+
+
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        ({"NOTIFIER_POLL_INTERVAL_SECONDS": "often"}, "NOTIFIER_POLL_INTERVAL_SECONDS"),
+        ({"DATAFOLD_API_KEY": ""}, "DATAFOLD_API_KEY"),
+        ({"NOTIFIER_MONITOR_IDS": ""}, "NOTIFIER_MONITOR_IDS"),
+        ({"NOTIFIER_WEBHOOK_SECRET": "whsec_!!"}, "NOTIFIER_WEBHOOK_SECRET"),
+    ],
+)
+async def test_invalid_configuration_is_one_line_exit_2(
+    world: World, override: dict[str, str], expected: str
+) -> None:
+    env = {**world.env, **override}
+    for name, value in override.items():
+        if not value:
+            del env[name]
+    result = await cli("once", env=env)
+    assert result.code == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and expected in lines[0] and "Traceback" not in result.stderr
+
+
+async def test_check_reports_each_dependency(world: World) -> None:
+    ok = await cli("check", env=world.env)
+    assert ok.code == 0, ok.stdout
+    lines = ok.stdout.splitlines()
+    assert any(line.startswith("ok") and "monitor 1" in line for line in lines)
+    assert any(line.startswith("ok") and "API key accepted" in line for line in lines)
+    assert not any(line.startswith("FAIL") for line in lines)
+
+    bad = {**world.env, "NOTIFIER_MONITOR_IDS": "1,999", "SLACK_BOT_TOKEN": "xoxb-not-the-right-one"}
+    failed = await cli("check", env=bad)
+    assert failed.code == 1
+    fails = [line for line in failed.stdout.splitlines() if line.startswith("FAIL")]
+    assert any("999" in line and "404" in line for line in fails)
+    assert any("invalid_auth" in line for line in fails)
+    assert "xoxb-not-the-right-one" not in failed.stdout + failed.stderr
+
+    refused = await cli("check", env={**world.env, "DATAFOLD_API_KEY": "dfk-refused-1234567"})
+    assert refused.code == 1 and "refused the API key" in refused.stdout
+
+
+async def test_second_daemon_on_one_state_file_is_refused(world: World) -> None:
+    proc = await asyncio.create_subprocess_exec(
+        CLI, "run", env=world.env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while not world.state_file.exists() and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+        second = await cli("once", env=world.env)
+        assert second.code == 2
+        assert "in use by another datafold-notifier" in second.stderr
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        await asyncio.wait_for(proc.communicate(), timeout=10)
+    assert proc.returncode == 0
+
+
+async def test_help_lists_the_commands() -> None:
+    result = await cli("--help", env={"PATH": os.environ.get("PATH", "")})
+    assert result.code == 0
+    for command in ("run", "once", "check", "demo", "simulate"):
+        assert command in result.stdout
+
+
+async def test_demo_shows_a_notification(tmp_path: Path) -> None:
+    env = {"PATH": os.environ.get("PATH", ""), "NOTIFIER_LOG_FORMAT": "json"}
+    result = await cli("demo", "--interval", "2", "--duration", "32", env=env, cwd=tmp_path)
+    assert result.code == 0, result.stderr
+    assert "ALERT" in result.stdout.upper()
+    assert list(tmp_path.iterdir()) == []  # the demo keeps its state in a temporary directory
