@@ -6,88 +6,14 @@ import asyncio
 import json
 import os
 import signal
-import sys
 import time
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from standardwebhooks import Webhook
 
-from notifier.simulator import Simulator, serve
-from tests.fakes.slack import FakeSlack
-from tests.fakes.webhook import WebhookReceiver
-
-CLI = str(Path(sys.executable).parent / "datafold-notifier")
-API_KEY = "dfk-e2e-distinctive-api-key-0001"
-WHSEC = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
-SECRETS = [API_KEY, WHSEC, FakeSlack.token, "s3cr3t-url-token", FakeSlack.WEBHOOK_PATH]
-
-
-@dataclass
-class World:
-    sim: Simulator
-    slack: FakeSlack
-    receiver: WebhookReceiver
-    env: dict[str, str]
-    state_file: Path
-
-    def now(self) -> datetime:
-        return datetime.now(UTC)
-
-
-@pytest.fixture
-async def world(tmp_path: Path) -> AsyncIterator[World]:
-    sim = Simulator(API_KEY)
-    sim.add_monitor(1, name="orders prod vs staging", monitor_type="diff", tags=["prod"])
-    sim.add_monitor(2, name="revenue metric", monitor_type="metric")
-    slack, receiver = FakeSlack(), WebhookReceiver()
-    async with serve(sim) as sim_url, slack.serve() as slack_url, receiver.serve() as hook_url:
-        state_file = tmp_path / "state.json"
-        env = {
-            "PATH": os.environ.get("PATH", ""),
-            "DATAFOLD_API_KEY": API_KEY,
-            "DATAFOLD_HOST": sim_url,
-            "NOTIFIER_MONITOR_IDS": "1,2",
-            "NOTIFIER_STATE_FILE": str(state_file),
-            "SLACK_BOT_TOKEN": slack.token,
-            "SLACK_CHANNEL": "C0123ABCD",
-            "SLACK_API_URL": slack_url + "/api/",
-            "NOTIFIER_WEBHOOK_URLS": hook_url,
-            "NOTIFIER_WEBHOOK_SECRET": WHSEC,
-            "NOTIFIER_LOG_FORMAT": "json",
-            "NOTIFIER_LOG_LEVEL": "debug",
-            "NOTIFIER_POLL_INTERVAL_SECONDS": "1",
-            "NOTIFIER_SHUTDOWN_GRACE_SECONDS": "5",
-        }
-        yield World(sim, slack, receiver, env, state_file)
-
-
-@dataclass
-class Result:
-    code: int
-    stdout: str
-    stderr: str
-
-    def events(self) -> list[dict[str, object]]:
-        """Every stderr line parsed as JSON: fails the test on a loose line."""
-        return [json.loads(line) for line in self.stderr.splitlines() if line.strip()]
-
-
-async def cli(*args: str, env: dict[str, str], cwd: Path | None = None) -> Result:
-    proc = await asyncio.create_subprocess_exec(
-        CLI,
-        *args,
-        env=env,
-        cwd=cwd,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await asyncio.wait_for(proc.communicate(), timeout=45)
-    assert proc.returncode is not None
-    return Result(proc.returncode, out.decode(), err.decode())
+from tests.fakes.cli import CLI, SECRETS, WHSEC, Result, World, cli
 
 
 def assert_no_secrets(*texts: str) -> None:
@@ -106,7 +32,9 @@ async def test_once_twice_then_run(world: World) -> None:
     assert any(e["event"] == "monitor_baselined" for e in first.events())
 
     alert = sim.add_run(1, state="alert", started_at=world.now(), diff_id=78)
-    error = sim.add_run(2, state="error", started_at=world.now(), error="relation revenue does not exist")
+    error = sim.add_run(
+        2, state="error", started_at=world.now(), error="relation revenue does not exist"
+    )
     sim.add_run(2, state="ok", started_at=world.now())
     second = await cli("once", env=world.env)
     assert second.code == 0, second.stderr
@@ -216,7 +144,11 @@ async def test_check_reports_each_dependency(world: World) -> None:
     assert any(line.startswith("ok") and "API key accepted" in line for line in lines)
     assert not any(line.startswith("FAIL") for line in lines)
 
-    bad = {**world.env, "NOTIFIER_MONITOR_IDS": "1,999", "SLACK_BOT_TOKEN": "xoxb-not-the-right-one"}
+    bad = {
+        **world.env,
+        "NOTIFIER_MONITOR_IDS": "1,999",
+        "SLACK_BOT_TOKEN": "xoxb-not-the-right-one",
+    }
     failed = await cli("check", env=bad)
     assert failed.code == 1
     fails = [line for line in failed.stdout.splitlines() if line.startswith("FAIL")]

@@ -1,0 +1,111 @@
+"""Lifecycle: cycles never overlap, signals drain within the grace period, state stays whole."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import time
+from typing import Any
+
+from structlog.testing import capture_logs
+
+from notifier.daemon import Daemon
+from notifier.service import CycleReport
+from tests.fakes.cli import CLI, World, cli
+from tests.fakes.webhook import Reply
+
+
+class SlowNotifier:
+    """Stands in for `Notifier`: each cycle takes `duration` seconds."""
+
+    def __init__(self, duration: float) -> None:
+        self.duration = duration
+        self.cycles = 0
+        self.running = 0
+        self.max_running = 0
+        self.saves = 0
+
+    async def run_cycle(self) -> CycleReport:
+        self.cycles += 1
+        self.running += 1
+        self.max_running = max(self.max_running, self.running)
+        try:
+            await asyncio.sleep(self.duration)
+        finally:
+            self.running -= 1
+        return CycleReport()
+
+    def save(self) -> bool:
+        self.saves += 1
+        return True
+
+
+async def test_overrunning_cycle_is_skipped_not_queued() -> None:
+    notifier = SlowNotifier(duration=1.1)
+    daemon = Daemon(notifier, interval=0.25, grace=5)  # type: ignore[arg-type]
+    asyncio.get_running_loop().call_later(1.0, daemon.request_stop)
+    with capture_logs() as logs:
+        code = await daemon.run()
+    assert code == 0
+    assert notifier.max_running == 1
+    assert notifier.cycles == 1
+    assert any(e["event"] == "cycle_skipped" for e in logs)
+    assert notifier.saves == 1
+
+
+async def test_stop_cancels_a_cycle_that_outlasts_the_grace_period() -> None:
+    notifier = SlowNotifier(duration=30)
+    daemon = Daemon(notifier, interval=60, grace=0.3)  # type: ignore[arg-type]
+    asyncio.get_running_loop().call_later(0.2, daemon.request_stop)
+    started = time.monotonic()
+    with capture_logs() as logs:
+        code = await daemon.run()
+    assert code == 0 and time.monotonic() - started < 2
+    assert any(e["event"] == "cycle_cancelled" for e in logs)
+    assert notifier.running == 0 and notifier.saves == 1
+
+
+async def _start_stuck_delivery(world: World, **env: str) -> Any:
+    assert (await cli("once", env=world.env)).code == 0
+    world.sim.add_run(1, state="alert", started_at=world.now())
+    world.receiver.reply(Reply(delay=60))
+    proc = await asyncio.create_subprocess_exec(
+        CLI,
+        "run",
+        env={**world.env, **env},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    deadline = time.monotonic() + 15
+    while not world.receiver.deliveries and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    assert world.receiver.deliveries, "the delivery never started"
+    return proc
+
+
+async def test_sigterm_waits_out_the_grace_period_then_saves_the_outbox(world: World) -> None:
+    proc = await _start_stuck_delivery(world, NOTIFIER_SHUTDOWN_GRACE_SECONDS="1")
+    proc.send_signal(signal.SIGTERM)
+    started = time.monotonic()
+    _, err = await asyncio.wait_for(proc.communicate(), timeout=15)
+    assert proc.returncode == 0, err.decode()
+    assert 0.8 < time.monotonic() - started < 5
+    state = json.loads(world.state_file.read_text())
+    [entry] = state["outbox"]
+    assert [p for p in entry["pending"] if p.startswith("webhook-")]
+    assert "slack" not in entry["pending"]  # Slack accepted it before the stop
+    events = [json.loads(line)["event"] for line in err.decode().splitlines()]
+    assert "cycle_cancelled" in events
+
+
+async def test_second_signal_exits_at_once(world: World) -> None:
+    proc = await _start_stuck_delivery(world, NOTIFIER_SHUTDOWN_GRACE_SECONDS="60")
+    proc.send_signal(signal.SIGTERM)
+    await asyncio.sleep(0.3)
+    proc.send_signal(signal.SIGINT)
+    started = time.monotonic()
+    await asyncio.wait_for(proc.communicate(), timeout=10)
+    assert time.monotonic() - started < 3
+    assert proc.returncode == 128 + signal.SIGINT
+    json.loads(world.state_file.read_text())  # whole, never half-written
