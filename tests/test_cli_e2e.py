@@ -190,3 +190,29 @@ async def test_demo_shows_a_notification(tmp_path: Path) -> None:
     assert result.code == 0, result.stderr
     assert "ALERT" in result.stdout.upper()
     assert list(tmp_path.iterdir()) == []  # the demo keeps its state in a temporary directory
+
+
+async def test_no_secret_in_any_output_at_debug(world: World) -> None:
+    slack_hook = world.env["SLACK_API_URL"].removesuffix("/api/") + world.slack.WEBHOOK_PATH
+    dead_hook = "http://127.0.0.1:9/unreachable-hook-s3cr3t-path?token=dead-token-value"
+    env = {
+        **world.env,
+        "SLACK_WEBHOOK_URL": slack_hook,
+        "NOTIFIER_WEBHOOK_URLS": f"{world.env['NOTIFIER_WEBHOOK_URLS']},{dead_hook}",
+        "NOTIFIER_LOG_LEVEL": "debug",
+    }
+    outputs = []
+    for command in ("check", "once"):
+        result = await cli(command, env=env)
+        outputs += [result.stdout, result.stderr]
+    world.sim.add_run(1, state="error", started_at=world.now(), error="boom")
+    world.slack.server_error(times=3)
+    result = await cli("once", env=env)
+    outputs += [result.stdout, result.stderr]
+    assert result.code == 0
+    assert any(e["event"] == "delivery_failed" for e in result.events())
+    assert world.receiver.deliveries  # the live webhook was reached
+    secrets = [*SECRETS, slack_hook, dead_hook, "unreachable-hook-s3cr3t-path", "dead-token-value"]
+    for text in outputs:
+        for secret in secrets:
+            assert secret not in text
