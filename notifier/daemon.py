@@ -97,8 +97,11 @@ async def open_runtime(
     settings: Settings, *, extra_sinks: dict[str, Sink] | None = None
 ) -> AsyncIterator[Runtime]:
     """Open the shared HTTP session and build every adapter; close them on the way out."""
+    # slack_sdk applies its own timeout only to sessions it creates, so the shared one has it.
     session = aiohttp.ClientSession(
-        headers={"User-Agent": f"datafold-notifier/{__version__}"}, trust_env=True
+        headers={"User-Agent": f"datafold-notifier/{__version__}"},
+        timeout=aiohttp.ClientTimeout(total=settings.request_timeout_seconds),
+        trust_env=True,
     )
     try:
         client = DatafoldClient(

@@ -1,0 +1,32 @@
+"""The console sink: notifications as plain lines on stdout, for the `demo` command."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+
+from notifier.models import Notification
+from notifier.render import console_text
+from notifier.sinks.checks import CheckResult
+
+
+def _print_flushed(text: str) -> None:
+    sys.stdout.write(text + "\n")
+    sys.stdout.flush()
+
+
+class ConsoleSink:
+    """Writes each notification as a few lines; `write` is a seam for tests."""
+
+    name = "console"
+
+    def __init__(self, write: Callable[[str], None] = _print_flushed) -> None:
+        self._write = write
+
+    async def send(self, notification: Notification) -> None:
+        """Write the notification; the console cannot refuse one."""
+        self._write(console_text(notification))
+
+    async def check(self) -> list[CheckResult]:
+        """Nothing to probe: the console is always there."""
+        return [CheckResult(self.name, True, "writes to stdout")]

@@ -1,0 +1,142 @@
+"""The generic webhook sink: the versioned JSON payload, signed per Standard Webhooks.
+
+The URL may carry a token, so it appears in no name, log line or error; `name` is a hash of it.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+from collections.abc import Callable
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+
+import aiohttp
+from standardwebhooks import Webhook
+
+from notifier import __version__, render
+from notifier.models import Notification, as_utc
+from notifier.sinks import DeliveryError
+from notifier.sinks.checks import CheckResult
+
+_WHSEC_PREFIX = "whsec_"
+USER_AGENT = f"datafold-notifier/{__version__}"
+
+
+def _signer(secret: str) -> Webhook:
+    """A `whsec_`-prefixed base64 secret as Standard Webhooks defines it, or ValueError."""
+    error = ValueError("NOTIFIER_WEBHOOK_SECRET is not a valid whsec_ secret")
+    if not secret.startswith(_WHSEC_PREFIX):
+        raise error
+    encoded = secret[len(_WHSEC_PREFIX) :].strip()
+    try:
+        key = base64.b64decode(encoded + "=" * (-len(encoded) % 4), validate=True)
+    except (binascii.Error, ValueError):
+        raise error from None
+    if not key:
+        raise error
+    return Webhook(key)
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class WebhookSink:
+    """POSTs `render.webhook_body`; `webhook-id` is the notification ID, stable across retries.
+
+    Success is any 2xx. Redirects are not followed: a moved endpoint is reported, not guessed at.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        secret: str | None,
+        session: aiohttp.ClientSession,
+        timeout: float = 30,
+        clock: Callable[[], datetime] | None = None,
+    ) -> None:
+        self.name = "webhook-" + hashlib.sha256(url.encode()).hexdigest()[:8]
+        self._url = url
+        self._signer = _signer(secret) if secret is not None else None
+        self._session = session
+        self._timeout = aiohttp.ClientTimeout(total=timeout)
+        self._clock = clock or _utc_now
+
+    def __repr__(self) -> str:
+        return f"WebhookSink(name={self.name!r}, signed={self._signer is not None})"
+
+    @property
+    def signed(self) -> bool:
+        """Whether requests carry a `webhook-signature`."""
+        return self._signer is not None
+
+    def request_headers(self, notification: Notification, body: str) -> dict[str, str]:
+        """Headers for one attempt: the timestamp (and so the signature) is the attempt's own."""
+        sent_at = int(as_utc(self._clock()).timestamp())
+        headers = {
+            "content-type": "application/json",
+            "user-agent": USER_AGENT,
+            "webhook-id": notification.id,
+            "webhook-timestamp": str(sent_at),
+        }
+        if self._signer is not None:
+            when = datetime.fromtimestamp(sent_at, UTC)
+            headers["webhook-signature"] = self._signer.sign(notification.id, when, body)
+        return headers
+
+    async def send(self, notification: Notification) -> None:
+        """Deliver once; any non-2xx answer or transport failure raises `DeliveryError`."""
+        body = render.webhook_body(notification)
+        headers = self.request_headers(notification, body)
+        try:
+            async with self._session.post(
+                self._url,
+                data=body.encode(),
+                headers=headers,
+                timeout=self._timeout,
+                allow_redirects=False,
+            ) as response:
+                status = response.status
+                retry_after = response.headers.get("Retry-After")
+        except (aiohttp.ClientError, TimeoutError) as error:
+            # aiohttp's messages carry the URL: name the class only.
+            reason = f"could not reach the webhook: {type(error).__name__}"
+            raise DeliveryError(self.name, reason) from None
+        if 200 <= status < 300:
+            return
+        raise DeliveryError(
+            self.name, f"HTTP {status}", retry_after=self._retry_after_seconds(retry_after)
+        )
+
+    async def check(self) -> list[CheckResult]:
+        """HEAD the URL: any answer below 500 shows the endpoint is there."""
+        try:
+            async with self._session.head(
+                self._url, timeout=self._timeout, allow_redirects=False
+            ) as response:
+                status = response.status
+        except (aiohttp.ClientError, TimeoutError) as error:
+            return [CheckResult(self.name, False, f"webhook unreachable: {type(error).__name__}")]
+        if status >= 500:
+            return [CheckResult(self.name, False, f"webhook answered HEAD with HTTP {status}")]
+        signing = "signed" if self.signed else "unsigned: NOTIFIER_WEBHOOK_SECRET is not set"
+        return [CheckResult(self.name, True, f"webhook reachable (HEAD: HTTP {status}; {signing})")]
+
+    def _retry_after_seconds(self, value: str | None) -> float | None:
+        """Retry-After as delay-seconds or an HTTP date; None when absent or unreadable."""
+        if value is None:
+            return None
+        try:
+            return max(0.0, float(value))
+        except ValueError:
+            pass
+        try:
+            when = parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        return max(0.0, (when - as_utc(self._clock())).total_seconds())
