@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import signal
 import sys
 import tempfile
@@ -17,7 +18,14 @@ from pathlib import Path
 import structlog
 
 from notifier import __version__
-from notifier.daemon import Daemon, make_notifier, open_runtime
+from notifier.daemon import (
+    Daemon,
+    Runtime,
+    StatusError,
+    StatusListener,
+    make_notifier,
+    open_runtime,
+)
 from notifier.logs import configure_logging
 from notifier.preflight import run_checks
 from notifier.settings import ConfigError, Settings, load_settings
@@ -25,6 +33,7 @@ from notifier.simulator import demo_simulator, serve
 from notifier.sinks import Sink
 from notifier.sinks.console import ConsoleSink
 from notifier.state import StateError
+from notifier.systemd import SystemdNotify
 
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
 
@@ -103,7 +112,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return asyncio.run(_run(settings))
     except ConfigError as exc:
         return _fail(f"configuration: {exc}")
-    except StateError as exc:
+    except (StateError, StatusError) as exc:
         return _fail(str(exc))
     except KeyboardInterrupt:
         return 130
@@ -127,7 +136,7 @@ def _require_work(settings: Settings, command: str) -> None:
 async def _once(settings: Settings) -> int:
     async with open_runtime(settings) as runtime:
         with runtime.store.locked():
-            report = await make_notifier(runtime).run_cycle()
+            report = await make_notifier(runtime, spread=False).run_cycle()
     if report.key_refused and report.all_failed:
         log.error("once_failed", reason="Datafold refused the API key")
         return EXIT_FAILED
@@ -140,12 +149,20 @@ async def _once(settings: Settings) -> int:
 async def _run(settings: Settings, extra_sinks: dict[str, Sink] | None = None) -> int:
     async with open_runtime(settings, extra_sinks=extra_sinks) as runtime:
         with runtime.store.locked():
-            daemon = Daemon(
-                make_notifier(runtime),
-                interval=settings.poll_interval_seconds,
-                grace=settings.shutdown_grace_seconds,
-            )
-            return await daemon.run()
+            return await _daemon(settings, runtime).run()
+
+
+def _daemon(settings: Settings, runtime: Runtime) -> Daemon:
+    listener = None
+    if settings.health_port is not None:
+        listener = StatusListener(settings.health_host, settings.health_port)
+    return Daemon(
+        make_notifier(runtime),
+        interval=settings.poll_interval_seconds,
+        grace=settings.shutdown_grace_seconds,
+        listener=listener,
+        systemd=SystemdNotify.from_environ(os.environ, os.getpid()),
+    )
 
 
 async def _demo(env_file: Path | None, interval: float, duration: float | None) -> int:
@@ -175,11 +192,7 @@ async def _demo(env_file: Path | None, interval: float, duration: float | None) 
             extra: dict[str, Sink] = {console.name: console}
             async with open_runtime(settings, extra_sinks=extra) as runtime:
                 with runtime.store.locked():
-                    daemon = Daemon(
-                        make_notifier(runtime),
-                        interval=settings.poll_interval_seconds,
-                        grace=settings.shutdown_grace_seconds,
-                    )
+                    daemon = _daemon(settings, runtime)
                     if duration is not None:
                         asyncio.get_running_loop().call_later(duration, daemon.request_stop)
                     return await daemon.run()

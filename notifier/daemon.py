@@ -19,18 +19,22 @@ from apscheduler.triggers.interval import IntervalTrigger
 from notifier import __version__
 from notifier.datafold import DatafoldClient
 from notifier.detect import DetectionPolicy
-from notifier.service import CycleReport, Notifier, ServiceConfig
+from notifier.health import HealthTracker
+from notifier.metrics import Metrics
+from notifier.service import Notifier, ServiceConfig
 from notifier.settings import Settings
 from notifier.sinks import Sink
 from notifier.sinks.slack import SlackBotSink, SlackWebhookSink
 from notifier.sinks.webhook import WebhookSink
 from notifier.state import StateError, StateFile
+from notifier.status_server import serve_status, status_app
+from notifier.systemd import SystemdNotify
 
 log = structlog.get_logger(__name__)
 
 
-def service_config(settings: Settings) -> ServiceConfig:
-    """The cycle's view of the settings."""
+def service_config(settings: Settings, *, spread: bool = True) -> ServiceConfig:
+    """The cycle's view of the settings; `spread=False` for one-shot cycles that should be quick."""
     lookback = timedelta(seconds=settings.lookback_seconds)
     return ServiceConfig(
         monitor_ids=tuple(settings.monitor_ids),
@@ -45,6 +49,7 @@ def service_config(settings: Settings) -> ServiceConfig:
         host=settings.datafold_host,
         monitor_url_template=settings.monitor_url_template,
         monitor_cache=timedelta(seconds=settings.monitor_cache_seconds),
+        spread=timedelta(seconds=settings.poll_spread if spread else 0.0),
     )
 
 
@@ -118,9 +123,22 @@ async def open_runtime(
         await session.close()
 
 
-def make_notifier(runtime: Runtime) -> Notifier:
+def make_notifier(runtime: Runtime, *, spread: bool = True) -> Notifier:
     """A notifier over the runtime's adapters; loads the state file (hold its lock first)."""
-    return Notifier(runtime.client, runtime.store, runtime.sinks, service_config(runtime.settings))
+    config = service_config(runtime.settings, spread=spread)
+    return Notifier(runtime.client, runtime.store, runtime.sinks, config)
+
+
+@dataclass
+class StatusListener:
+    """Where /healthz and /metrics are served (NOTIFIER_HEALTH_HOST/PORT)."""
+
+    host: str
+    port: int
+
+
+class StatusError(Exception):
+    """The health/metrics listener could not start; one line naming the setting."""
 
 
 class Daemon:
@@ -128,7 +146,8 @@ class Daemon:
 
     Cycles never overlap: a cycle still running when the next is due makes that one skipped and
     logged. A second signal exits at once; the state file is never half-written either way,
-    because every save is an atomic rename.
+    because every save is an atomic rename. Health, metrics and systemd notification hang off the
+    cycle reports.
     """
 
     def __init__(
@@ -137,12 +156,18 @@ class Daemon:
         *,
         interval: float,
         grace: float,
-        on_cycle: Callable[[CycleReport], None] | None = None,
+        listener: StatusListener | None = None,
+        systemd: SystemdNotify | None = None,
+        clock: Callable[[], datetime] | None = None,
     ) -> None:
         self._notifier = notifier
         self._interval = interval
         self._grace = grace
-        self._on_cycle = on_cycle
+        self._listener = listener
+        self._systemd = systemd
+        self._clock = clock or (lambda: datetime.now(UTC))
+        self.metrics = Metrics()
+        self.health = HealthTracker(started_at=self._clock(), interval=timedelta(seconds=interval))
         self._current: asyncio.Task[None] | None = None
         self._stop = asyncio.Event()
         self._signals = 0
@@ -154,30 +179,36 @@ class Daemon:
     async def run(self) -> int:
         """Schedule cycles until asked to stop; return the process exit code."""
         loop = asyncio.get_running_loop()
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(signum, self._on_signal, signum)
-        scheduler = AsyncIOScheduler(timezone=UTC)
-        scheduler.add_job(
-            self._cycle,
-            IntervalTrigger(seconds=self._interval, timezone=UTC),
-            id="poll-cycle",
-            next_run_time=datetime.now(UTC),
-            max_instances=1,
-            coalesce=True,
-            misfire_grace_time=None,
-        )
-        scheduler.add_listener(self._on_skipped, EVENT_JOB_MAX_INSTANCES)
-        scheduler.start()
-        log.info("daemon_started", interval_seconds=self._interval, version=__version__)
-        try:
+        async with contextlib.AsyncExitStack() as stack:
+            await self._start_listener(stack)
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(signum, self._on_signal, signum)
+            stack.callback(_remove_signal_handlers, loop)
+            scheduler = AsyncIOScheduler(timezone=UTC)
+            scheduler.add_job(
+                self._cycle,
+                IntervalTrigger(seconds=self._interval, timezone=UTC),
+                id="poll-cycle",
+                next_run_time=datetime.now(UTC),
+                max_instances=1,
+                coalesce=True,
+                misfire_grace_time=None,
+            )
+            scheduler.add_listener(self._on_skipped, EVENT_JOB_MAX_INSTANCES)
+            scheduler.start()
+            stack.callback(scheduler.shutdown, wait=False)
+            log.info("daemon_started", interval_seconds=self._interval, version=__version__)
+            if self._systemd is not None:
+                self._systemd.ready()
+                watchdog = asyncio.create_task(self._systemd.watchdog())
+                stack.push_async_callback(_cancel, watchdog)
             await self._stop.wait()
             log.info("daemon_stopping", grace_seconds=self._grace)
+            self.health.status = "stopping"
+            if self._systemd is not None:
+                self._systemd.stopping()
             scheduler.pause()
             await self._drain()
-        finally:
-            scheduler.shutdown(wait=False)
-            for signum in (signal.SIGTERM, signal.SIGINT):
-                loop.remove_signal_handler(signum)
         try:
             self._notifier.save()
         except StateError as exc:
@@ -185,6 +216,19 @@ class Daemon:
             return 1
         log.info("daemon_stopped")
         return 0
+
+    async def _start_listener(self, stack: contextlib.AsyncExitStack) -> None:
+        if self._listener is None:
+            return
+        host, port = self._listener.host, self._listener.port
+        app = status_app(self.health, self.metrics, self._clock)
+        try:
+            bound = await stack.enter_async_context(serve_status(app, host, port))
+        except OSError as exc:
+            raise StatusError(
+                f"NOTIFIER_HEALTH_PORT: cannot listen on {host}:{port}: {exc.strerror or exc}"
+            ) from None
+        log.info("status_listening", host=host, port=bound, paths=["/healthz", "/metrics"])
 
     async def _drain(self) -> None:
         current = self._current
@@ -207,12 +251,18 @@ class Daemon:
         except Exception:
             log.exception("cycle_failed")
         else:
-            if self._on_cycle is not None:
-                self._on_cycle(report)
+            self.metrics.record(report)
+            self.health.record(report)
+            if self._systemd is not None:
+                self._systemd.status(
+                    f"{len(report.polled)} monitors polled, {len(report.failed)} failed, "
+                    f"outbox {report.outbox_size}"
+                )
         finally:
             self._current = None
 
     def _on_skipped(self, event: JobSubmissionEvent) -> None:
+        self.metrics.cycles_skipped.inc()
         log.warning(
             "cycle_skipped",
             reason="the previous cycle is still running",
@@ -226,3 +276,13 @@ class Daemon:
             os._exit(128 + signum)
         log.info("signal_received", signal=signal.Signals(signum).name)
         self._stop.set()
+
+
+def _remove_signal_handlers(loop: asyncio.AbstractEventLoop) -> None:
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.remove_signal_handler(signum)
+
+
+async def _cancel(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)

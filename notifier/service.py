@@ -7,6 +7,8 @@ the same against Datafold or the simulator, a file or a test double.
 from __future__ import annotations
 
 import asyncio
+import zlib
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -66,6 +68,8 @@ class ServiceConfig:
     host: str
     monitor_url_template: str
     monitor_cache: timedelta = timedelta(hours=1)
+    #: Polls start at a stable per-monitor offset within this window, not all at once.
+    spread: timedelta = timedelta(0)
 
 
 @dataclass
@@ -75,12 +79,18 @@ class CycleReport:
     polled: list[int] = field(default_factory=list)
     failed: dict[int, str] = field(default_factory=dict)
     key_refused: bool = False
+    runs_seen: int = 0
     events: int = 0
+    events_by_state: Counter[str] = field(default_factory=Counter)
     delivered: int = 0
     delivery_failures: int = 0
+    sent_by_destination: Counter[str] = field(default_factory=Counter)
+    failed_by_destination: Counter[str] = field(default_factory=Counter)
     expired: int = 0
     outbox_size: int = 0
     state_saved: bool = False
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
 
     @property
     def all_failed(self) -> bool:
@@ -126,8 +136,11 @@ class Notifier:
         Cancellation (shutdown) during delivery still saves what was decided and delivered.
         """
         now = self._clock()
-        report = CycleReport()
-        polls = await asyncio.gather(*(self._poll(m, now) for m in self._config.monitor_ids))
+        report = CycleReport(started_at=now)
+        spread = self._config.spread.total_seconds()
+        polls = await asyncio.gather(
+            *(self._poll(m, now, poll_offset(m, spread)) for m in self._config.monitor_ids)
+        )
         events = self._apply(polls, now, report)
         try:
             if events:
@@ -136,9 +149,11 @@ class Notifier:
                 )
                 self._enqueue(notifications)
             report.events = len(events)
+            report.events_by_state.update(event.state for event in events)
             await self._deliver(now, report)
         finally:
             report.outbox_size = len(self.state.outbox)
+            report.finished_at = self._clock()
             report.state_saved = self.save()
         log.info(
             "cycle_finished",
@@ -155,8 +170,10 @@ class Notifier:
         """Write the state if it changed since the last save."""
         return self._store.save(self.state)
 
-    async def _poll(self, monitor_id: int, now: datetime) -> _Poll:
+    async def _poll(self, monitor_id: int, now: datetime, delay: float = 0.0) -> _Poll:
         bound = log.bind(monitor_id=monitor_id)
+        if delay > 0:
+            await asyncio.sleep(delay)
         try:
             runs = await self._source.list_runs(monitor_id, now - self._config.lookback)
             listed = {run.run_id for run in runs}
@@ -206,6 +223,7 @@ class Notifier:
                     monitors[poll.monitor_id] = new_monitor_state(now, self._config.policy)
                 continue
             report.polled.append(poll.monitor_id)
+            report.runs_seen += len(poll.runs)
             previous = monitors.get(poll.monitor_id)
             detection = detect(previous, poll.runs, now, self._config.policy, gone=poll.gone)
             if previous is None or not previous.baselined:
@@ -315,6 +333,7 @@ class Notifier:
                 entry.attempts += 1
                 entry.last_error = f"{name}: {exc.reason}"
                 report.delivery_failures += 1
+                report.failed_by_destination[name] += 1
                 bound.warning(
                     "delivery_failed",
                     reason=exc.reason,
@@ -326,11 +345,20 @@ class Notifier:
                 entry.attempts += 1
                 entry.last_error = f"{name}: internal error {type(exc).__name__}"
                 report.delivery_failures += 1
+                report.failed_by_destination[name] += 1
                 bound.exception("delivery_failed", reason="internal error")
                 return
             entry.pending.remove(name)
             report.delivered += 1
+            report.sent_by_destination[name] += 1
             bound.info("notification_sent", state=notification.event.state)
+
+
+def poll_offset(monitor_id: int, spread: float) -> float:
+    """A monitor's stable start offset within the spread window, so polls do not burst."""
+    if spread <= 0:
+        return 0.0
+    return spread * (zlib.crc32(str(monitor_id).encode()) / 2**32)
 
 
 class _Gone:

@@ -38,6 +38,9 @@ _ECHOABLE = {
     "NOTIFIER_SHUTDOWN_GRACE_SECONDS",
     "NOTIFIER_MONITOR_URL_TEMPLATE",
     "NOTIFIER_MONITOR_CACHE_SECONDS",
+    "NOTIFIER_POLL_SPREAD_SECONDS",
+    "NOTIFIER_HEALTH_PORT",
+    "NOTIFIER_HEALTH_HOST",
     "SLACK_CHANNEL",
     "SLACK_API_URL",
     "NOTIFIER_LOG_LEVEL",
@@ -107,6 +110,11 @@ class Settings(BaseSettings):
     monitor_url_template: str = Field(
         "{host}/monitors/{monitor_id}", validation_alias="NOTIFIER_MONITOR_URL_TEMPLATE"
     )
+    poll_spread_seconds: float | None = Field(
+        None, ge=0.0, le=3600.0, validation_alias="NOTIFIER_POLL_SPREAD_SECONDS"
+    )
+    health_port: int | None = Field(None, ge=0, le=65535, validation_alias="NOTIFIER_HEALTH_PORT")
+    health_host: str = Field("127.0.0.1", validation_alias="NOTIFIER_HEALTH_HOST")
     monitor_cache_seconds: float = Field(
         3600.0, ge=0.0, validation_alias="NOTIFIER_MONITOR_CACHE_SECONDS"
     )
@@ -240,6 +248,13 @@ class Settings(BaseSettings):
                 "SLACK_CHANNEL is set but SLACK_BOT_TOKEN is not: chat.postMessage needs one"
             )
         return self
+
+    @property
+    def poll_spread(self) -> float:
+        """Seconds over which a cycle's polls start; auto: a tenth of the interval, at most 5 s."""
+        if self.poll_spread_seconds is not None:
+            return min(self.poll_spread_seconds, self.poll_interval_seconds / 2)
+        return min(self.poll_interval_seconds / 10, 5.0)
 
     def has_destination(self) -> bool:
         """Whether any Slack or webhook destination is configured."""

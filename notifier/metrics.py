@@ -1,0 +1,101 @@
+"""Prometheus metrics, fed from each cycle's report. Own registry: no global state."""
+
+from __future__ import annotations
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+)
+
+from notifier.service import CycleReport
+
+PREFIX = "datafold_notifier"
+
+# `*_created` series double the output and say nothing a scraper needs.
+disable_created_metrics()  # type: ignore[no-untyped-call]
+
+
+class Metrics:
+    """The daemon's counters; `render()` is the /metrics text."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.cycles = Counter(f"{PREFIX}_poll_cycles", "Poll cycles finished.", registry=r)
+        self.cycles_skipped = Counter(
+            f"{PREFIX}_poll_cycles_skipped",
+            "Cycles skipped because the previous one was still running.",
+            registry=r,
+        )
+        self.poll_errors = Counter(
+            f"{PREFIX}_poll_errors",
+            "Monitor polls that failed, by kind (refused, not_found, malformed, unavailable, ...).",
+            ["kind"],
+            registry=r,
+        )
+        self.runs_seen = Counter(f"{PREFIX}_runs_seen", "Runs listed by Datafold.", registry=r)
+        self.events = Counter(
+            f"{PREFIX}_events_detected",
+            "New runs worth a notification, by state.",
+            ["state"],
+            registry=r,
+        )
+        self.sent = Counter(
+            f"{PREFIX}_notifications_sent",
+            "Notifications accepted by a destination.",
+            ["destination"],
+            registry=r,
+        )
+        self.failed = Counter(
+            f"{PREFIX}_notifications_failed",
+            "Delivery attempts a destination did not accept (retried later).",
+            ["destination"],
+            registry=r,
+        )
+        self.expired = Counter(
+            f"{PREFIX}_notifications_expired",
+            "Notifications dropped undelivered after NOTIFIER_OUTBOX_EXPIRY_SECONDS.",
+            registry=r,
+        )
+        self.outbox = Gauge(
+            f"{PREFIX}_outbox_size", "Notifications waiting for some destination.", registry=r
+        )
+        self.duration = Histogram(
+            f"{PREFIX}_cycle_duration_seconds",
+            "Wall time of a poll cycle, delivery included.",
+            buckets=(0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300),
+            registry=r,
+        )
+        self.last_success = Gauge(
+            f"{PREFIX}_last_successful_poll_timestamp_seconds",
+            "Unix time of the last cycle in which at least one monitor was polled.",
+            registry=r,
+        )
+        self.monitors = Gauge(f"{PREFIX}_monitors", "Monitors configured.", registry=r)
+
+    def record(self, report: CycleReport) -> None:
+        """Fold one finished cycle into the metrics."""
+        self.cycles.inc()
+        for kind in report.failed.values():
+            self.poll_errors.labels(kind=kind).inc()
+        self.runs_seen.inc(report.runs_seen)
+        for state, count in report.events_by_state.items():
+            self.events.labels(state=state).inc(count)
+        for name, count in report.sent_by_destination.items():
+            self.sent.labels(destination=name).inc(count)
+        for name, count in report.failed_by_destination.items():
+            self.failed.labels(destination=name).inc(count)
+        self.expired.inc(report.expired)
+        self.outbox.set(report.outbox_size)
+        if report.started_at and report.finished_at:
+            self.duration.observe((report.finished_at - report.started_at).total_seconds())
+        if report.polled and report.finished_at:
+            self.last_success.set(report.finished_at.timestamp())
+
+    def render(self) -> bytes:
+        """The Prometheus text exposition."""
+        return generate_latest(self.registry)
