@@ -1,0 +1,125 @@
+"""Health verdicts (pure) and the metrics fed from cycle reports."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from notifier.health import HealthTracker
+from notifier.metrics import Metrics
+from notifier.service import CycleReport
+
+T0 = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
+MINUTE = timedelta(minutes=1)
+
+
+def ok(at: datetime) -> CycleReport:
+    return CycleReport(polled=[1, 2], started_at=at, finished_at=at, outbox_size=1)
+
+
+def failed(at: datetime, kind: str = "unavailable") -> CycleReport:
+    return CycleReport(failed={1: kind, 2: kind}, started_at=at, finished_at=at)
+
+
+def partial(at: datetime) -> CycleReport:
+    return CycleReport(polled=[1], failed={2: "malformed"}, started_at=at, finished_at=at)
+
+
+@pytest.mark.parametrize(
+    ("cycles", "now", "healthy", "status", "reason"),
+    [
+        pytest.param([], T0 + MINUTE, True, "starting", None, id="starting"),
+        pytest.param(
+            [],
+            T0 + 4 * MINUTE,
+            False,
+            "unhealthy",
+            "first cycle has not finished",
+            id="never-finished",
+        ),
+        pytest.param([ok], T0 + MINUTE, True, "running", None, id="ok"),
+        pytest.param(
+            [failed, failed], T0 + MINUTE, True, "running", None, id="two-failures-tolerated"
+        ),
+        pytest.param(
+            [failed] * 3, T0 + MINUTE, False, "unhealthy", "every poll failed", id="three-failures"
+        ),
+        pytest.param(
+            [failed, failed, partial], T0 + MINUTE, True, "running", None, id="partial-is-ok"
+        ),
+        pytest.param(
+            [failed, failed, failed, ok], T0 + MINUTE, True, "running", None, id="recovered"
+        ),
+        pytest.param(
+            [ok], T0 + 4 * MINUTE, False, "unhealthy", "no cycle has finished", id="stalled"
+        ),
+    ],
+)
+def test_verdict(
+    cycles: list, now: datetime, healthy: bool, status: str, reason: str | None
+) -> None:
+    tracker = HealthTracker(started_at=T0, interval=MINUTE)
+    for make in cycles:
+        tracker.record(make(T0))
+    verdict = tracker.verdict(now)
+    assert verdict.healthy is healthy
+    assert verdict.body["status"] == status
+    if reason:
+        assert reason in verdict.body["reason"]
+    else:
+        assert "reason" not in verdict.body
+
+
+def test_verdict_body_reports_the_latest_cycle() -> None:
+    tracker = HealthTracker(started_at=T0, interval=MINUTE)
+    tracker.record(partial(T0))
+    body = tracker.verdict(T0).body
+    assert body["monitors_polled"] == 1 and body["monitors_failed"] == 1
+    assert body["last_cycle_at"] == "2026-11-26T12:00:00Z"
+
+
+def test_failure_reason_names_the_kinds() -> None:
+    tracker = HealthTracker(started_at=T0, interval=MINUTE)
+    for kind in ("refused", "refused", "unavailable"):
+        tracker.record(failed(T0, kind))
+    assert "refused, unavailable" in tracker.verdict(T0).body["reason"]
+
+
+def test_metrics_follow_reports() -> None:
+    metrics = Metrics()
+    report = CycleReport(
+        polled=[1],
+        failed={2: "unavailable"},
+        runs_seen=7,
+        started_at=T0,
+        finished_at=T0 + timedelta(seconds=2),
+        outbox_size=3,
+        expired=1,
+    )
+    report.events_by_state.update(["alert", "alert", "error"])
+    report.sent_by_destination.update({"slack": 2})
+    report.failed_by_destination.update({"webhook-1": 1})
+    metrics.record(report)
+    metrics.record(CycleReport(started_at=T0, finished_at=T0))
+    text = metrics.render().decode()
+    expected = [
+        "datafold_notifier_poll_cycles_total 2.0",
+        'datafold_notifier_poll_errors_total{kind="unavailable"} 1.0',
+        "datafold_notifier_runs_seen_total 7.0",
+        'datafold_notifier_events_detected_total{state="alert"} 2.0',
+        'datafold_notifier_notifications_sent_total{destination="slack"} 2.0',
+        'datafold_notifier_notifications_failed_total{destination="webhook-1"} 1.0',
+        "datafold_notifier_notifications_expired_total 1.0",
+        "datafold_notifier_outbox_size 0.0",
+        "datafold_notifier_cycle_duration_seconds_count 2.0",
+    ]
+    for line in expected:
+        assert line in text, line
+    [family] = [
+        f
+        for f in text_string_to_metric_families(text)
+        if f.name == "datafold_notifier_last_successful_poll_timestamp_seconds"
+    ]
+    assert family.samples[0].value == (T0 + timedelta(seconds=2)).timestamp()
