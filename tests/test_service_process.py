@@ -44,8 +44,8 @@ class Daemon:
             except json.JSONDecodeError:
                 self.loose.append(line)
 
-    async def wait_for(self, predicate: Callable[[], bool], timeout: float = 20) -> None:
-        deadline = time.monotonic() + timeout
+    async def wait_for(self, predicate: Callable[[], bool], within: float = 20) -> None:
+        deadline = time.monotonic() + within
         while not predicate():
             assert time.monotonic() < deadline, f"timed out; last events: {self.events[-5:]}"
             assert self.proc.returncode is None, f"daemon exited: {self.events[-5:]}"
@@ -102,7 +102,8 @@ async def test_health_metrics_and_graceful_stop(world: World) -> None:
             await asyncio.sleep(1.2)  # the cycle that sent it has been recorded
             text = await metrics()
             assert metric(text, "datafold_notifier_poll_cycles_total") >= 2
-            assert metric(text, "datafold_notifier_notifications_sent_total", destination="slack") == 1
+            sent = metric(text, "datafold_notifier_notifications_sent_total", destination="slack")
+            assert sent == 1
             assert metric(text, "datafold_notifier_events_detected_total", state="alert") == 1
             assert metric(text, "datafold_notifier_last_successful_poll_timestamp_seconds") > 0
             assert metric(text, "datafold_notifier_cycle_duration_seconds_count") >= 2
