@@ -116,6 +116,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(str(exc))
     except KeyboardInterrupt:
         return 130
+    except Exception:
+        # A bug: report it as one structured event, not loose traceback lines.
+        log.exception("crashed", command=args.command)
+        return EXIT_FAILED
 
 
 def _fail(message: str) -> int:

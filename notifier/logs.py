@@ -133,3 +133,5 @@ def configure_logging(
     # APScheduler narrates every run at INFO; our cycle_* events say what matters.
     logging.getLogger("apscheduler").setLevel(max(numeric, logging.WARNING))
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    # Python warnings become log events too, so no loose line reaches stderr.
+    logging.captureWarnings(True)
