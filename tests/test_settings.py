@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -143,8 +144,9 @@ def test_example_env_documents_every_setting_with_its_default() -> None:
     lines = example.read_text().splitlines()
     documented: dict[str, str] = {}
     for index, line in enumerate(lines):
-        if line and not line.startswith("#"):
-            name, _, value = line.partition("=")
+        setting = re.match(r"^#?([A-Z][A-Z0-9_]+)=(.*)$", line)
+        if setting:
+            name, value = setting.groups()
             documented[name] = value
             assert lines[index - 1].startswith("# ") and "---" not in lines[index - 1], name
     aliases = {str(f.validation_alias): f for f in Settings.model_fields.values()}
