@@ -108,6 +108,7 @@ class StateFile:
         if data == self._last_saved:
             return False
         directory = self.path.parent
+        log.debug("state_saving", path=str(self.path), bytes=len(data))
         try:
             fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{self.path.name}.", suffix=".tmp")
         except OSError as exc:
@@ -124,6 +125,7 @@ class StateFile:
             raise StateError(f"cannot write state file {self.path}: {exc.strerror}") from None
         _fsync_directory(directory)
         self._last_saved = data
+        log.debug("state_saved", path=str(self.path))
         return True
 
     def _set_aside(self, problem: str) -> NotifierState:
