@@ -1,7 +1,7 @@
 """The `datafold-notifier` command: run, once, check, demo, simulate.
 
-Exit codes: 0 success; 1 the work failed (no monitor could be polled, a check failed, the state
-could not be saved); 2 the configuration or the state file cannot be used.
+Exit codes: 0 success; 1 the work failed (no monitor could be polled, a check failed); 2 the
+configuration or the state file cannot be used (invalid, locked by another daemon, unwritable).
 """
 
 from __future__ import annotations

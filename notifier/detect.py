@@ -8,6 +8,9 @@ from datetime import datetime, timedelta
 
 from notifier.models import MonitorRun, MonitorState, RunEvent, TrackedRun, is_in_progress
 
+#: How far Datafold's clock may lag ours when telling history from news after failed first polls.
+CLOCK_SKEW_MARGIN = timedelta(minutes=5)
+
 
 @dataclass(frozen=True)
 class DetectionPolicy:
@@ -20,6 +23,9 @@ class DetectionPolicy:
     in_progress_limit: timedelta
     #: On a monitor's first poll, runs that started this long before are notified too.
     first_start_lookback: timedelta = timedelta(0)
+    #: "Last seen" and "last polled" stamps move only in steps this coarse, so a quiet cycle
+    #: leaves the state unchanged and it is not rewritten.
+    stamp_granularity: timedelta = timedelta(minutes=5)
 
 
 @dataclass(frozen=True)
@@ -53,6 +59,11 @@ def detect(
     """
     state = previous or new_monitor_state(now, policy)
     first_listing = not state.baselined
+    cutoff = state.watch_since
+    if previous is not None and first_listing:
+        # Earlier polls failed: a run stamped by a Datafold clock running behind ours may look
+        # older than it is. Rather notify one such run too many than miss a real one.
+        cutoff -= CLOCK_SKEW_MARGIN
     tracked = dict(state.runs)
     events: list[RunEvent] = []
     listed: set[int] = set()
@@ -63,7 +74,7 @@ def detect(
         handled = list(old.handled) if old else []
         if run.state in policy.notify_states and run.state not in handled:
             handled.append(run.state)
-            if not (first_listing and _is_history(run, state.watch_since)):
+            if not (first_listing and _is_history(run, cutoff)):
                 events.append(
                     RunEvent(
                         monitor_id=run.monitor_id,
@@ -78,7 +89,7 @@ def detect(
                 state=run.state,
                 handled=handled,
                 first_seen=old.first_seen if old else now,
-                last_seen=now,
+                last_seen=_stamp(old.last_seen if old else None, now, policy),
             )
         else:
             tracked.pop(run.run_id, None)
@@ -91,25 +102,69 @@ def detect(
             if run_id in gone or now - memory.first_seen > policy.in_progress_limit:
                 abandoned.append(run_id)
                 del tracked[run_id]
-        elif run_id in gone or now - memory.last_seen > policy.retention:
+        elif run_id in gone or now - memory.last_seen > policy.retention + policy.stamp_granularity:
             del tracked[run_id]
 
-    next_state = MonitorState(watch_since=state.watch_since, baselined=True, runs=tracked)
+    next_state = MonitorState(
+        watch_since=state.watch_since,
+        baselined=True,
+        last_polled_at=_stamp(state.last_polled_at, now, policy),
+        runs=tracked,
+    )
     return Detection(events=events, state=next_state, abandoned=sorted(abandoned))
 
 
 def stale_in_progress(state: MonitorState | None, listed: Collection[int]) -> list[int]:
     """Runs remembered as in progress that the recent-window listing no longer shows.
 
-    They may have finished late, after leaving the window; the caller fetches them one by one.
+    They may have finished late, after leaving the window; the caller fetches them one by one,
+    least recently seen first, so a capped number per cycle still reaches every one in turn.
     """
     if state is None:
         return []
-    return sorted(
-        run_id
+    stale = [
+        (run.last_seen, run_id)
         for run_id, run in state.runs.items()
         if run_id not in listed and is_in_progress(run.state)
-    )
+    ]
+    return [run_id for _, run_id in sorted(stale)]
+
+
+@dataclass(frozen=True)
+class ListingWindow:
+    """Where a monitor's listing starts; `limited` when the catch-up limit cut it short."""
+
+    since: datetime
+    limited: bool = False
+
+
+def listing_window(
+    state: MonitorState | None,
+    now: datetime,
+    *,
+    lookback: timedelta,
+    catchup_limit: timedelta,
+    first_start_lookback: timedelta = timedelta(0),
+) -> ListingWindow:
+    """The listing reaches `lookback` before the last successful poll (or, before the first,
+    before watching began), so downtime or an API outage longer than the lookback loses no run.
+    """
+    if state is None:
+        anchor = now - first_start_lookback
+    else:
+        anchor = min(now, state.last_polled_at or state.watch_since)
+    since = anchor - lookback
+    floor = now - max(catchup_limit, lookback + first_start_lookback)
+    if since < floor:
+        return ListingWindow(floor, limited=True)
+    return ListingWindow(since)
+
+
+def _stamp(old: datetime | None, now: datetime, policy: DetectionPolicy) -> datetime:
+    """`now`, unless the old stamp is recent enough; stamps only ever lag by one step."""
+    if old is not None and timedelta(0) <= now - old < policy.stamp_granularity:
+        return old
+    return now
 
 
 def _is_history(run: MonitorRun, watch_since: datetime) -> bool:

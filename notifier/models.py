@@ -171,6 +171,8 @@ class MonitorState(BaseModel):
 
     watch_since: datetime
     baselined: bool = False
+    #: Our clock at the last successful poll: the next listing reaches back from here.
+    last_polled_at: datetime | None = None
     runs: dict[int, TrackedRun] = Field(default_factory=dict)
 
 

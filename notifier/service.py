@@ -17,11 +17,18 @@ from typing import Protocol
 import structlog
 
 from notifier.datafold import ApiKeyRefused, DatafoldError, NotFound
-from notifier.detect import DetectionPolicy, detect, new_monitor_state, stale_in_progress
+from notifier.detect import (
+    DetectionPolicy,
+    detect,
+    listing_window,
+    new_monitor_state,
+    stale_in_progress,
+)
 from notifier.links import build_links
 from notifier.models import (
     MonitorInfo,
     MonitorRun,
+    MonitorState,
     Notification,
     NotifierState,
     OutboxEntry,
@@ -65,6 +72,8 @@ class ServiceConfig:
     policy: DetectionPolicy
     lookback: timedelta
     outbox_expiry: timedelta
+    #: After downtime, listings reach back to the last successful poll, but no further than this.
+    catchup_limit: timedelta
     host: str
     monitor_url_template: str
     monitor_cache: timedelta = timedelta(hours=1)
@@ -96,6 +105,12 @@ class CycleReport:
     def all_failed(self) -> bool:
         """No monitor could be polled at all (and there was at least one to poll)."""
         return not self.polled and bool(self.failed)
+
+
+@dataclass
+class _Plan:
+    monitors: dict[int, MonitorState]
+    events: list[RunEvent]
 
 
 @dataclass
@@ -141,15 +156,16 @@ class Notifier:
         polls = await asyncio.gather(
             *(self._poll(m, now, poll_offset(m, spread)) for m in self._config.monitor_ids)
         )
-        events = self._apply(polls, now, report)
+        plan = self._plan(polls, now, report)
         try:
-            if events:
-                notifications = await asyncio.gather(
-                    *(self._notification(event, now) for event in events)
-                )
-                self._enqueue(notifications)
-            report.events = len(events)
-            report.events_by_state.update(event.state for event in events)
+            # Details are fetched before anything is committed: a cycle cancelled here leaves the
+            # state as it was, and the same runs are detected again next time.
+            notifications = await asyncio.gather(
+                *(self._notification(event, now) for event in plan.events)
+            )
+            self._commit(plan, notifications)
+            report.events = len(plan.events)
+            report.events_by_state.update(event.state for event in plan.events)
             await self._deliver(now, report)
         finally:
             report.outbox_size = len(self.state.outbox)
@@ -175,7 +191,20 @@ class Notifier:
         if delay > 0:
             await asyncio.sleep(delay)
         try:
-            runs = await self._source.list_runs(monitor_id, now - self._config.lookback)
+            window = listing_window(
+                self.state.monitors.get(monitor_id),
+                now,
+                lookback=self._config.lookback,
+                catchup_limit=self._config.catchup_limit,
+                first_start_lookback=self._config.policy.first_start_lookback,
+            )
+            if window.limited:
+                bound.warning(
+                    "catch_up_limited",
+                    since=window.since.isoformat(),
+                    reason="the last successful poll is older than NOTIFIER_CATCHUP_LIMIT_SECONDS",
+                )
+            runs = await self._source.list_runs(monitor_id, window.since)
             listed = {run.run_id for run in runs}
             stale = stale_in_progress(self.state.monitors.get(monitor_id), listed)
             stale = stale[:MAX_DIRECT_FETCHES]
@@ -210,9 +239,9 @@ class Notifier:
             return None
         return detail
 
-    def _apply(self, polls: Sequence[_Poll], now: datetime, report: CycleReport) -> list[RunEvent]:
-        """Run detection on every successful poll and fold the results into the state."""
-        monitors = self.state.monitors
+    def _plan(self, polls: Sequence[_Poll], now: datetime, report: CycleReport) -> _Plan:
+        """Run detection on every successful poll; nothing in `self.state` changes yet."""
+        monitors = dict(self.state.monitors)
         events: list[RunEvent] = []
         for poll in polls:
             if poll.runs is None:
@@ -241,7 +270,12 @@ class Notifier:
         for monitor_id in [m for m in monitors if m not in configured]:
             log.info("monitor_dropped", monitor_id=monitor_id, reason="no longer configured")
             del monitors[monitor_id]
-        return events
+        return _Plan(monitors=monitors, events=events)
+
+    def _commit(self, plan: _Plan, notifications: Sequence[Notification]) -> None:
+        """Adopt the detected state and queue its notifications together (no await between)."""
+        self.state.monitors = plan.monitors
+        self._enqueue(notifications)
 
     async def _notification(self, event: RunEvent, now: datetime) -> Notification:
         bound = log.bind(monitor_id=event.monitor_id, run_id=event.run_id)
@@ -306,8 +340,13 @@ class Notifier:
                 report.expired += 1
                 continue
             for name in [p for p in entry.pending if p not in self._sinks]:
-                log.warning(
-                    "destination_removed", notification_id=entry.notification.id, destination=name
+                log.error(
+                    "notification_dropped",
+                    reason="its destination is no longer configured",
+                    notification_id=entry.notification.id,
+                    monitor_id=entry.notification.event.monitor_id,
+                    run_id=entry.notification.event.run_id,
+                    destination=name,
                 )
                 entry.pending.remove(name)
         try:
@@ -339,8 +378,11 @@ class Notifier:
                     reason=exc.reason,
                     attempts=entry.attempts,
                     will_retry="next cycle",
+                    refused="destination" if exc.whole_destination else "this notification",
                 )
-                return
+                if exc.whole_destination:
+                    return
+                continue
             except Exception as exc:
                 entry.attempts += 1
                 entry.last_error = f"{name}: internal error {type(exc).__name__}"

@@ -10,6 +10,7 @@ import base64
 import binascii
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import (
     Field,
@@ -20,11 +21,10 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from notifier.models import IN_PROGRESS_STATES
+from notifier.models import IN_PROGRESS_STATES, KNOWN_STATES
 
 #: Variables whose values may be echoed in an error message (none of them is a secret).
 _ECHOABLE = {
-    "DATAFOLD_HOST",
     "NOTIFIER_MONITOR_IDS",
     "NOTIFIER_POLL_INTERVAL_SECONDS",
     "NOTIFIER_STATE_FILE",
@@ -38,11 +38,11 @@ _ECHOABLE = {
     "NOTIFIER_SHUTDOWN_GRACE_SECONDS",
     "NOTIFIER_MONITOR_URL_TEMPLATE",
     "NOTIFIER_MONITOR_CACHE_SECONDS",
+    "NOTIFIER_CATCHUP_LIMIT_SECONDS",
     "NOTIFIER_POLL_SPREAD_SECONDS",
     "NOTIFIER_HEALTH_PORT",
     "NOTIFIER_HEALTH_HOST",
     "SLACK_CHANNEL",
-    "SLACK_API_URL",
     "NOTIFIER_LOG_LEVEL",
     "NOTIFIER_LOG_FORMAT",
 }
@@ -55,10 +55,18 @@ def _split(value: Any) -> Any:
     return value
 
 
-def _http_url(name: str, value: str) -> str:
+def _http_url(value: str) -> str:
+    """An http(s) URL with a host, a valid port and no credentials (it is not echoed back)."""
     value = value.strip()
-    if not value.startswith(("http://", "https://")) or len(value.split("://", 1)[1]) == 0:
-        raise ValueError(f"must be an http:// or https:// URL, got {value!r}")
+    parts = urlsplit(value)
+    try:
+        port_ok = parts.port is None or 0 < parts.port
+    except ValueError:
+        port_ok = False
+    if parts.scheme not in ("http", "https") or not parts.hostname or not port_ok:
+        raise ValueError("must be an http:// or https:// URL with a host (and a valid port)")
+    if parts.username is not None or parts.password is not None:
+        raise ValueError("must not carry credentials (user:password@)")
     return value
 
 
@@ -102,7 +110,10 @@ class Settings(BaseSettings):
     )
     page_size: int = Field(100, ge=1, le=1000, validation_alias="NOTIFIER_PAGE_SIZE")
     outbox_expiry_seconds: float = Field(
-        86400.0, ge=60.0, validation_alias="NOTIFIER_OUTBOX_EXPIRY_SECONDS"
+        86400.0, ge=60.0, le=30 * 86400.0, validation_alias="NOTIFIER_OUTBOX_EXPIRY_SECONDS"
+    )
+    catchup_limit_seconds: float = Field(
+        86400.0, ge=60.0, le=30 * 86400.0, validation_alias="NOTIFIER_CATCHUP_LIMIT_SECONDS"
     )
     shutdown_grace_seconds: float = Field(
         10.0, ge=0.0, le=600.0, validation_alias="NOTIFIER_SHUTDOWN_GRACE_SECONDS"
@@ -116,7 +127,7 @@ class Settings(BaseSettings):
     health_port: int | None = Field(None, ge=0, le=65535, validation_alias="NOTIFIER_HEALTH_PORT")
     health_host: str = Field("127.0.0.1", validation_alias="NOTIFIER_HEALTH_HOST")
     monitor_cache_seconds: float = Field(
-        3600.0, ge=0.0, validation_alias="NOTIFIER_MONITOR_CACHE_SECONDS"
+        3600.0, ge=0.0, le=7 * 86400.0, validation_alias="NOTIFIER_MONITOR_CACHE_SECONDS"
     )
 
     slack_bot_token: SecretStr | None = Field(None, validation_alias="SLACK_BOT_TOKEN")
@@ -161,6 +172,11 @@ class Settings(BaseSettings):
                         f"{state!r} is an in-progress state; name finished states "
                         "(alert, error, ok, skipped, cancelled)"
                     )
+                if state not in KNOWN_STATES:
+                    raise ValueError(
+                        f"{state!r} is not a Datafold run state; name finished states "
+                        "(alert, error, ok, skipped, cancelled)"
+                    )
             return list(dict.fromkeys(states))
         return parts
 
@@ -171,8 +187,10 @@ class Settings(BaseSettings):
         if isinstance(parts, list):
             for index, part in enumerate(parts, start=1):
                 text = part.get_secret_value() if isinstance(part, SecretStr) else str(part)
-                if not text.startswith(("http://", "https://")):
-                    raise ValueError(f"URL number {index} is not an http:// or https:// URL")
+                try:
+                    _http_url(text)
+                except ValueError as exc:
+                    raise ValueError(f"URL number {index} {exc}") from None
         return parts
 
     @field_validator("datafold_api_key")
@@ -185,8 +203,8 @@ class Settings(BaseSettings):
     @field_validator("slack_webhook_url")
     @classmethod
     def _check_slack_webhook(cls, value: SecretStr | None) -> SecretStr | None:
-        if value is not None and not value.get_secret_value().startswith(("http://", "https://")):
-            raise ValueError("is not an http:// or https:// URL")
+        if value is not None:
+            _http_url(value.get_secret_value())
         return value
 
     @field_validator("webhook_secret")
@@ -197,8 +215,9 @@ class Settings(BaseSettings):
         text = value.get_secret_value()
         if not text.startswith("whsec_"):
             raise ValueError("must be a Standard Webhooks secret starting with whsec_")
+        encoded = text.removeprefix("whsec_").strip()
         try:
-            key = base64.b64decode(text.removeprefix("whsec_") + "==", validate=False)
+            key = base64.b64decode(encoded + "=" * (-len(encoded) % 4), validate=True)
         except (binascii.Error, ValueError):
             raise ValueError("is not valid base64 after whsec_") from None
         if len(key) < 16:
@@ -208,7 +227,7 @@ class Settings(BaseSettings):
     @field_validator("datafold_host", "slack_api_url")
     @classmethod
     def _check_url(cls, value: str) -> str:
-        return _http_url("url", value)
+        return _http_url(value)
 
     @field_validator("datafold_host")
     @classmethod
@@ -281,6 +300,10 @@ def load_settings(env_file: Path | None = None, **overrides: Any) -> Settings:
         return Settings(**overrides)
     except ValidationError as exc:
         raise ConfigError(describe_validation_error(exc)) from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"env file {env_file or '.env'} is not UTF-8 text") from None
+    except OSError as exc:
+        raise ConfigError(f"env file {env_file or '.env'}: {exc.strerror}") from None
 
 
 def describe_validation_error(exc: ValidationError) -> str:

@@ -44,13 +44,14 @@ class SlowNotifier:
 async def test_overrunning_cycle_is_skipped_not_queued() -> None:
     notifier = SlowNotifier(duration=1.1)
     daemon = Daemon(notifier, interval=0.25, grace=5)  # type: ignore[arg-type]
-    asyncio.get_running_loop().call_later(1.0, daemon.request_stop)
+    asyncio.get_running_loop().call_later(2.0, daemon.request_stop)
     with capture_logs() as logs:
         code = await daemon.run()
     assert code == 0
     assert notifier.max_running == 1
-    assert notifier.cycles == 1
-    assert any(e["event"] == "cycle_skipped" for e in logs)
+    # at 0 s and 1.25 s: the firings due while a cycle ran were dropped, not run late
+    assert notifier.cycles == 2
+    assert sum(e["event"] == "cycle_skipped" for e in logs) >= 3
     assert notifier.saves == 1
 
 

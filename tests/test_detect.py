@@ -9,6 +9,7 @@ import pytest
 from notifier.detect import (
     DetectionPolicy,
     detect,
+    listing_window,
     new_monitor_state,
     stale_in_progress,
 )
@@ -67,11 +68,64 @@ def test_first_start_lookback_notifies_recent_history() -> None:
 
 
 def test_failed_first_poll_keeps_watch_since() -> None:
-    """A run that started after the first *attempt* is news even if that attempt failed."""
+    """A run that started after the first *attempt* is news even if that attempt failed.
+
+    Datafold's clock may lag ours, so runs stamped up to the skew margin before are news too.
+    """
     pending = new_monitor_state(T0, POLICY)
-    later = T0 + timedelta(minutes=5)
-    detection = detect(pending, [run(1, "alert", -1), run(2, "alert", 2)], later, POLICY)
-    assert notified(detection.events) == [(2, "alert")]
+    later = T0 + timedelta(minutes=30)
+    listing = [run(1, "alert", -10), run(2, "alert", -2), run(3, "alert", 2)]
+    detection = detect(pending, listing, later, POLICY)
+    assert notified(detection.events) == [(2, "alert"), (3, "alert")]
+
+
+def test_successful_first_poll_has_no_skew_margin() -> None:
+    assert detect(None, [run(1, "alert", -2)], T0, POLICY).events == []
+
+
+@pytest.mark.parametrize(
+    ("last_polled_minutes", "expected_since_minutes", "limited"),
+    [
+        pytest.param(None, -30, False, id="first-poll"),
+        pytest.param(-1, -31, False, id="steady"),
+        pytest.param(-45, -75, False, id="downtime-longer-than-lookback"),
+        pytest.param(-60 * 30, -60 * 24, True, id="catch-up-limited"),
+        pytest.param(+10, -30, False, id="clock-went-back"),
+    ],
+)
+def test_listing_window(
+    last_polled_minutes: int | None, expected_since_minutes: int, limited: bool
+) -> None:
+    state = None
+    if last_polled_minutes is not None:
+        state = baselined()
+        state = state.model_copy(
+            update={"last_polled_at": T0 + timedelta(minutes=last_polled_minutes)}
+        )
+    window = listing_window(
+        state, T0, lookback=timedelta(minutes=30), catchup_limit=timedelta(hours=24)
+    )
+    assert window.since == T0 + timedelta(minutes=expected_since_minutes)
+    assert window.limited is limited
+
+
+def test_listing_window_of_a_monitor_that_never_polled_reaches_before_watching() -> None:
+    pending = new_monitor_state(T0 - timedelta(hours=2), POLICY)
+    window = listing_window(
+        pending, T0, lookback=timedelta(minutes=30), catchup_limit=timedelta(hours=24)
+    )
+    assert window.since == T0 - timedelta(hours=2, minutes=30)
+
+
+def test_first_start_lookback_widens_the_first_listing() -> None:
+    window = listing_window(
+        None,
+        T0,
+        lookback=timedelta(minutes=30),
+        catchup_limit=timedelta(hours=1),
+        first_start_lookback=timedelta(hours=3),
+    )
+    assert window.since == T0 - timedelta(hours=3, minutes=30) and not window.limited
 
 
 @pytest.mark.parametrize(
@@ -169,7 +223,8 @@ def test_state_stays_bounded_over_a_long_run() -> None:
         # the listing window is 30 minutes
         listing = [run(m, "alert", m) for m in range(max(0, minute - 30), minute + 1)]
         state = detect(state, listing, now, POLICY).state
-    assert len(state.runs) <= 30 + 60 + 2
+    # the listing (31) plus what left it within retention (60) and two stamp steps (10)
+    assert len(state.runs) <= 31 + 60 + 10
 
 
 def test_forgotten_run_is_pruned_only_after_retention() -> None:
@@ -177,7 +232,7 @@ def test_forgotten_run_is_pruned_only_after_retention() -> None:
     state = detect(state, [run(1, "alert", 1)], T0 + timedelta(minutes=1), POLICY).state
     state = detect(state, [], T0 + timedelta(minutes=50), POLICY).state
     assert 1 in state.runs
-    state = detect(state, [], T0 + timedelta(minutes=62), POLICY).state
+    state = detect(state, [], T0 + timedelta(minutes=67), POLICY).state
     assert 1 not in state.runs
 
 
@@ -209,6 +264,24 @@ def test_stale_in_progress_lists_only_unlisted_in_progress_runs() -> None:
     )
     assert stale_in_progress(state, listed={4}) == [1, 2]
     assert stale_in_progress(None, listed=set()) == []
+
+
+def test_stale_runs_are_fetched_least_recently_seen_first() -> None:
+    later = T0 + timedelta(minutes=5)
+    state = MonitorState(
+        watch_since=T0,
+        baselined=True,
+        runs={
+            1: TrackedRun(state="checking", first_seen=T0, last_seen=later),
+            2: TrackedRun(state="checking", first_seen=T0, last_seen=T0),
+            3: TrackedRun(state="queued", first_seen=T0, last_seen=T0 + timedelta(minutes=1)),
+        },
+    )
+    assert stale_in_progress(state, listed=set()) == [2, 3, 1]
+
+
+def test_detect_records_the_poll_time() -> None:
+    assert detect(None, [], T0, POLICY).state.last_polled_at == T0
 
 
 def test_detect_does_not_mutate_previous_state() -> None:

@@ -41,6 +41,7 @@ def config(monitor_ids: tuple[int, ...] = (1, 2), **kw: object) -> ServiceConfig
         ),
         "lookback": timedelta(minutes=30),
         "outbox_expiry": timedelta(hours=24),
+        "catchup_limit": timedelta(hours=24),
         "host": "https://app.example",
         "monitor_url_template": "{host}/monitors/{monitor_id}",
     }
@@ -117,7 +118,8 @@ async def test_in_progress_run_that_left_the_window_is_fetched_directly(
     source.put(1, 10, "checking", T0 - timedelta(minutes=20))
     notifier = make(source, store, clock, sink, monitor_ids=(1,))
     await notifier.run_cycle()
-    clock.tick(60)  # the run started 80 minutes ago: out of the 30-minute window
+    clock.tick(60)
+    source.hidden.add(10)  # it left the listing window
     source.put(1, 10, "alert", T0 - timedelta(minutes=20))
     await notifier.run_cycle()
     assert ("get_run", 1) in source.calls
@@ -221,7 +223,7 @@ async def test_alert_during_failed_first_polls_is_not_lost(
     sink = FakeSink("slack")
     source.failures[1] = MalformedAnswer("boom")
     notifier = make(source, store, clock, sink, monitor_ids=(1,))
-    source.put(1, 9, "alert", T0 - timedelta(minutes=3))  # history before we started
+    source.put(1, 9, "alert", T0 - timedelta(minutes=10))  # history before we started
     await notifier.run_cycle()
     clock.tick()
     source.put(1, 10, "alert", clock.now)  # news, while the API was failing for us
@@ -262,7 +264,8 @@ async def test_unconfigured_monitor_and_destination_are_dropped(
         await restarted.run_cycle()
     assert set(restarted.state.monitors) == {1}
     assert restarted.state.outbox == [] and new.sent == []
-    assert any(e["event"] == "destination_removed" for e in logs)
+    [dropped] = [e for e in logs if e["event"] == "notification_dropped"]
+    assert dropped["log_level"] == "error" and dropped["destination"] == "webhook-old"
 
 
 async def test_cancelled_delivery_still_saves_decisions(
@@ -323,3 +326,70 @@ async def test_state_is_saved_only_when_it_changed(
     assert (await notifier.run_cycle()).state_saved
     clock.tick()
     assert not (await notifier.run_cycle()).state_saved
+
+
+async def test_cancel_before_delivery_loses_nothing(
+    source: FakeSource, store: StateFile, clock: Clock, tmp_path: Path
+) -> None:
+    """A stop while details are being fetched keeps the run undecided, so it is found again."""
+
+    class SlowDetails(FakeSource):
+        slow = False
+
+        async def get_monitor(self, monitor_id: int) -> MonitorInfo:
+            if self.slow:
+                await asyncio.sleep(30)
+            return await super().get_monitor(monitor_id)
+
+    slow_source = SlowDetails()
+    sink = FakeSink("slack")
+    notifier = make(slow_source, store, clock, sink, monitor_ids=(1,))
+    await notifier.run_cycle()
+    clock.tick()
+    slow_source.put(1, 11, "alert", clock.now)
+    slow_source.slow = True
+    task = asyncio.create_task(notifier.run_cycle())
+    await asyncio.sleep(0.05)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    slow_source.slow = False
+    clock.tick()
+    restarted = make(slow_source, StateFile(tmp_path / "state.json"), clock, sink, monitor_ids=(1,))
+    await restarted.run_cycle()
+    assert sink.sent_keys == ["1-11-alert"]
+
+
+async def test_downtime_longer_than_the_lookback_loses_nothing(
+    source: FakeSource, store: StateFile, clock: Clock, tmp_path: Path
+) -> None:
+    sink = FakeSink("slack")
+    await make(source, store, clock, sink, monitor_ids=(1,)).run_cycle()
+    source.put(1, 11, "alert", clock.now + timedelta(minutes=5))  # while we are down
+    clock.tick(45)  # longer than the 30-minute lookback
+    restarted = make(source, StateFile(tmp_path / "state.json"), clock, sink, monitor_ids=(1,))
+    await restarted.run_cycle()
+    assert sink.sent_keys == ["1-11-alert"]
+    clock.tick()
+    await restarted.run_cycle()
+    assert sink.sent_keys == ["1-11-alert"]
+
+
+async def test_a_refused_notification_does_not_block_the_next(
+    source: FakeSource, store: StateFile, clock: Clock
+) -> None:
+    class RefusesRun11(FakeSink):
+        async def send(self, notification: Notification) -> None:
+            if notification.event.run_id == 11:
+                raise DeliveryError(self.name, "HTTP 422", whole_destination=False)
+            await super().send(notification)
+
+    sink = RefusesRun11("webhook-1")
+    notifier = make(source, store, clock, sink, monitor_ids=(1,))
+    await notifier.run_cycle()
+    clock.tick()
+    source.put(1, 11, "alert", clock.now)
+    source.put(1, 12, "alert", clock.now + timedelta(seconds=1))
+    await notifier.run_cycle()
+    assert sink.sent_keys == ["1-12-alert"]
+    assert [e.notification.id for e in notifier.state.outbox] == ["1-11-alert"]

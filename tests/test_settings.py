@@ -95,6 +95,23 @@ def test_env_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         ({"NOTIFIER_WEBHOOK_SECRET": "not-a-whsec-secret"}, "NOTIFIER_WEBHOOK_SECRET"),
         ({"NOTIFIER_WEBHOOK_SECRET": "whsec_c2hvcnQ="}, "NOTIFIER_WEBHOOK_SECRET"),
         ({"DATAFOLD_API_KEY": ""}, "DATAFOLD_API_KEY"),
+        ({"DATAFOLD_HOST": "http://user:pw@datafold.example"}, "DATAFOLD_HOST"),
+        ({"DATAFOLD_HOST": "http://:80"}, "DATAFOLD_HOST"),
+        ({"DATAFOLD_HOST": "https://datafold.example:99999"}, "DATAFOLD_HOST"),
+        ({"NOTIFIER_NOTIFY_STATES": "alerts,errors"}, "NOTIFIER_NOTIFY_STATES"),
+        ({"NOTIFIER_OUTBOX_EXPIRY_SECONDS": "inf"}, "NOTIFIER_OUTBOX_EXPIRY_SECONDS"),
+        ({"NOTIFIER_OUTBOX_EXPIRY_SECONDS": "1e20"}, "NOTIFIER_OUTBOX_EXPIRY_SECONDS"),
+        ({"NOTIFIER_MONITOR_CACHE_SECONDS": "1e14"}, "NOTIFIER_MONITOR_CACHE_SECONDS"),
+        ({"NOTIFIER_CATCHUP_LIMIT_SECONDS": "nan"}, "NOTIFIER_CATCHUP_LIMIT_SECONDS"),
+        (
+            {"NOTIFIER_WEBHOOK_SECRET": "whsec_!!!!MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"},
+            "NOTIFIER_WEBHOOK_SECRET",
+        ),
+        (
+            {"NOTIFIER_WEBHOOK_URLS": "https://user:secretpw@hooks.example/x"},
+            "NOTIFIER_WEBHOOK_URLS",
+        ),
+        ({"NOTIFIER_HEALTH_PORT": "70000"}, "NOTIFIER_HEALTH_PORT"),
     ],
 )
 def test_invalid_value_is_one_line_naming_the_variable(
@@ -159,3 +176,10 @@ def test_example_env_documents_every_setting_with_its_default() -> None:
             assert getattr(parsed, field_name) == getattr(defaults, field_name), name
         elif name != "DATAFOLD_API_KEY":
             assert getattr(defaults, field_name) in (None, []), name
+
+
+def test_env_file_that_is_not_utf8(tmp_path: Path) -> None:
+    env = tmp_path / "bad.env"
+    env.write_bytes(b"DATAFOLD_API_KEY=\xff\xfe\n")
+    with pytest.raises(ConfigError, match="not UTF-8"):
+        load_settings(env)

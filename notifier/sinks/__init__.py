@@ -13,11 +13,22 @@ class DeliveryError(Exception):
     The message names the destination and the reason and never contains a secret.
     """
 
-    def __init__(self, destination: str, reason: str, *, retry_after: float | None = None) -> None:
+    def __init__(
+        self,
+        destination: str,
+        reason: str,
+        *,
+        retry_after: float | None = None,
+        whole_destination: bool = True,
+    ) -> None:
         super().__init__(f"{destination}: {reason}")
         self.destination = destination
         self.reason = reason
         self.retry_after = retry_after
+        #: True when the destination itself is failing (down, refusing the credentials, rate
+        #: limiting): later notifications would fail too, so the cycle stops sending there.
+        #: False when only this notification was refused: the next ones are still tried.
+        self.whole_destination = whole_destination
 
 
 class Sink(Protocol):

@@ -59,6 +59,26 @@ def _retry_after(headers: Mapping[str, Any] | None) -> float | None:
         return None
 
 
+#: Slack errors about one message (its content), not the token, channel or service: later
+#: notifications are still tried.
+_MESSAGE_ERRORS = frozenset(
+    {
+        "invalid_blocks",
+        "invalid_blocks_format",
+        "invalid_attachments",
+        "invalid_payload",
+        "msg_too_long",
+        "no_text",
+        "too_many_attachments",
+        "too_many_blocks",
+        "invalid_arguments",
+        "invalid_form_data",
+        "invalid_json",
+        "json_not_object",
+    }
+)
+
+
 def _one_line(text: str, limit: int = _DETAIL_MAX) -> str:
     flat = " ".join(text.split())
     return flat if len(flat) <= limit else flat[: limit - 1] + "…"
@@ -106,7 +126,12 @@ class SlackBotSink:
             )
         except SlackApiError as error:
             reason, retry_after = self._api_failure(error)
-            raise DeliveryError(self.name, reason, retry_after=retry_after) from None
+            raise DeliveryError(
+                self.name,
+                reason,
+                retry_after=retry_after,
+                whole_destination=_error_code(error) not in _MESSAGE_ERRORS,
+            ) from None
         except (aiohttp.ClientError, TimeoutError) as error:
             raise DeliveryError(self.name, _unreachable(error)) from None
         except (SlackClientError, ValueError) as error:
@@ -232,8 +257,14 @@ class SlackWebhookSink:
         if response.status_code == 200 and response.body == "ok":
             return
         retry_after = _retry_after(response.headers) if response.status_code == 429 else None
-        reason = f"HTTP {response.status_code} {_body_code(response.body)}"
-        raise DeliveryError(self.name, reason, retry_after=retry_after)
+        code = _body_code(response.body)
+        reason = f"HTTP {response.status_code} {code}"
+        raise DeliveryError(
+            self.name,
+            reason,
+            retry_after=retry_after,
+            whole_destination=response.status_code != 400 or code not in _MESSAGE_ERRORS,
+        )
 
     async def check(self) -> list[CheckResult]:
         """Post an empty message: a live webhook refuses it (400 `no_text`) and posts nothing."""

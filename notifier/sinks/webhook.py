@@ -21,6 +21,9 @@ from notifier.sinks import DeliveryError
 from notifier.sinks.checks import CheckResult
 
 _WHSEC_PREFIX = "whsec_"
+#: Statuses that refuse one payload rather than every request (bad request, too large, ...):
+#: later notifications are still tried. 401/403/404/410, 408, 429 and 5xx stop the destination.
+_MESSAGE_REFUSED = frozenset({400, 409, 413, 415, 422})
 USER_AGENT = f"datafold-notifier/{__version__}"
 
 
@@ -108,7 +111,10 @@ class WebhookSink:
         if 200 <= status < 300:
             return
         raise DeliveryError(
-            self.name, f"HTTP {status}", retry_after=self._retry_after_seconds(retry_after)
+            self.name,
+            f"HTTP {status}",
+            retry_after=self._retry_after_seconds(retry_after),
+            whole_destination=status not in _MESSAGE_REFUSED,
         )
 
     async def check(self) -> list[CheckResult]:
