@@ -384,3 +384,35 @@ async def test_no_secret_in_errors_reprs_or_debug_logs(
     for text in shown:
         assert not any(secret in text for secret in secrets), text
     assert webhook_url not in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("code", "whole_destination"),
+    [
+        ("invalid_blocks", False),  # this message's content: the next ones are still tried
+        ("msg_too_long", False),
+        ("invalid_auth", True),  # the token, channel or service: stop for this cycle
+        ("channel_not_found", True),
+        ("an_error_nobody_documented", True),
+    ],
+)
+async def test_bot_refusals_say_whether_the_destination_is_blocked(
+    slack: tuple[FakeSlack, str], session: aiohttp.ClientSession, code: str, whole_destination: bool
+) -> None:
+    fake, base_url = slack
+    fake.api_error(code)
+    error = await failure(bot(base_url, session))
+    assert error.whole_destination is whole_destination
+
+
+@pytest.mark.parametrize(
+    ("code", "whole_destination"),
+    [("no_text", False), ("invalid_payload", False), ("invalid_token", True), ("no_service", True)],
+)
+async def test_webhook_refusals_say_whether_the_destination_is_blocked(
+    slack: tuple[FakeSlack, str], session: aiohttp.ClientSession, code: str, whole_destination: bool
+) -> None:
+    fake, base_url = slack
+    fake.api_error(code)
+    error = await failure(SlackWebhookSink(base_url + FakeSlack.WEBHOOK_PATH, session=session))
+    assert error.whole_destination is whole_destination

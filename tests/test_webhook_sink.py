@@ -253,3 +253,19 @@ async def test_check_timeout(
     assert await sink.check() == [
         CheckResult(sink.name, False, "webhook unreachable: TimeoutError")
     ]
+
+
+@pytest.mark.parametrize(
+    ("status", "whole_destination"),
+    [(400, False), (413, False), (422, False), (401, True), (404, True), (429, True), (503, True)],
+)
+async def test_refusals_say_whether_the_destination_is_blocked(
+    receiver: tuple[WebhookReceiver, str],
+    session: aiohttp.ClientSession,
+    status: int,
+    whole_destination: bool,
+) -> None:
+    fake, url = receiver
+    fake.reply(status)
+    error = await failure(WebhookSink(url, secret=SECRET, session=session), url)
+    assert error.whole_destination is whole_destination
