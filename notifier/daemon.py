@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import ssl
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -75,17 +76,25 @@ def build_sinks(settings: Settings, session: aiohttp.ClientSession) -> dict[str,
                 settings.slack_webhook_url.get_secret_value(), session=session, timeout=timeout
             )
         )
-    secret = settings.webhook_secret.get_secret_value() if settings.webhook_secret else None
+    secrets = [secret.get_secret_value() for secret in settings.webhook_secrets]
     for url in settings.webhook_urls:
         sinks.append(
             WebhookSink(
                 url.get_secret_value(),
-                secret=secret,
+                secret=secrets,
                 session=session,
                 timeout=settings.request_timeout_seconds,
             )
         )
     return {sink.name: sink for sink in sinks}
+
+
+def tls_context(settings: Settings) -> ssl.SSLContext:
+    """Verification always on: the system's CAs, plus NOTIFIER_CA_BUNDLE's when set."""
+    context = ssl.create_default_context()
+    if settings.ca_bundle is not None:
+        context.load_verify_locations(cafile=str(settings.ca_bundle))
+    return context
 
 
 @dataclass
@@ -105,7 +114,9 @@ async def open_runtime(
 ) -> AsyncIterator[Runtime]:
     """Open the shared HTTP session and build every adapter; close them on the way out."""
     # slack_sdk applies its own timeout only to sessions it creates, so the shared one has it.
+    ssl_context = tls_context(settings)
     session = aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(ssl=ssl_context),
         headers={"User-Agent": f"datafold-notifier/{__version__}"},
         timeout=aiohttp.ClientTimeout(total=settings.request_timeout_seconds),
         trust_env=True,

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import base64
 import binascii
+import ipaddress
+import ssl
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
@@ -39,6 +41,8 @@ _ECHOABLE = {
     "NOTIFIER_MONITOR_URL_TEMPLATE",
     "NOTIFIER_MONITOR_CACHE_SECONDS",
     "NOTIFIER_CATCHUP_LIMIT_SECONDS",
+    "NOTIFIER_CA_BUNDLE",
+    "NOTIFIER_ALLOW_HTTP",
     "NOTIFIER_POLL_SPREAD_SECONDS",
     "NOTIFIER_HEALTH_PORT",
     "NOTIFIER_HEALTH_HOST",
@@ -138,7 +142,11 @@ class Settings(BaseSettings):
     webhook_urls: Annotated[list[SecretStr], NoDecode] = Field(
         default_factory=list, validation_alias="NOTIFIER_WEBHOOK_URLS"
     )
-    webhook_secret: SecretStr | None = Field(None, validation_alias="NOTIFIER_WEBHOOK_SECRET")
+    webhook_secrets: Annotated[list[SecretStr], NoDecode] = Field(
+        default_factory=list, validation_alias="NOTIFIER_WEBHOOK_SECRET"
+    )
+    ca_bundle: Path | None = Field(None, validation_alias="NOTIFIER_CA_BUNDLE")
+    allow_http: bool = Field(False, validation_alias="NOTIFIER_ALLOW_HTTP")
 
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         "info", validation_alias="NOTIFIER_LOG_LEVEL"
@@ -207,21 +215,37 @@ class Settings(BaseSettings):
             _http_url(value.get_secret_value())
         return value
 
-    @field_validator("webhook_secret")
+    @field_validator("webhook_secrets", mode="before")
     @classmethod
-    def _check_secret(cls, value: SecretStr | None) -> SecretStr | None:
+    def _check_secrets(cls, value: Any) -> Any:
+        parts = _split(value)
+        if not isinstance(parts, list):
+            return parts
+        for index, part in enumerate(parts, start=1):
+            text = part.get_secret_value() if isinstance(part, SecretStr) else str(part)
+            which = f"secret number {index}" if len(parts) > 1 else "the secret"
+            if not text.startswith("whsec_"):
+                raise ValueError(f"{which} must be a Standard Webhooks secret starting with whsec_")
+            encoded = text.removeprefix("whsec_").strip()
+            try:
+                key = base64.b64decode(encoded + "=" * (-len(encoded) % 4), validate=True)
+            except (binascii.Error, ValueError):
+                raise ValueError(f"{which} is not valid base64 after whsec_") from None
+            if len(key) < 16:
+                raise ValueError(f"{which} is too short: use at least 16 random bytes, base64")
+        return parts
+
+    @field_validator("ca_bundle")
+    @classmethod
+    def _check_ca_bundle(cls, value: Path | None) -> Path | None:
         if value is None:
             return None
-        text = value.get_secret_value()
-        if not text.startswith("whsec_"):
-            raise ValueError("must be a Standard Webhooks secret starting with whsec_")
-        encoded = text.removeprefix("whsec_").strip()
+        if not value.is_file():
+            raise ValueError(f"{value} is not a readable file")
         try:
-            key = base64.b64decode(encoded + "=" * (-len(encoded) % 4), validate=True)
-        except (binascii.Error, ValueError):
-            raise ValueError("is not valid base64 after whsec_") from None
-        if len(key) < 16:
-            raise ValueError("is too short: use at least 16 random bytes, base64-encoded")
+            ssl.create_default_context().load_verify_locations(cafile=str(value))
+        except (ssl.SSLError, OSError, ValueError):
+            raise ValueError(f"{value} is not a PEM bundle of CA certificates") from None
         return value
 
     @field_validator("datafold_host", "slack_api_url")
@@ -259,6 +283,25 @@ class Settings(BaseSettings):
         return value
 
     @model_validator(mode="after")
+    def _plain_http(self) -> Settings:
+        if self.allow_http:
+            return self
+        urls: list[tuple[str, str]] = [
+            ("DATAFOLD_HOST", self.datafold_host),
+            ("SLACK_API_URL", self.slack_api_url),
+        ]
+        if self.slack_webhook_url is not None:
+            urls.append(("SLACK_WEBHOOK_URL", self.slack_webhook_url.get_secret_value()))
+        urls += [("NOTIFIER_WEBHOOK_URLS", u.get_secret_value()) for u in self.webhook_urls]
+        for name, url in urls:
+            if urlsplit(url).scheme == "http" and not _is_loopback(urlsplit(url).hostname):
+                raise ValueError(
+                    f"{name}: plain http:// to a host other than this machine is refused "
+                    "(the traffic carries secrets); use https:// or set NOTIFIER_ALLOW_HTTP=true"
+                )
+        return self
+
+    @model_validator(mode="after")
     def _slack_pairs(self) -> Settings:
         if self.slack_bot_token is not None and not self.slack_channel:
             raise ValueError("SLACK_BOT_TOKEN is set but SLACK_CHANNEL is not: name the channel")
@@ -282,8 +325,19 @@ class Settings(BaseSettings):
     def secrets(self) -> list[str]:
         """Every secret value, so the log pipeline can redact it wherever it turns up."""
         values = [self.datafold_api_key, self.slack_bot_token, self.slack_webhook_url]
-        values += [*self.webhook_urls, self.webhook_secret]
+        values += [*self.webhook_urls, *self.webhook_secrets]
         return [v.get_secret_value() for v in values if v is not None and v.get_secret_value()]
+
+
+def _is_loopback(host: str | None) -> bool:
+    if host is None:
+        return False
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 class ConfigError(Exception):

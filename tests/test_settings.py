@@ -183,3 +183,12 @@ def test_env_file_that_is_not_utf8(tmp_path: Path) -> None:
     env.write_bytes(b"DATAFOLD_API_KEY=\xff\xfe\n")
     with pytest.raises(ConfigError, match="not UTF-8"):
         load_settings(env)
+
+
+def test_several_webhook_secrets_for_a_rotation(monkeypatch: pytest.MonkeyPatch) -> None:
+    old, new = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "whsec_c2VjcmV0LXNlY3JldC1zZWNyZXQtMTIz"
+    monkeypatch.setenv("NOTIFIER_WEBHOOK_SECRET", f"{old}, {new}")
+    s = load_settings()
+    assert [x.get_secret_value() for x in s.webhook_secrets] == [old, new]
+    assert old not in repr(s) and new not in repr(s)
+    assert {old, new} <= set(s.secrets())

@@ -269,3 +269,19 @@ async def test_refusals_say_whether_the_destination_is_blocked(
     fake.reply(status)
     error = await failure(WebhookSink(url, secret=SECRET, session=session), url)
     assert error.whole_destination is whole_destination
+
+
+async def test_rotation_signs_with_every_active_secret(
+    receiver: tuple[WebhookReceiver, str], session: aiohttp.ClientSession
+) -> None:
+    """During a rotation each receiver, holding the old or the new secret, can verify."""
+    fake, url = receiver
+    new = "whsec_" + base64.b64encode(b"a-brand-new-secret-of-32-bytes!!").decode()
+    await WebhookSink(url, secret=[SECRET, new], session=session).send(NOTIFICATION)
+    [request] = fake.deliveries
+    assert len(request.headers["webhook-signature"].split(" ")) == 2
+    for secret in (SECRET, new):
+        Webhook(secret).verify(request.body, request.headers)
+    with pytest.raises(WebhookVerificationError):
+        other = "whsec_" + base64.b64encode(b"some-other-secret-nobody-has-123").decode()
+        Webhook(other).verify(request.body, request.headers)

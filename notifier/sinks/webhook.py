@@ -8,7 +8,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 
@@ -56,25 +56,27 @@ class WebhookSink:
         self,
         url: str,
         *,
-        secret: str | None,
+        secret: str | Sequence[str] | None,
         session: aiohttp.ClientSession,
         timeout: float = 30,
         clock: Callable[[], datetime] | None = None,
     ) -> None:
         self.name = "webhook-" + hashlib.sha256(url.encode()).hexdigest()[:8]
         self._url = url
-        self._signer = _signer(secret) if secret is not None else None
+        secrets = [secret] if isinstance(secret, str) else list(secret or [])
+        # Several secrets during a rotation: one signature each, space-separated.
+        self._signers = [_signer(s) for s in secrets]
         self._session = session
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._clock = clock or _utc_now
 
     def __repr__(self) -> str:
-        return f"WebhookSink(name={self.name!r}, signed={self._signer is not None})"
+        return f"WebhookSink(name={self.name!r}, signatures={len(self._signers)})"
 
     @property
     def signed(self) -> bool:
         """Whether requests carry a `webhook-signature`."""
-        return self._signer is not None
+        return bool(self._signers)
 
     def request_headers(self, notification: Notification, body: str) -> dict[str, str]:
         """Headers for one attempt: the timestamp (and so the signature) is the attempt's own."""
@@ -85,9 +87,11 @@ class WebhookSink:
             "webhook-id": notification.id,
             "webhook-timestamp": str(sent_at),
         }
-        if self._signer is not None:
+        if self._signers:
             when = datetime.fromtimestamp(sent_at, UTC)
-            headers["webhook-signature"] = self._signer.sign(notification.id, when, body)
+            headers["webhook-signature"] = " ".join(
+                signer.sign(notification.id, when, body) for signer in self._signers
+            )
         return headers
 
     async def send(self, notification: Notification) -> None:
