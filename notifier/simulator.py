@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import heapq
 import math
 import random
 import re
+from collections import Counter
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -263,16 +265,29 @@ class Simulator:
     """
 
     def __init__(
-        self, api_key: str = "demo-key", *, clock: Clock | None = None, seed: int = 0
+        self,
+        api_key: str = "demo-key",
+        *,
+        clock: Clock | None = None,
+        seed: int = 0,
+        latency: float = 0.0,
+        record_requests: bool = True,
     ) -> None:
         self._authorization = f"Key {api_key}"
         self._clock: Clock = clock or _utc_now
         self._seed = seed
         self._monitors: dict[int, _Monitor] = {}
-        self._pending: list[_Run] = []
+        # Heaps of what happens next, so a request costs O(log n) however many monitors there are.
+        self._due: list[tuple[datetime, int]] = []
+        self._transitions: list[tuple[datetime, int, _Run]] = []
         self._faults: list[_Fault] = []
         self._next_run_id = 1
+        #: Seconds every answer waits, like a real API's latency (benchmarks).
+        self.latency = latency
+        self._record = record_requests
         self.requests: list[RecordedRequest] = []
+        #: Requests per endpoint name (also when `record_requests` is off).
+        self.request_counts: Counter[str] = Counter()
 
     @property
     def monitor_ids(self) -> list[int]:
@@ -321,6 +336,8 @@ class Simulator:
             duration=duration,
             outcomes=tuple(outcomes) if outcomes is not None else None,
         )
+        if every is not None:
+            heapq.heappush(self._due, (self._now() + timedelta(seconds=every), monitor_id))
 
     def _monitor(self, monitor_id: int) -> _Monitor:
         try:
@@ -369,23 +386,23 @@ class Simulator:
         except KeyError:
             raise KeyError(f"no run {run_id} of monitor {monitor_id}") from None
         run.state, run.error, run.plan = state, error, None
-        self._pending = [r for r in self._pending if r is not run]
 
     def advance(self) -> None:
         """Start the scheduled runs due by now and move unfinished ones along."""
         now = self._now()
-        for monitor in self._monitors.values():
-            if monitor.every is None:
-                continue
-            while True:
-                due = monitor.created_at + timedelta(
-                    seconds=monitor.every * (monitor.scheduled + 1)
-                )
-                if due > now:
-                    break
-                monitor.scheduled += 1
-                self._start_scheduled_run(monitor, monitor.scheduled, due)
-        self._pending = [run for run in self._pending if not run.progress(now)]
+        while self._due and self._due[0][0] <= now:
+            due, monitor_id = heapq.heappop(self._due)
+            monitor = self._monitors[monitor_id]
+            assert monitor.every is not None
+            monitor.scheduled += 1
+            self._start_scheduled_run(monitor, monitor.scheduled, due)
+            following = monitor.created_at + timedelta(
+                seconds=monitor.every * (monitor.scheduled + 1)
+            )
+            heapq.heappush(self._due, (following, monitor_id))
+        while self._transitions and self._transitions[0][0] <= now:
+            _, _, run = heapq.heappop(self._transitions)
+            run.progress(now)
 
     def _start_scheduled_run(self, monitor: _Monitor, number: int, start: datetime) -> None:
         rng = self._random(monitor.id, number)
@@ -412,7 +429,9 @@ class Simulator:
             ),
         )
         monitor.runs[run_id] = run
-        self._pending.append(run)
+        half = timedelta(seconds=monitor.duration / 2)
+        for when in (start, start + half, start + 2 * half):
+            heapq.heappush(self._transitions, (when, run_id, run))
 
     def inject_fault(
         self,
@@ -457,10 +476,16 @@ class Simulator:
         async def front_door(request: web.Request, handler: Handler) -> web.StreamResponse:
             # Faults come before authentication, as a failing gateway in front of the API would.
             authorized = request.headers.get("Authorization") == self._authorization
-            query = {key: request.query[key] for key in request.query}
-            self.requests.append(RecordedRequest(request.method, request.path, query, authorized))
-            self.advance()
             endpoint = request.match_info.route.name
+            self.request_counts[endpoint or "other"] += 1
+            if self._record:
+                query = {key: request.query[key] for key in request.query}
+                self.requests.append(
+                    RecordedRequest(request.method, request.path, query, authorized)
+                )
+            if self.latency:
+                await asyncio.sleep(self.latency)
+            self.advance()
             if endpoint is None:
                 try:
                     return await handler(request)
