@@ -28,7 +28,6 @@ from notifier.links import build_links
 from notifier.models import (
     MonitorInfo,
     MonitorRun,
-    MonitorState,
     Notification,
     NotifierState,
     OutboxEntry,
@@ -108,12 +107,6 @@ class CycleReport:
 
 
 @dataclass
-class _Plan:
-    monitors: dict[int, MonitorState]
-    events: list[RunEvent]
-
-
-@dataclass
 class _Poll:
     monitor_id: int
     runs: list[MonitorRun] | None = None
@@ -146,28 +139,41 @@ class Notifier:
         return self._sinks
 
     async def run_cycle(self) -> CycleReport:
-        """Poll every monitor, queue new events, deliver the outbox, save once.
+        """Poll every monitor and deliver what it finds as soon as it is found; save once.
 
-        Cancellation (shutdown) during delivery still saves what was decided and delivered.
+        Each monitor's new state is adopted together with its notifications, after their details
+        were fetched, so a stop before that leaves its runs to be detected again. Deliveries run
+        alongside the polls, one worker per destination, oldest notification first. A cancelled
+        cycle (shutdown) still saves what was decided and delivered.
         """
         now = self._clock()
         report = CycleReport(started_at=now)
+        self._housekeeping(now, report)
+        polling_done = asyncio.Event()
+        wakeups = {name: asyncio.Event() for name in self._sinks}
+        drains = [
+            asyncio.create_task(self._drain(name, sink, report, wakeups[name], polling_done))
+            for name, sink in self._sinks.items()
+        ]
         spread = self._config.spread.total_seconds()
-        polls = await asyncio.gather(
-            *(self._poll(m, now, poll_offset(m, spread)) for m in self._config.monitor_ids)
-        )
-        plan = self._plan(polls, now, report)
         try:
-            # Details are fetched before anything is committed: a cycle cancelled here leaves the
-            # state as it was, and the same runs are detected again next time.
-            notifications = await asyncio.gather(
-                *(self._notification(event, now) for event in plan.events)
+            await asyncio.gather(
+                *(
+                    self._process(m, now, poll_offset(m, spread), report, wakeups)
+                    for m in self._config.monitor_ids
+                )
             )
-            self._commit(plan, notifications)
-            report.events = len(plan.events)
-            report.events_by_state.update(event.state for event in plan.events)
-            await self._deliver(now, report)
+            polling_done.set()
+            for wakeup in wakeups.values():
+                wakeup.set()
+            await asyncio.gather(*drains)
+        except BaseException:
+            for drain in drains:
+                drain.cancel()
+            await asyncio.gather(*drains, return_exceptions=True)
+            raise
         finally:
+            self.state.outbox = [entry for entry in self.state.outbox if entry.pending]
             report.outbox_size = len(self.state.outbox)
             report.finished_at = self._clock()
             report.state_saved = self.save()
@@ -179,8 +185,87 @@ class Notifier:
             delivered=report.delivered,
             delivery_failures=report.delivery_failures,
             outbox=report.outbox_size,
+            duration_seconds=round((report.finished_at - now).total_seconds(), 3),
         )
         return report
+
+    async def _process(
+        self,
+        monitor_id: int,
+        now: datetime,
+        delay: float,
+        report: CycleReport,
+        wakeups: Mapping[str, asyncio.Event],
+    ) -> None:
+        """One monitor: poll, detect, fetch details, then adopt and queue in one step."""
+        poll = await self._poll(monitor_id, now, delay)
+        monitors = self.state.monitors
+        if poll.runs is None:
+            report.failed[monitor_id] = poll.error.kind if poll.error else "unknown"
+            if isinstance(poll.error, ApiKeyRefused):
+                report.key_refused = True
+            if monitor_id not in monitors:
+                monitors[monitor_id] = new_monitor_state(now, self._config.policy)
+            return
+        report.polled.append(monitor_id)
+        report.runs_seen += len(poll.runs)
+        previous = monitors.get(monitor_id)
+        detection = detect(previous, poll.runs, now, self._config.policy, gone=poll.gone)
+        if previous is None or not previous.baselined:
+            log.info(
+                "monitor_baselined",
+                monitor_id=monitor_id,
+                runs_listed=len(poll.runs),
+                notified=len(detection.events),
+            )
+        for run_id in detection.abandoned:
+            log.warning("run_abandoned", monitor_id=monitor_id, run_id=run_id)
+        notifications = await asyncio.gather(
+            *(self._notification(event, now) for event in detection.events)
+        )
+        # From here to the end: no await, so the state and the outbox change together.
+        monitors[monitor_id] = detection.state
+        if notifications:
+            self._enqueue(notifications)
+            report.events += len(notifications)
+            report.events_by_state.update(n.event.state for n in notifications)
+            for wakeup in wakeups.values():
+                wakeup.set()
+
+    def _housekeeping(self, now: datetime, report: CycleReport) -> None:
+        """Drop monitors no longer configured, expired notifications, removed destinations."""
+        configured = set(self._config.monitor_ids)
+        for monitor_id in [m for m in self.state.monitors if m not in configured]:
+            log.info("monitor_dropped", monitor_id=monitor_id, reason="no longer configured")
+            del self.state.monitors[monitor_id]
+        kept: list[OutboxEntry] = []
+        for entry in self.state.outbox:
+            notification = entry.notification
+            if now - notification.detected_at > self._config.outbox_expiry:
+                log.error(
+                    "notification_expired",
+                    notification_id=notification.id,
+                    monitor_id=notification.event.monitor_id,
+                    run_id=notification.event.run_id,
+                    undelivered_to=entry.pending,
+                    attempts=entry.attempts,
+                    last_error=entry.last_error,
+                )
+                report.expired += 1
+                continue
+            for name in [p for p in entry.pending if p not in self._sinks]:
+                log.error(
+                    "notification_dropped",
+                    reason="its destination is no longer configured",
+                    notification_id=notification.id,
+                    monitor_id=notification.event.monitor_id,
+                    run_id=notification.event.run_id,
+                    destination=name,
+                )
+                entry.pending.remove(name)
+            if entry.pending:
+                kept.append(entry)
+        self.state.outbox = kept
 
     def save(self) -> bool:
         """Write the state if it changed since the last save."""
@@ -239,44 +324,6 @@ class Notifier:
             return None
         return detail
 
-    def _plan(self, polls: Sequence[_Poll], now: datetime, report: CycleReport) -> _Plan:
-        """Run detection on every successful poll; nothing in `self.state` changes yet."""
-        monitors = dict(self.state.monitors)
-        events: list[RunEvent] = []
-        for poll in polls:
-            if poll.runs is None:
-                report.failed[poll.monitor_id] = poll.error.kind if poll.error else "unknown"
-                if isinstance(poll.error, ApiKeyRefused):
-                    report.key_refused = True
-                if poll.monitor_id not in monitors:
-                    monitors[poll.monitor_id] = new_monitor_state(now, self._config.policy)
-                continue
-            report.polled.append(poll.monitor_id)
-            report.runs_seen += len(poll.runs)
-            previous = monitors.get(poll.monitor_id)
-            detection = detect(previous, poll.runs, now, self._config.policy, gone=poll.gone)
-            if previous is None or not previous.baselined:
-                log.info(
-                    "monitor_baselined",
-                    monitor_id=poll.monitor_id,
-                    runs_listed=len(poll.runs),
-                    notified=len(detection.events),
-                )
-            for run_id in detection.abandoned:
-                log.warning("run_abandoned", monitor_id=poll.monitor_id, run_id=run_id)
-            monitors[poll.monitor_id] = detection.state
-            events.extend(detection.events)
-        configured = set(self._config.monitor_ids)
-        for monitor_id in [m for m in monitors if m not in configured]:
-            log.info("monitor_dropped", monitor_id=monitor_id, reason="no longer configured")
-            del monitors[monitor_id]
-        return _Plan(monitors=monitors, events=events)
-
-    def _commit(self, plan: _Plan, notifications: Sequence[Notification]) -> None:
-        """Adopt the detected state and queue its notifications together (no await between)."""
-        self.state.monitors = plan.monitors
-        self._enqueue(notifications)
-
     async def _notification(self, event: RunEvent, now: datetime) -> Notification:
         bound = log.bind(monitor_id=event.monitor_id, run_id=event.run_id)
         monitor = await self._monitor_info(event.monitor_id, now)
@@ -321,79 +368,69 @@ class Notifier:
                 OutboxEntry(notification=notification, pending=list(self._sinks))
             )
 
-    async def _deliver(self, now: datetime, report: CycleReport) -> None:
-        """Each destination works through the outbox oldest first and stops at its first failure."""
-        outbox = self.state.outbox
-        for entry in list(outbox):
-            age = now - entry.notification.detected_at
-            if age > self._config.outbox_expiry:
-                log.error(
-                    "notification_expired",
-                    notification_id=entry.notification.id,
-                    monitor_id=entry.notification.event.monitor_id,
-                    run_id=entry.notification.event.run_id,
-                    undelivered_to=entry.pending,
-                    attempts=entry.attempts,
-                    last_error=entry.last_error,
-                )
-                outbox.remove(entry)
-                report.expired += 1
-                continue
-            for name in [p for p in entry.pending if p not in self._sinks]:
-                log.error(
-                    "notification_dropped",
-                    reason="its destination is no longer configured",
-                    notification_id=entry.notification.id,
-                    monitor_id=entry.notification.event.monitor_id,
-                    run_id=entry.notification.event.run_id,
-                    destination=name,
-                )
-                entry.pending.remove(name)
-        try:
-            await asyncio.gather(
-                *(self._drain(name, sink, report) for name, sink in self._sinks.items())
-            )
-        finally:
-            self.state.outbox = [entry for entry in self.state.outbox if entry.pending]
+    async def _drain(
+        self,
+        name: str,
+        sink: Sink,
+        report: CycleReport,
+        wakeup: asyncio.Event,
+        polling_done: asyncio.Event,
+    ) -> None:
+        """Send what waits for `name`, oldest first, until the polls are done and nothing is left.
 
-    async def _drain(self, name: str, sink: Sink, report: CycleReport) -> None:
-        for entry in list(self.state.outbox):
-            if name not in entry.pending:
-                continue
-            notification = entry.notification
-            bound = log.bind(
-                monitor_id=notification.event.monitor_id,
-                run_id=notification.event.run_id,
-                destination=name,
-            )
-            try:
-                await sink.send(notification)
-            except DeliveryError as exc:
-                entry.attempts += 1
-                entry.last_error = f"{name}: {exc.reason}"
-                report.delivery_failures += 1
-                report.failed_by_destination[name] += 1
-                bound.warning(
-                    "delivery_failed",
-                    reason=exc.reason,
-                    attempts=entry.attempts,
-                    will_retry="next cycle",
-                    refused="destination" if exc.whole_destination else "this notification",
-                )
-                if exc.whole_destination:
+        Entries are only appended during a cycle, so a position in the outbox stays valid. A
+        failure of the whole destination ends its turn until the next cycle.
+        """
+        position = 0
+        while True:
+            outbox = self.state.outbox
+            while position < len(outbox):
+                entry = outbox[position]
+                position += 1
+                if name in entry.pending and not await self._send(name, sink, entry, report):
                     return
-                continue
-            except Exception as exc:
-                entry.attempts += 1
-                entry.last_error = f"{name}: internal error {type(exc).__name__}"
-                report.delivery_failures += 1
-                report.failed_by_destination[name] += 1
-                bound.exception("delivery_failed", reason="internal error")
+            if polling_done.is_set():
                 return
+            wakeup.clear()
+            if position >= len(self.state.outbox):
+                await wakeup.wait()
+
+    async def _send(self, name: str, sink: Sink, entry: OutboxEntry, report: CycleReport) -> bool:
+        """One delivery attempt; False when the destination should not be tried again now."""
+        notification = entry.notification
+        bound = log.bind(
+            monitor_id=notification.event.monitor_id,
+            run_id=notification.event.run_id,
+            destination=name,
+        )
+        try:
+            await sink.send(notification)
+        except DeliveryError as exc:
+            entry.attempts += 1
+            entry.last_error = f"{name}: {exc.reason}"
+            report.delivery_failures += 1
+            report.failed_by_destination[name] += 1
+            bound.warning(
+                "delivery_failed",
+                reason=exc.reason,
+                attempts=entry.attempts,
+                will_retry="next cycle",
+                refused="destination" if exc.whole_destination else "this notification",
+            )
+            return not exc.whole_destination
+        except Exception as exc:
+            entry.attempts += 1
+            entry.last_error = f"{name}: internal error {type(exc).__name__}"
+            report.delivery_failures += 1
+            report.failed_by_destination[name] += 1
+            bound.exception("delivery_failed", reason="internal error")
+            return False
+        if name in entry.pending:
             entry.pending.remove(name)
-            report.delivered += 1
-            report.sent_by_destination[name] += 1
-            bound.info("notification_sent", state=notification.event.state)
+        report.delivered += 1
+        report.sent_by_destination[name] += 1
+        bound.info("notification_sent", state=notification.event.state)
+        return True
 
 
 def poll_offset(monitor_id: int, spread: float) -> float:

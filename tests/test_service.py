@@ -11,7 +11,7 @@ from structlog.testing import capture_logs
 
 from notifier.datafold import ApiKeyRefused, MalformedAnswer
 from notifier.detect import DetectionPolicy
-from notifier.models import MonitorInfo, Notification
+from notifier.models import MonitorInfo, MonitorRun, Notification
 from notifier.service import Notifier, ServiceConfig
 from notifier.sinks import DeliveryError
 from notifier.state import StateFile
@@ -393,3 +393,37 @@ async def test_a_refused_notification_does_not_block_the_next(
     await notifier.run_cycle()
     assert sink.sent_keys == ["1-12-alert"]
     assert [e.notification.id for e in notifier.state.outbox] == ["1-11-alert"]
+
+
+async def test_notifications_go_out_while_other_monitors_are_still_polled(
+    store: StateFile, clock: Clock
+) -> None:
+    """Detection latency does not wait for the slowest monitor of the cycle."""
+
+    class SlowMonitor2(FakeSource):
+        slow = False
+        released = asyncio.Event()
+
+        async def list_runs(
+            self, monitor_id: int, since: datetime, until: datetime | None = None
+        ) -> list[MonitorRun]:
+            if self.slow and monitor_id == 2:
+                await self.released.wait()
+            return await super().list_runs(monitor_id, since, until)
+
+    class Recording(FakeSink):
+        async def send(self, notification: Notification) -> None:
+            await super().send(notification)
+            SlowMonitor2.released.set()  # only now does monitor 2 answer
+
+    source = SlowMonitor2()
+    sink = Recording("slack")
+    notifier = make(source, store, clock, sink)
+    await notifier.run_cycle()
+    clock.tick()
+    source.put(1, 11, "alert", clock.now)
+    source.put(2, 21, "alert", clock.now)
+    source.slow = True
+    report = await asyncio.wait_for(notifier.run_cycle(), timeout=5)
+    assert sink.sent_keys == ["1-11-alert", "2-21-alert"]
+    assert report.delivered == 2 and report.outbox_size == 0
