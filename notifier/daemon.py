@@ -53,6 +53,8 @@ def service_config(settings: Settings, *, spread: bool = True) -> ServiceConfig:
         monitor_url_template=settings.monitor_url_template,
         monitor_cache=timedelta(seconds=settings.monitor_cache_seconds),
         spread=timedelta(seconds=settings.poll_spread if spread else 0.0),
+        mode=settings.poll_mode,
+        sweep=timedelta(seconds=settings.feed_sweep_seconds),
     )
 
 
@@ -128,6 +130,7 @@ async def open_runtime(
             settings.datafold_api_key.get_secret_value(),
             page_size=settings.page_size,
             max_concurrency=settings.max_concurrency,
+            max_requests_per_second=settings.max_requests_per_second,
             request_timeout=settings.request_timeout_seconds,
         )
         sinks = {**(extra_sinks or {}), **build_sinks(settings, session)}

@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 
 import aiohttp
 import structlog
+from aiolimiter import AsyncLimiter
 from pydantic import BaseModel, ConfigDict, ValidationError
 from tenacity import (
     AsyncRetrying,
@@ -29,7 +30,7 @@ from tenacity import (
 from yarl import URL
 
 from notifier import __version__
-from notifier.models import MonitorInfo, MonitorRun, RunDetail, RunPage, as_utc
+from notifier.models import MonitorInfo, MonitorRun, MonitorSummary, RunDetail, RunPage, as_utc
 
 _log = structlog.get_logger(__name__)
 
@@ -123,8 +124,12 @@ class _MonitorPage(BaseModel):
     page: int
     page_size: int
     total_pages: int
-    monitors: list[MonitorInfo]
+    monitors: list[MonitorSummary]
 
+
+#: The monitors listing (the change feed) asks for large pages; an account may have thousands.
+MONITORS_PAGE_SIZE = 500
+MONITORS_MAX_PAGES = 1000
 
 _Model = TypeVar("_Model", bound=BaseModel)
 _Page = TypeVar("_Page", RunPage, _MonitorPage)
@@ -215,6 +220,7 @@ class DatafoldClient:
         page_size: int = 100,
         max_pages: int = 50,
         max_concurrency: int = 16,
+        max_requests_per_second: float | None = None,
         max_attempts: int = 4,
         backoff_initial: float = 0.5,
         backoff_max: float = 10.0,
@@ -246,6 +252,10 @@ class DatafoldClient:
         self._page_size = page_size
         self._max_pages = max_pages
         self._semaphore = asyncio.Semaphore(max_concurrency)
+        # An optional cap on the request rate, for accounts with tight limits (leaky bucket).
+        self._limiter = (
+            AsyncLimiter(max_requests_per_second, 1) if max_requests_per_second else None
+        )
         self._max_attempts = max_attempts
         self._backoff = wait_exponential(multiplier=backoff_initial, max=backoff_max)
         self._max_retry_after = max_retry_after
@@ -302,16 +312,23 @@ class DatafoldClient:
             )
         return run
 
-    async def list_monitors(self, tags: Sequence[str] = ()) -> list[MonitorInfo]:
+    async def list_monitors(
+        self, tags: Sequence[str] = (), *, page_size: int = MONITORS_PAGE_SIZE
+    ) -> list[MonitorSummary]:
         """Every monitor (carrying all of `tags`, if given), across all pages, one per id."""
         subject = _Subject()
-        params = {"page_size": str(self._page_size)}
+        params = {"page_size": str(page_size)}
         if tags:
             params["tags"] = ",".join(tags)
-        monitors: dict[int, MonitorInfo] = {}
+        monitors: dict[int, MonitorSummary] = {}
         path = "/api/v1/monitors"
         async for page in self._each_page(
-            subject, path, params, _MonitorPage, lambda p: len(p.monitors)
+            subject,
+            path,
+            params,
+            _MonitorPage,
+            lambda p: len(p.monitors),
+            max_pages=MONITORS_MAX_PAGES,
         ):
             for monitor in page.monitors:
                 monitors[monitor.id] = monitor
@@ -324,8 +341,11 @@ class DatafoldClient:
         params: Mapping[str, str],
         model: type[_Page],
         size: Callable[[_Page], int],
+        *,
+        max_pages: int | None = None,
     ) -> AsyncIterator[_Page]:
         """Pages 1, 2, ... until `total_pages` or an empty page; over `max_pages` is an error."""
+        limit = max_pages or self._max_pages
         number = 1
         while True:
             payload = await self._get_json(subject, path, {**params, "page": str(number)})
@@ -333,8 +353,8 @@ class DatafoldClient:
             yield page
             if size(page) == 0 or number >= page.total_pages:
                 return
-            if number >= self._max_pages:
-                raise MalformedAnswer(f"{subject.label}: more than {self._max_pages} pages")
+            if number >= limit:
+                raise MalformedAnswer(f"{subject.label}: more than {limit} pages")
             number += 1
 
     async def _get_json(self, subject: _Subject, path: str, params: Mapping[str, str]) -> Any:
@@ -369,6 +389,8 @@ class DatafoldClient:
         attempt: int,
         logger: Any,
     ) -> Any:
+        if self._limiter is not None:
+            await self._limiter.acquire()
         async with self._semaphore:
             self.requests_made += 1
             try:

@@ -109,6 +109,7 @@ def detect(
         watch_since=state.watch_since,
         baselined=True,
         last_polled_at=_stamp(state.last_polled_at, now, policy),
+        feed_key=state.feed_key,
         runs=tracked,
     )
     return Detection(events=events, state=next_state, abandoned=sorted(abandoned))

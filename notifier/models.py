@@ -109,6 +109,28 @@ class MonitorInfo(BaseModel):
         return self.name or f"Monitor {self.id}"
 
 
+class MonitorSummary(MonitorInfo):
+    """A monitor as `GET /api/v1/monitors` lists it: with its latest run's time and state.
+
+    The pair (last_run, state) is the change feed: while it stays the same, nothing new started
+    or finished at the head of the monitor's runs.
+    """
+
+    last_run: datetime | None = None
+    state: str | None = None
+
+    @field_validator("last_run", mode="before")
+    @classmethod
+    def _parse_last_run(cls, value: Any) -> datetime | None:
+        return _tolerant_datetime(value)
+
+    @property
+    def feed_key(self) -> str:
+        """A compact, comparable form of (last_run, state)."""
+        stamp = self.last_run.isoformat() if self.last_run else "-"
+        return f"{stamp}|{self.state or '-'}"
+
+
 class RunEvent(BaseModel):
     """Detection's verdict: this run reached a state worth telling someone about."""
 
@@ -173,6 +195,8 @@ class MonitorState(BaseModel):
     baselined: bool = False
     #: Our clock at the last successful poll: the next listing reaches back from here.
     last_polled_at: datetime | None = None
+    #: The change feed's (last_run, state) as of the last successful poll (feed mode).
+    feed_key: str | None = None
     runs: dict[int, TrackedRun] = Field(default_factory=dict)
 
 

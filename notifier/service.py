@@ -12,7 +12,7 @@ from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Protocol
+from typing import Literal, Protocol
 
 import structlog
 
@@ -28,11 +28,13 @@ from notifier.links import build_links
 from notifier.models import (
     MonitorInfo,
     MonitorRun,
+    MonitorSummary,
     Notification,
     NotifierState,
     OutboxEntry,
     RunDetail,
     RunEvent,
+    is_in_progress,
 )
 from notifier.sinks import DeliveryError, Sink
 
@@ -53,6 +55,8 @@ class RunSource(Protocol):
     async def get_run(self, monitor_id: int, run_id: int) -> RunDetail: ...
 
     async def get_monitor(self, monitor_id: int) -> MonitorInfo: ...
+
+    async def list_monitors(self) -> list[MonitorSummary]: ...
 
 
 class StateStore(Protocol):
@@ -78,6 +82,11 @@ class ServiceConfig:
     monitor_cache: timedelta = timedelta(hours=1)
     #: Polls start at a stable per-monitor offset within this window, not all at once.
     spread: timedelta = timedelta(0)
+    #: "poll": list every monitor's runs each cycle. "feed": read the monitors listing first and
+    #: list runs only where (last_run, state) changed, runs are in progress, or a sweep is due.
+    mode: Literal["poll", "feed"] = "poll"
+    #: In feed mode, every monitor's runs are still listed at least this often.
+    sweep: timedelta = timedelta(hours=1)
 
 
 @dataclass
@@ -85,6 +94,10 @@ class CycleReport:
     """What one cycle did; `once` derives its exit code from it, logs and metrics their figures."""
 
     polled: list[int] = field(default_factory=list)
+    #: Monitors the change feed showed unchanged, so their runs were not listed (feed mode).
+    unchanged: int = 0
+    #: The feed could not be read and every monitor was polled instead.
+    feed_failed: bool = False
     failed: dict[int, str] = field(default_factory=dict)
     key_refused: bool = False
     runs_seen: int = 0
@@ -157,10 +170,23 @@ class Notifier:
         ]
         spread = self._config.spread.total_seconds()
         try:
+            keys = await self._feed(now, report) if self._config.mode == "feed" else {}
+            to_poll = []
+            for monitor_id in self._config.monitor_ids:
+                if (
+                    keys is not None
+                    and monitor_id in keys
+                    and not self._needs_poll(monitor_id, keys[monitor_id], now)
+                ):
+                    report.polled.append(monitor_id)
+                    report.unchanged += 1
+                else:
+                    to_poll.append(monitor_id)
+            feed_keys = keys or {}
             await asyncio.gather(
                 *(
-                    self._process(m, now, poll_offset(m, spread), report, wakeups)
-                    for m in self._config.monitor_ids
+                    self._process(m, now, poll_offset(m, spread), report, wakeups, feed_keys.get(m))
+                    for m in to_poll
                 )
             )
             polling_done.set()
@@ -196,6 +222,7 @@ class Notifier:
         delay: float,
         report: CycleReport,
         wakeups: Mapping[str, asyncio.Event],
+        feed_key: str | None = None,
     ) -> None:
         """One monitor: poll, detect, fetch details, then adopt and queue in one step."""
         poll = await self._poll(monitor_id, now, delay)
@@ -225,12 +252,47 @@ class Notifier:
         )
         # From here to the end: no await, so the state and the outbox change together.
         monitors[monitor_id] = detection.state
+        if feed_key is not None:
+            detection.state.feed_key = feed_key
         if notifications:
             self._enqueue(notifications)
             report.events += len(notifications)
             report.events_by_state.update(n.event.state for n in notifications)
             for wakeup in wakeups.values():
                 wakeup.set()
+
+    async def _feed(self, now: datetime, report: CycleReport) -> dict[int, str] | None:
+        """The change feed: each monitor's (last_run, state), or None to poll everything."""
+        try:
+            summaries = await self._source.list_monitors()
+        except DatafoldError as exc:
+            log.warning(
+                "feed_failed", kind=exc.kind, error=str(exc), fallback="polling every monitor"
+            )
+            report.feed_failed = True
+            return None
+        keys: dict[int, str] = {}
+        for summary in summaries:
+            keys[summary.id] = summary.feed_key
+            # The listing carries what a notification shows of a monitor: no extra request.
+            self._monitor_cache[summary.id] = (
+                MonitorInfo.model_validate(summary.model_dump()),
+                now,
+            )
+        return keys
+
+    def _needs_poll(self, monitor_id: int, feed_key: str, now: datetime) -> bool:
+        """Whether a monitor's runs must be listed although the feed may say nothing changed."""
+        state = self.state.monitors.get(monitor_id)
+        if state is None or not state.baselined or state.last_polled_at is None:
+            return True
+        if state.feed_key != feed_key:
+            return True
+        if any(is_in_progress(run.state) for run in state.runs.values()):
+            return True
+        # Sweeps are spread: each monitor's falls due between half and all of the sweep interval.
+        sweep = self._config.sweep * (0.5 + poll_offset(monitor_id, 0.5))
+        return now - state.last_polled_at >= sweep
 
     def _housekeeping(self, now: datetime, report: CycleReport) -> None:
         """Drop monitors no longer configured, expired notifications, removed destinations."""

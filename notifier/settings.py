@@ -44,6 +44,9 @@ _ECHOABLE = {
     "NOTIFIER_CA_BUNDLE",
     "NOTIFIER_ALLOW_HTTP",
     "NOTIFIER_POLL_SPREAD_SECONDS",
+    "NOTIFIER_POLL_MODE",
+    "NOTIFIER_FEED_SWEEP_SECONDS",
+    "NOTIFIER_MAX_REQUESTS_PER_SECOND",
     "NOTIFIER_HEALTH_PORT",
     "NOTIFIER_HEALTH_HOST",
     "SLACK_CHANNEL",
@@ -127,6 +130,13 @@ class Settings(BaseSettings):
     )
     poll_spread_seconds: float | None = Field(
         None, ge=0.0, le=3600.0, validation_alias="NOTIFIER_POLL_SPREAD_SECONDS"
+    )
+    poll_mode: Literal["poll", "feed"] = Field("poll", validation_alias="NOTIFIER_POLL_MODE")
+    feed_sweep_seconds: float = Field(
+        3600.0, ge=60.0, le=7 * 86400.0, validation_alias="NOTIFIER_FEED_SWEEP_SECONDS"
+    )
+    max_requests_per_second: float | None = Field(
+        None, gt=0.0, le=10_000.0, validation_alias="NOTIFIER_MAX_REQUESTS_PER_SECOND"
     )
     health_port: int | None = Field(None, ge=0, le=65535, validation_alias="NOTIFIER_HEALTH_PORT")
     health_host: str = Field("127.0.0.1", validation_alias="NOTIFIER_HEALTH_HOST")
@@ -263,7 +273,7 @@ class Settings(BaseSettings):
     def _slash_api(cls, value: str) -> str:
         return value if value.endswith("/") else value + "/"
 
-    @field_validator("log_level", "log_format", mode="before")
+    @field_validator("log_level", "log_format", "poll_mode", mode="before")
     @classmethod
     def _lower(cls, value: Any) -> Any:
         if isinstance(value, str):
