@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone
@@ -676,6 +677,22 @@ async def test_concurrent_requests_never_exceed_max_concurrency(
     assert all(len(runs) == 2 for runs in results)
     assert len(fake.requests) == 60
     assert fake.max_in_flight == 4
+
+
+async def test_request_rate_cap_spreads_requests(
+    serve: Serve, make_client: Callable[..., DatafoldClient]
+) -> None:
+    async def one_page(request: web.Request) -> web.Response:
+        monitor_id = int(request.path.split("/")[4])
+        return web.json_response(page([run(1, monitor_id)], 1, 1))
+
+    fake, url = await serve(one_page)
+    client = make_client(url, max_concurrency=16, max_requests_per_second=20)
+    started = time.monotonic()
+    await asyncio.gather(*(client.list_runs(m, SINCE) for m in range(1, 31)))
+    # a burst of 20, then 10 more at 20 per second: at least half a second
+    assert time.monotonic() - started >= 0.45
+    assert len(fake.requests) == 30
 
 
 async def test_retry_waits_do_not_hold_a_concurrency_slot(
