@@ -323,10 +323,14 @@ class Settings(BaseSettings):
 
     @property
     def poll_spread(self) -> float:
-        """Seconds over which a cycle's polls start; auto: a tenth of the interval, at most 5 s."""
+        """Seconds over which a cycle's polls start.
+
+        Auto: a millisecond per monitor, at most a tenth of the interval and 5 s; the concurrency
+        bound then paces the requests themselves.
+        """
         if self.poll_spread_seconds is not None:
             return min(self.poll_spread_seconds, self.poll_interval_seconds / 2)
-        return min(self.poll_interval_seconds / 10, 5.0)
+        return min(self.poll_interval_seconds / 10, 5.0, 0.001 * len(self.monitor_ids))
 
     def has_destination(self) -> bool:
         """Whether any Slack or webhook destination is configured."""
