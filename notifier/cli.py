@@ -106,7 +106,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             level=settings.log_level, fmt=settings.log_format, secrets=settings.secrets()
         )
         if args.command == "check":
-            return asyncio.run(run_checks(settings, sys.stdout))
+            return asyncio.run(run_checks(settings, sys.stdout, trust_env=_proxy_configured()))
         if args.command == "once":
             return asyncio.run(_once(settings))
         return asyncio.run(_run(settings))
@@ -127,6 +127,12 @@ def _fail(message: str) -> int:
     return EXIT_CONFIG
 
 
+def _proxy_configured() -> bool:
+    """Whether aiohttp should read proxy settings from the environment (costly per request)."""
+    names = ("HTTPS_PROXY", "HTTP_PROXY", "ALL_PROXY")
+    return any(os.environ.get(n) or os.environ.get(n.lower()) for n in names)
+
+
 def _require_work(settings: Settings, command: str) -> None:
     if not settings.monitor_ids:
         raise ConfigError("NOTIFIER_MONITOR_IDS: is empty: name at least one monitor ID")
@@ -138,7 +144,7 @@ def _require_work(settings: Settings, command: str) -> None:
 
 
 async def _once(settings: Settings) -> int:
-    async with open_runtime(settings) as runtime:
+    async with open_runtime(settings, trust_env=_proxy_configured()) as runtime:
         with runtime.store.locked():
             report = await make_notifier(runtime, spread=False).run_cycle()
     if report.key_refused and report.all_failed:
@@ -151,7 +157,9 @@ async def _once(settings: Settings) -> int:
 
 
 async def _run(settings: Settings, extra_sinks: dict[str, Sink] | None = None) -> int:
-    async with open_runtime(settings, extra_sinks=extra_sinks) as runtime:
+    async with open_runtime(
+        settings, extra_sinks=extra_sinks, trust_env=_proxy_configured()
+    ) as runtime:
         with runtime.store.locked():
             return await _daemon(settings, runtime).run()
 
@@ -194,7 +202,9 @@ async def _demo(env_file: Path | None, interval: float, duration: float | None) 
             )
             console = ConsoleSink()
             extra: dict[str, Sink] = {console.name: console}
-            async with open_runtime(settings, extra_sinks=extra) as runtime:
+            async with open_runtime(
+                settings, extra_sinks=extra, trust_env=_proxy_configured()
+            ) as runtime:
                 with runtime.store.locked():
                     daemon = _daemon(settings, runtime)
                     if duration is not None:

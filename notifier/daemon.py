@@ -112,16 +112,23 @@ class Runtime:
 
 @contextlib.asynccontextmanager
 async def open_runtime(
-    settings: Settings, *, extra_sinks: dict[str, Sink] | None = None
+    settings: Settings,
+    *,
+    extra_sinks: dict[str, Sink] | None = None,
+    trust_env: bool = False,
 ) -> AsyncIterator[Runtime]:
-    """Open the shared HTTP session and build every adapter; close them on the way out."""
+    """Open the shared HTTP session and build every adapter; close them on the way out.
+
+    `trust_env` makes aiohttp honour HTTP(S)_PROXY/NO_PROXY; it costs a thread hop per request,
+    so the CLI turns it on only when a proxy variable is set.
+    """
     # slack_sdk applies its own timeout only to sessions it creates, so the shared one has it.
     ssl_context = tls_context(settings)
     session = aiohttp.ClientSession(
         connector=aiohttp.TCPConnector(ssl=ssl_context),
         headers={"User-Agent": f"datafold-notifier/{__version__}"},
         timeout=aiohttp.ClientTimeout(total=settings.request_timeout_seconds),
-        trust_env=True,
+        trust_env=trust_env,
     )
     try:
         client = DatafoldClient(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import math
 import random
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
@@ -25,7 +26,6 @@ from tenacity import (
     RetryCallState,
     retry_if_exception_type,
     stop_after_attempt,
-    wait_exponential,
 )
 from yarl import URL
 
@@ -33,6 +33,7 @@ from notifier import __version__
 from notifier.models import MonitorInfo, MonitorRun, MonitorSummary, RunDetail, RunPage, as_utc
 
 _log = structlog.get_logger(__name__)
+_stdlib_log = logging.getLogger(__name__)
 
 #: Answers worth another attempt: rate limiting and the server or a proxy being briefly unwell.
 RETRYABLE_STATUSES: frozenset[int] = frozenset({429, 500, 502, 503, 504})
@@ -257,7 +258,8 @@ class DatafoldClient:
             AsyncLimiter(max_requests_per_second, 1) if max_requests_per_second else None
         )
         self._max_attempts = max_attempts
-        self._backoff = wait_exponential(multiplier=backoff_initial, max=backoff_max)
+        self._backoff_initial = backoff_initial
+        self._backoff_max = backoff_max
         self._max_retry_after = max_retry_after
         self._request_timeout = request_timeout
         self._timeout = aiohttp.ClientTimeout(total=request_timeout)
@@ -358,36 +360,47 @@ class DatafoldClient:
             number += 1
 
     async def _get_json(self, subject: _Subject, path: str, params: Mapping[str, str]) -> Any:
-        """GET with retries; the decoded JSON of a 2xx answer, or a `DatafoldError`."""
+        """GET with retries; the decoded JSON of a 2xx answer, or a `DatafoldError`.
+
+        The first attempt runs on its own: most requests succeed, and tenacity's machinery is
+        only set up once one has failed.
+        """
+        try:
+            return await self._attempt(subject, path, params, 1)
+        except _Transient as first:
+            if self._max_attempts == 1:
+                raise self._unavailable(subject, path, first) from first
+            failure = first
         logger = _log.bind(**subject.log_fields, path=path)
         retrying = AsyncRetrying(
-            stop=stop_after_attempt(self._max_attempts),
+            stop=stop_after_attempt(self._max_attempts - 1),
             wait=self._wait,
             retry=retry_if_exception_type(_Transient),
-            before_sleep=lambda state: self._log_retry(logger, state),
+            before_sleep=lambda state: self._log_retry(logger, state, offset=1),
             reraise=True,
         )
+        wait = self._wait_for(failure, 1)
+        self._log_failure(logger, failure, wait, attempt=1)
+        await asyncio.sleep(wait)
         try:
             async for attempt in retrying:
                 with attempt:
-                    number = attempt.retry_state.attempt_number
-                    return await self._attempt(subject, path, params, number, logger)
+                    number = attempt.retry_state.attempt_number + 1
+                    return await self._attempt(subject, path, params, number)
         except _Transient as exc:
-            raise ApiUnavailable(
-                self._redact(
-                    f"{subject.label}: Datafold at {self._host_label} unavailable (GET {path}): "
-                    f"{exc.reason} after {self._max_attempts} attempts"
-                )
-            ) from exc
+            raise self._unavailable(subject, path, exc) from exc
         raise AssertionError("unreachable: tenacity returns or raises")  # pragma: no cover
 
+    def _unavailable(self, subject: _Subject, path: str, exc: _Transient) -> ApiUnavailable:
+        return ApiUnavailable(
+            self._redact(
+                f"{subject.label}: Datafold at {self._host_label} unavailable (GET {path}): "
+                f"{exc.reason} after {self._max_attempts} attempts"
+            )
+        )
+
     async def _attempt(
-        self,
-        subject: _Subject,
-        path: str,
-        params: Mapping[str, str],
-        attempt: int,
-        logger: Any,
+        self, subject: _Subject, path: str, params: Mapping[str, str], attempt: int
     ) -> Any:
         if self._limiter is not None:
             await self._limiter.acquire()
@@ -405,14 +418,26 @@ class DatafoldClient:
                     retry_after = response.headers.get("Retry-After")
                     body = await response.read()
             except TimeoutError as exc:
-                logger.debug("datafold.request", method="GET", attempt=attempt, error="timeout")
+                self._debug(subject, path, attempt, error="timeout")
                 raise _Transient(f"timed out after {self._request_timeout:g}s") from exc
             except aiohttp.ClientError as exc:
-                error = type(exc).__name__
-                logger.debug("datafold.request", method="GET", attempt=attempt, error=error)
-                raise _Transient(error) from exc
-        logger.debug("datafold.request", method="GET", attempt=attempt, status=status)
+                self._debug(subject, path, attempt, error=type(exc).__name__)
+                raise _Transient(type(exc).__name__) from exc
+        self._debug(subject, path, attempt, status=status)
         return self._interpret(subject, status, body, retry_after)
+
+    @staticmethod
+    def _debug(subject: _Subject, path: str, attempt: int, **fields: Any) -> None:
+        """One debug event per request, built only when debug logging is on (a hot path)."""
+        if _stdlib_log.isEnabledFor(logging.DEBUG):
+            _log.debug(
+                "datafold.request",
+                **subject.log_fields,
+                path=path,
+                method="GET",
+                attempt=attempt,
+                **fields,
+            )
 
     def _interpret(
         self, subject: _Subject, status: int, body: bytes, retry_after: str | None
@@ -442,22 +467,31 @@ class DatafoldClient:
         raise RequestRejected(self._redact(f"{message}: {detail}" if detail else message))
 
     def _wait(self, state: RetryCallState) -> float:
-        """Retry-After when the answer gives one (capped), else capped exponential with jitter."""
+        """Tenacity's wait before the attempt after `state` (whose numbers start at the second)."""
         error = state.outcome.exception() if state.outcome is not None else None
+        return self._wait_for(error, state.attempt_number + 1)
+
+    def _wait_for(self, error: BaseException | None, failed_attempt: int) -> float:
+        """Retry-After when the answer gives one (capped), else capped exponential with jitter."""
         if isinstance(error, _Transient) and error.retry_after is not None:
             return min(error.retry_after, self._max_retry_after)
-        ceiling = self._backoff(state)
+        ceiling = min(self._backoff_initial * 2.0 ** (failed_attempt - 1), self._backoff_max)
         return ceiling / 2 + random.uniform(0, ceiling / 2)
 
-    def _log_retry(self, logger: Any, state: RetryCallState) -> None:
+    def _log_retry(self, logger: Any, state: RetryCallState, *, offset: int) -> None:
         error = state.outcome.exception() if state.outcome is not None else None
-        reason = error.reason if isinstance(error, _Transient) else type(error).__name__
         wait = state.next_action.sleep if state.next_action is not None else 0.0
+        self._log_failure(logger, error, wait, attempt=state.attempt_number + offset)
+
+    def _log_failure(
+        self, logger: Any, error: BaseException | None, wait: float, *, attempt: int
+    ) -> None:
+        reason = error.reason if isinstance(error, _Transient) else type(error).__name__
         logger.warning(
             "datafold.retry",
             reason=self._redact(reason),
             wait=round(wait, 3),
-            attempt=state.attempt_number,
+            attempt=attempt,
             max_attempts=self._max_attempts,
         )
 

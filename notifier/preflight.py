@@ -13,7 +13,7 @@ from notifier.sinks.checks import CheckResult
 from notifier.state import StateError
 
 
-async def run_checks(settings: Settings, out: TextIO) -> int:
+async def run_checks(settings: Settings, out: TextIO, *, trust_env: bool = False) -> int:
     """Print one line per check and return 0 when all passed, 1 otherwise."""
     results: list[CheckResult] = [
         CheckResult(
@@ -24,7 +24,7 @@ async def run_checks(settings: Settings, out: TextIO) -> int:
         )
     ]
     _print(results, out)
-    async with open_runtime(settings) as runtime:
+    async with open_runtime(settings, trust_env=trust_env) as runtime:
         for batch in (
             await _check_datafold(runtime),
             await _check_destinations(runtime),

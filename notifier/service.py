@@ -334,7 +334,6 @@ class Notifier:
         return self._store.save(self.state)
 
     async def _poll(self, monitor_id: int, now: datetime, delay: float = 0.0) -> _Poll:
-        bound = log.bind(monitor_id=monitor_id)
         if delay > 0:
             await asyncio.sleep(delay)
         try:
@@ -346,8 +345,9 @@ class Notifier:
                 first_start_lookback=self._config.policy.first_start_lookback,
             )
             if window.limited:
-                bound.warning(
+                log.warning(
                     "catch_up_limited",
+                    monitor_id=monitor_id,
                     since=window.since.isoformat(),
                     reason="the last successful poll is older than NOTIFIER_CATCHUP_LIMIT_SECONDS",
                 )
@@ -365,10 +365,12 @@ class Notifier:
                     runs.append(result)
             return _Poll(monitor_id, runs=runs, gone=gone)
         except DatafoldError as exc:
-            bound.warning("poll_failed", kind=exc.kind, error=str(exc))
+            log.warning("poll_failed", monitor_id=monitor_id, kind=exc.kind, error=str(exc))
             return _Poll(monitor_id, error=exc)
         except Exception as exc:
-            bound.exception("poll_failed", kind="internal", error=type(exc).__name__)
+            log.exception(
+                "poll_failed", monitor_id=monitor_id, kind="internal", error=type(exc).__name__
+            )
             return _Poll(monitor_id, error=DatafoldError(f"internal error: {type(exc).__name__}"))
 
     async def _direct(self, monitor_id: int, run_id: int) -> RunDetail | _Gone | None:

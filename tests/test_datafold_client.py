@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import socket
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
@@ -414,6 +415,17 @@ async def test_429_waits_for_retry_after_then_succeeds(
     assert client.requests_made == 2
 
 
+@pytest.fixture
+def debug_logging() -> Iterator[None]:
+    """Per-request debug events are only built when the adapter's logger is at DEBUG."""
+    logger = logging.getLogger("notifier.datafold")
+    level = logger.level
+    logger.setLevel(logging.DEBUG)
+    yield
+    logger.setLevel(level)
+
+
+@pytest.mark.usefixtures("debug_logging")
 async def test_500_is_retried_and_logged(
     serve: Serve, make_client: Callable[..., DatafoldClient]
 ) -> None:

@@ -1,0 +1,253 @@
+"""Benchmark: the real `datafold-notifier run` against the simulator with N monitors.
+
+The simulator (with an injected API latency) and a webhook receiver run in this process; the
+notifier runs as its own process, so its CPU time and memory are measured alone. For each size and
+mode it prints steady-cycle time next to its ideal, API requests per cycle next to their lower
+bound, CPU seconds per cycle, peak RSS, state-file size and detection latency p50/p99.
+
+    python bench/run_bench.py --sizes 1000,5000,10000 --modes poll,feed
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import math
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from notifier.simulator import Simulator, serve
+
+API_KEY = "dfk-bench-key-0000000001"
+CLI = str(Path(sys.executable).parent / "datafold-notifier")
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+DEFAULT_CONCURRENCY = 16
+FEED_PAGE_SIZE = 500
+
+
+@dataclass
+class Receiver:
+    """Records when each run's notification was accepted."""
+
+    arrivals: dict[int, float] = field(default_factory=dict)
+
+    async def handle(self, request: web.Request) -> web.Response:
+        body = await request.read()
+        run_id = json.loads(body)["data"]["run"]["id"]
+        self.arrivals.setdefault(run_id, time.time())
+        return web.Response(status=204)
+
+    def app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_post("/hook", self.handle)
+        return app
+
+
+@dataclass
+class Result:
+    size: int
+    mode: str
+    cycles: list[float]
+    requests: list[int]
+    cpu: list[float]
+    rss_mb: float
+    state_kb: float
+    latencies: list[float]
+    lower_bound: float
+    ideal: float
+
+
+def proc_cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def proc_peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return math.nan
+
+
+def build_simulator(size: int, latency: float, seed: int) -> tuple[Simulator, dict[int, float]]:
+    """N monitors that run every 10 to 60 minutes for 30 s; about 1 run in 10 alerts or errors."""
+    sim = Simulator(API_KEY, seed=seed, latency=latency, record_requests=False)
+    durations: dict[int, float] = {}
+    outcomes = ["ok"] * 17 + ["alert", "error", "ok"]
+    for index in range(size):
+        monitor_id = 1000 + index
+        every = (10 + (index * 7) % 51) * 60.0
+        sim.add_monitor(
+            monitor_id,
+            name=f"bench monitor {index}",
+            monitor_type=("diff", "metric", "schema", "test")[index % 4],
+            every=every,
+            duration=30.0,
+            outcomes=outcomes[index % 7 :] + outcomes[: index % 7],
+        )
+        durations[monitor_id] = 30.0
+    # Every monitor also has a run history: the first poll baselines it.
+    now = datetime.now(UTC)
+    for index in range(size):
+        sim.add_run(1000 + index, state="ok", started_at=now - timedelta(minutes=5))
+    return sim, durations
+
+
+async def bench_one(
+    size: int, mode: str, *, latency: float, interval: float, cycles: int, seed: int
+) -> Result:
+    sim, _ = build_simulator(size, latency, seed)
+    receiver = Receiver()
+    runner = web.AppRunner(receiver.app(), access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    hook = f"http://127.0.0.1:{runner.addresses[0][1]}/hook"
+    with tempfile.TemporaryDirectory(prefix="notifier-bench-") as tmp:
+        state_file = Path(tmp) / "state.json"
+        async with serve(sim) as url:
+            env = {
+                "PATH": os.environ.get("PATH", ""),
+                "DATAFOLD_API_KEY": API_KEY,
+                "DATAFOLD_HOST": url,
+                "NOTIFIER_MONITOR_IDS": ",".join(str(1000 + i) for i in range(size)),
+                "NOTIFIER_WEBHOOK_URLS": hook,
+                "NOTIFIER_STATE_FILE": str(state_file),
+                "NOTIFIER_POLL_INTERVAL_SECONDS": str(interval),
+                "NOTIFIER_POLL_MODE": mode,
+                "NOTIFIER_LOG_FORMAT": "json",
+                "NOTIFIER_LOG_LEVEL": "info",
+            }
+            proc = await asyncio.create_subprocess_exec(
+                CLI, "run", env=env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE
+            )
+            assert proc.stderr is not None
+            durations: list[float] = []
+            requests: list[int] = []
+            cpu: list[float] = []
+            last_requests = sum(sim.request_counts.values())
+            last_cpu = proc_cpu_seconds(proc.pid)
+            measure_from = 0.0
+            seen = 0
+            try:
+                async for raw in proc.stderr:
+                    event = json.loads(raw)
+                    if event.get("event") != "cycle_finished":
+                        continue
+                    seen += 1
+                    total = sum(sim.request_counts.values())
+                    now_cpu = proc_cpu_seconds(proc.pid)
+                    if seen >= 2:  # the first cycle baselines every monitor
+                        durations.append(float(event["duration_seconds"]))
+                        requests.append(total - last_requests)
+                        cpu.append(now_cpu - last_cpu)
+                    else:
+                        measure_from = time.time()
+                    last_requests, last_cpu = total, now_cpu
+                    print(
+                        f"  {mode} n={size}: cycle {seen} {event['duration_seconds']:.2f} s, "
+                        f"{event['events']} events",
+                        file=sys.stderr,
+                        flush=True,
+                    )
+                    if seen > cycles:
+                        break
+                rss = proc_peak_rss_mb(proc.pid)
+            finally:
+                proc.terminate()
+                await proc.wait()
+            state_kb = state_file.stat().st_size / 1024
+            latencies = detection_latencies(sim, receiver, measure_from)
+    await runner.cleanup()
+    ideal = size * latency / DEFAULT_CONCURRENCY
+    lower = size if mode == "poll" else math.ceil(size / FEED_PAGE_SIZE)
+    return Result(
+        size, mode, durations, requests, cpu, rss, state_kb, latencies, lower, ideal
+    )
+
+
+def detection_latencies(sim: Simulator, receiver: Receiver, since: float) -> list[float]:
+    """Seconds from a run reaching alert/error (its scheduled finish) to the webhook accepting it."""
+    latencies = []
+    for monitor in sim._monitors.values():  # the bench's own simulator; no public view needed
+        for run in monitor.runs.values():
+            if run.state not in ("alert", "error") or run.run_id not in receiver.arrivals:
+                continue
+            assert run.started_at is not None
+            finished = run.started_at.timestamp() + monitor.duration
+            if finished >= since:
+                latencies.append(receiver.arrivals[run.run_id] - finished)
+    return latencies
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return math.nan
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, math.ceil(q * len(ordered)) - 1)]
+
+
+def report(results: list[Result], args: argparse.Namespace) -> None:
+    print()
+    print(
+        f"datafold-notifier benchmark: API latency {args.latency * 1000:.0f} ms, interval "
+        f"{args.interval:g} s, concurrency {DEFAULT_CONCURRENCY} (default), {args.cycles} steady "
+        f"cycles; {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+    )
+    header = (
+        "| monitors | mode | steady cycle (s) | ideal (s) | ratio | requests/cycle | lower bound "
+        "| CPU/cycle (s) | CPU/monitor (ms) | peak RSS (MB) | state (KB) | state/monitor (B) "
+        "| latency p50 (s) | latency p99 (s) | alerts timed |"
+    )
+    print(header)
+    print("|" + "---|" * (header.count("|") - 1))
+    for r in results:
+        cycle = statistics.median(r.cycles) if r.cycles else math.nan
+        reqs = statistics.median(r.requests) if r.requests else math.nan
+        cpu = statistics.median(r.cpu) if r.cpu else math.nan
+        print(
+            f"| {r.size} | {r.mode} | {cycle:.2f} | {r.ideal:.2f} | {cycle / r.ideal:.2f} "
+            f"| {reqs:.0f} | {r.lower_bound:.0f} | {cpu:.2f} | {cpu / r.size * 1000:.3f} "
+            f"| {r.rss_mb:.0f} | {r.state_kb:.0f} | {r.state_kb * 1024 / r.size:.0f} "
+            f"| {percentile(r.latencies, 0.5):.1f} | {percentile(r.latencies, 0.99):.1f} "
+            f"| {len(r.latencies)} |"
+        )
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="1000,5000,10000")
+    parser.add_argument("--modes", default="poll,feed")
+    parser.add_argument("--latency", type=float, default=0.05, help="API latency in seconds")
+    parser.add_argument("--interval", type=float, default=60.0, help="poll interval in seconds")
+    parser.add_argument("--cycles", type=int, default=3, help="steady cycles to measure")
+    parser.add_argument("--seed", type=int, default=1)
+    args = parser.parse_args()
+    results = []
+    for size in (int(s) for s in args.sizes.split(",")):
+        for mode in args.modes.split(","):
+            results.append(
+                await bench_one(
+                    size,
+                    mode,
+                    latency=args.latency,
+                    interval=args.interval,
+                    cycles=args.cycles,
+                    seed=args.seed,
+                )
+            )
+    report(results, args)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
