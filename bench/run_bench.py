@@ -93,6 +93,7 @@ def build_simulator(size: int, latency: float, seed: int) -> tuple[Simulator, di
             name=f"bench monitor {index}",
             monitor_type=("diff", "metric", "schema", "test")[index % 4],
             every=every,
+            first_after=5.0 + (index * 7919) % int(every),
             duration=30.0,
             outcomes=outcomes[index % 7 :] + outcomes[: index % 7],
         )

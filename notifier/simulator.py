@@ -133,6 +133,8 @@ class _Monitor:
     outcomes: tuple[str, ...] | None
     scheduled: int = 0
     runs: dict[int, _Run] = field(default_factory=dict)
+    #: Run n of the schedule starts at origin + n * every.
+    origin: datetime | None = None
 
     def latest_run(self) -> _Run | None:
         return max(self.runs.values(), key=lambda r: (r.timestamp, r.run_id), default=None)
@@ -311,8 +313,11 @@ class Simulator:
         every: float | None = None,
         duration: float = 2.0,
         outcomes: Sequence[str] | None = None,
+        first_after: float | None = None,
     ) -> None:
         """Add a monitor; with `every`, it starts a run each `every` seconds of clock time.
+
+        The first run starts `first_after` seconds after the monitor is added (default: `every`).
 
         Each run is created, checking after `duration / 2` and finished after `duration` with the
         next of `outcomes` (cycled), or a seeded random outcome, mostly "ok", when none are given.
@@ -337,7 +342,10 @@ class Simulator:
             outcomes=tuple(outcomes) if outcomes is not None else None,
         )
         if every is not None:
-            heapq.heappush(self._due, (self._now() + timedelta(seconds=every), monitor_id))
+            first = every if first_after is None else first_after
+            monitor = self._monitors[monitor_id]
+            monitor.origin = self._now() + timedelta(seconds=first - every)
+            heapq.heappush(self._due, (self._now() + timedelta(seconds=first), monitor_id))
 
     def _monitor(self, monitor_id: int) -> _Monitor:
         try:
@@ -396,7 +404,8 @@ class Simulator:
             assert monitor.every is not None
             monitor.scheduled += 1
             self._start_scheduled_run(monitor, monitor.scheduled, due)
-            following = monitor.created_at + timedelta(
+            assert monitor.origin is not None
+            following = monitor.origin + timedelta(
                 seconds=monitor.every * (monitor.scheduled + 1)
             )
             heapq.heappush(self._due, (following, monitor_id))
