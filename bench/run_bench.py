@@ -93,9 +93,9 @@ def build_simulator(size: int, latency: float, seed: int) -> tuple[Simulator, di
             name=f"bench monitor {index}",
             monitor_type=("diff", "metric", "schema", "test")[index % 4],
             every=every,
-            first_after=5.0 + (index * 7919) % int(every),
+            first_after=5.0 + (index * 7919) % 300,
             duration=30.0,
-            outcomes=outcomes[index % 7 :] + outcomes[: index % 7],
+            outcomes=outcomes[index % 20 :] + outcomes[: index % 20],
         )
         durations[monitor_id] = 30.0
     # Every monitor also has a run history: the first poll baselines it.

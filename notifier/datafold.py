@@ -279,14 +279,14 @@ class DatafoldClient:
         params = {"page_size": str(self._page_size), "start_time": _iso_z(since)}
         if until is not None:
             params["end_time"] = _iso_z(until)
-        logger = _log.bind(monitor_id=monitor_id)
         runs: dict[int, MonitorRun] = {}
         path = f"/api/v1/monitors/{monitor_id}/runs"
         async for page in self._each_page(subject, path, params, RunPage, lambda p: len(p.runs)):
             for run in page.runs:
                 if run.monitor_id != monitor_id:
-                    logger.warning(
+                    _log.warning(
                         "datafold.foreign_run_dropped",
+                        monitor_id=monitor_id,
                         run_id=run.run_id,
                         run_monitor_id=run.monitor_id,
                     )
