@@ -3,8 +3,12 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+NPM    ?= npm
+# Stoplight Prism (pinned in contract/package-lock.json), installed by npm ci.
+PRISM_STAMP := contract/node_modules/.installed
+CONTRACT_ROUNDS ?= 40
 
-.PHONY: install demo test lint typecheck check clean
+.PHONY: install demo test contract bench lint typecheck check clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,14 +24,28 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest
 
+$(PRISM_STAMP): contract/package.json $(wildcard contract/package-lock.json)
+	@command -v $(NPM) >/dev/null || { echo "make contract needs Node.js >= 18.20.1 with npm (for Prism 5.14.2)" >&2; exit 1; }
+	cd contract && if [ -f package-lock.json ]; then $(NPM) ci --no-audit --no-fund; else $(NPM) install --no-audit --no-fund; fi
+	touch $(PRISM_STAMP)
+
+# The client against Prism mocking the published Datafold spec (contract/run_contract.py).
+contract: $(STAMP) $(PRISM_STAMP)
+	$(BIN)/python contract/run_contract.py --rounds $(CONTRACT_ROUNDS)
+
+# Speed and memory figures: the real CLI against the simulator (bench/run_bench.py).
+BENCH_ARGS ?= --sizes 1000,5000,10000 --modes poll,feed
+bench: $(STAMP)
+	$(BIN)/python bench/run_bench.py $(BENCH_ARGS)
+
 lint: $(STAMP)
-	$(BIN)/ruff check notifier tests
-	$(BIN)/ruff format --check notifier tests
+	$(BIN)/ruff check notifier tests contract bench
+	$(BIN)/ruff format --check notifier tests contract bench
 
 typecheck: $(STAMP)
-	$(BIN)/mypy notifier
+	$(BIN)/mypy notifier contract/run_contract.py
 
 check: lint typecheck test
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache contract/node_modules contract/.out

@@ -1,6 +1,6 @@
 """Profile one steady poll cycle of N monitors (pyinstrument), the simulator in another process.
 
-    python bench/profile_cycle.py --size 5000 [--mode poll] [--html profile.html]
+python bench/profile_cycle.py --size 5000 [--mode poll] [--html profile.html]
 """
 
 from __future__ import annotations

@@ -130,7 +130,11 @@ async def bench_one(
                 "NOTIFIER_LOG_LEVEL": "info",
             }
             proc = await asyncio.create_subprocess_exec(
-                CLI, "run", env=env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE
+                CLI,
+                "run",
+                env=env,
+                stdout=asyncio.subprocess.DEVNULL,
+                stderr=asyncio.subprocess.PIPE,
             )
             assert proc.stderr is not None
             durations: list[float] = []
@@ -172,9 +176,7 @@ async def bench_one(
     await runner.cleanup()
     ideal = size * latency / DEFAULT_CONCURRENCY
     lower = size if mode == "poll" else math.ceil(size / FEED_PAGE_SIZE)
-    return Result(
-        size, mode, durations, requests, cpu, rss, state_kb, latencies, lower, ideal
-    )
+    return Result(size, mode, durations, requests, cpu, rss, state_kb, latencies, lower, ideal)
 
 
 def detection_latencies(sim: Simulator, receiver: Receiver, since: float) -> list[float]:
