@@ -17,12 +17,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from run_bench import API_KEY, build_simulator  # noqa: E402
+from run_bench import API_KEY, build_simulator
 
-from notifier.daemon import make_notifier, open_runtime  # noqa: E402
-from notifier.logs import configure_logging  # noqa: E402
-from notifier.settings import load_settings  # noqa: E402
-from notifier.simulator import serve  # noqa: E402
+from notifier.daemon import make_notifier, open_runtime
+from notifier.logs import configure_logging
+from notifier.settings import load_settings
+from notifier.simulator import serve
 
 
 def serve_simulator(size: int, latency: float, port: int) -> None:
@@ -53,7 +53,7 @@ async def cycles(size: int, mode: str, port: int, html: str | None, cprofile: bo
             NOTIFIER_STATE_FILE=str(Path(tmp) / "state.json"),
             NOTIFIER_POLL_MODE=mode,
         )
-        configure_logging(level="info", fmt="json", stream=open(os.devnull, "w"))  # noqa: SIM115
+        configure_logging(level="info", fmt="json", stream=open(os.devnull, "w"))
         async with open_runtime(settings) as runtime:
             notifier = make_notifier(runtime, spread=False)
             await notifier.run_cycle()  # baseline
@@ -72,9 +72,10 @@ async def cycles(size: int, mode: str, port: int, html: str | None, cprofile: bo
                 assert profiler is not None
                 with profiler:
                     await notifier.run_cycle()
+            used = time.process_time() - cpu
             print(
                 f"steady cycle: {time.perf_counter() - started:.2f} s wall, "
-                f"{time.process_time() - cpu:.2f} s CPU ({(time.process_time() - cpu) / size * 1000:.3f} ms/monitor)"
+                f"{used:.2f} s CPU ({used / size * 1000:.3f} ms/monitor)"
             )
             if cprof is not None:
                 stats = pstats.Stats(cprof).sort_stats("tottime")
