@@ -236,7 +236,7 @@ class Daemon:
             self._notifier.save()
         except StateError as exc:
             log.error("state_save_failed", error=str(exc))
-            return 1
+            return 2  # the state file cannot be used, as for the other commands
         log.info("daemon_stopped")
         return 0
 

@@ -50,6 +50,10 @@ class StateFile:
             ) from None
         except OSError as exc:
             raise StateError(f"cannot lock state file {self.path}: {exc.strerror}") from None
+        # With the lock held no one else writes here: a temp file is what a save killed before its
+        # rename left behind (the state file itself is whole either way).
+        for stale in self.path.parent.glob(f".{self.path.name}.*.tmp"):
+            stale.unlink(missing_ok=True)
         try:
             yield
         finally:

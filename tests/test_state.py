@@ -134,3 +134,15 @@ def test_peek_has_no_side_effects(tmp_path: Path) -> None:
     with pytest.raises(StateError, match="corrupt"):
         store.peek()
     assert path.read_text() == "garbage"
+
+
+def test_taking_the_lock_removes_temp_files_of_an_interrupted_save(tmp_path: Path) -> None:
+    path = tmp_path / "s.json"
+    StateFile(path).save(sample_state())
+    leftover = tmp_path / ".s.json.abc123.tmp"
+    leftover.write_text("half")
+    unrelated = tmp_path / ".other.json.abc123.tmp"
+    unrelated.write_text("not ours")
+    with StateFile(path).locked():
+        assert not leftover.exists() and unrelated.exists()
+    assert StateFile(path).load() == sample_state()
