@@ -58,6 +58,7 @@ class Receiver:
 class Result:
     size: int
     mode: str
+    spread: float | None
     cycles: list[float]
     requests: list[int]
     cpu: list[float]
@@ -106,7 +107,14 @@ def build_simulator(size: int, latency: float, seed: int) -> tuple[Simulator, di
 
 
 async def bench_one(
-    size: int, mode: str, *, latency: float, interval: float, cycles: int, seed: int
+    size: int,
+    mode: str,
+    *,
+    latency: float,
+    interval: float,
+    cycles: int,
+    seed: int,
+    spread: float | None = None,
 ) -> Result:
     sim, _ = build_simulator(size, latency, seed)
     receiver = Receiver()
@@ -129,6 +137,8 @@ async def bench_one(
                 "NOTIFIER_LOG_FORMAT": "json",
                 "NOTIFIER_LOG_LEVEL": "info",
             }
+            if spread is not None:
+                env["NOTIFIER_POLL_SPREAD_SECONDS"] = str(spread)
             proc = await asyncio.create_subprocess_exec(
                 CLI,
                 "run",
@@ -185,7 +195,9 @@ async def bench_one(
     # for each monitor whose (last_run, state) changed since the previous cycle.
     pages = math.ceil(size / FEED_PAGE_SIZE)
     lower = size if mode == "poll" else pages + (statistics.median(changed) if changed else 0)
-    return Result(size, mode, durations, requests, cpu, rss, state_kb, latencies, lower, ideal)
+    return Result(
+        size, mode, spread, durations, requests, cpu, rss, state_kb, latencies, lower, ideal
+    )
 
 
 def feed_snapshot(sim: Simulator) -> dict[int, tuple[Any, Any]]:
@@ -238,7 +250,8 @@ def report(results: list[Result], args: argparse.Namespace) -> None:
         reqs = statistics.median(r.requests) if r.requests else math.nan
         cpu = statistics.median(r.cpu) if r.cpu else math.nan
         print(
-            f"| {r.size} | {r.mode} | {cycle:.2f} | {r.ideal:.2f} | {cycle / r.ideal:.2f} "
+            f"| {r.size} | {r.mode if r.spread is None else f'{r.mode}, spread {r.spread:g} s'} "
+            f"| {cycle:.2f} | {r.ideal:.2f} | {cycle / r.ideal:.2f} "
             f"| {reqs:.0f} | {r.lower_bound:.0f} | {cpu:.2f} | {cpu / r.size * 1000:.3f} "
             f"| {r.rss_mb:.0f} | {r.state_kb:.0f} | {r.state_kb * 1024 / r.size:.0f} "
             f"| {percentile(r.latencies, 0.5):.1f} | {percentile(r.latencies, 0.99):.1f} "
@@ -254,6 +267,9 @@ async def main() -> None:
     parser.add_argument("--interval", type=float, default=60.0, help="poll interval in seconds")
     parser.add_argument("--cycles", type=int, default=3, help="steady cycles to measure")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--spread", type=float, default=None, help="NOTIFIER_POLL_SPREAD_SECONDS (default: auto)"
+    )
     args = parser.parse_args()
     results = []
     for size in (int(s) for s in args.sizes.split(",")):
@@ -266,6 +282,7 @@ async def main() -> None:
                     interval=args.interval,
                     cycles=args.cycles,
                     seed=args.seed,
+                    spread=args.spread,
                 )
             )
     report(results, args)

@@ -329,7 +329,7 @@ class Settings(BaseSettings):
         bound then paces the requests themselves.
         """
         if self.poll_spread_seconds is not None:
-            return min(self.poll_spread_seconds, self.poll_interval_seconds / 2)
+            return min(self.poll_spread_seconds, self.poll_interval_seconds * 0.9)
         return min(self.poll_interval_seconds / 10, 5.0, 0.001 * len(self.monitor_ids))
 
     def has_destination(self) -> bool:
