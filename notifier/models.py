@@ -30,15 +30,18 @@ def as_utc(value: datetime) -> datetime:
 
 
 def _tolerant_datetime(value: Any) -> datetime | None:
-    """A timestamp that does not parse counts as unknown instead of failing the whole answer."""
-    if value is None or isinstance(value, datetime):
-        return as_utc(value) if isinstance(value, datetime) else None
-    if not isinstance(value, str):
-        return None
+    """A timestamp that does not parse counts as unknown instead of failing the whole answer.
+
+    So does one whose UTC equivalent falls outside years 1 to 9999 (OverflowError).
+    """
     try:
-        return as_utc(datetime.fromisoformat(value.replace("Z", "+00:00")))
-    except ValueError:
+        if isinstance(value, datetime):
+            return as_utc(value)
+        if isinstance(value, str):
+            return as_utc(datetime.fromisoformat(value.replace("Z", "+00:00")))
+    except (ValueError, OverflowError):
         return None
+    return None
 
 
 class MonitorRun(BaseModel):

@@ -351,12 +351,18 @@ class Notifier:
                     since=window.since.isoformat(),
                     reason="the last successful poll is older than NOTIFIER_CATCHUP_LIMIT_SECONDS",
                 )
-            runs = await self._source.list_runs(monitor_id, window.since)
+            listed_runs = await self._source.list_runs(monitor_id, window.since)
+            runs = [run for run in listed_runs if run.monitor_id == monitor_id]
+            if len(runs) != len(listed_runs):
+                log.warning(
+                    "foreign_runs_dropped",
+                    monitor_id=monitor_id,
+                    count=len(listed_runs) - len(runs),
+                )
             listed = {run.run_id for run in runs}
             stale = stale_in_progress(self.state.monitors.get(monitor_id), listed)
             stale = stale[:MAX_DIRECT_FETCHES]
             found = await asyncio.gather(*(self._direct(monitor_id, run_id) for run_id in stale))
-            runs = list(runs)
             gone = []
             for run_id, result in zip(stale, found, strict=True):
                 if isinstance(result, _Gone):
