@@ -1,0 +1,507 @@
+"""Routing: which named destinations an event goes to, from a TOML routes file or today's settings.
+
+Pure: stdlib, pydantic and the URL rules of `settings`. The environment comes in as a mapping;
+secrets are `SecretStr` and no repr or error message shows them.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import difflib
+import fnmatch
+import hashlib
+import re
+import tomllib
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal, Self
+from urllib.parse import urlsplit
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from notifier.models import MonitorInfo
+from notifier.settings import Settings, _http_url, _is_loopback, _split
+
+EventKind = Literal["alert", "error", "recovered", "reminder"]
+#: Every kind of event a route can match, in the order `explain` lists them.
+EVENT_KINDS: tuple[EventKind, ...] = ("alert", "error", "recovered", "reminder")
+
+_ENV_PREFIX = "env:"
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+#: Destination names end up in logs, the outbox and `check`: keep them one plain word.
+_DESTINATION_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
+#: Slack user (U…, W…) and user-group (S…) IDs, or a channel-wide mention.
+_MENTION = re.compile(r"[UWS][A-Z0-9]{2,}|@here|@channel")
+
+
+class RoutesError(Exception):
+    """A routes file problem, as one line naming the file and the key or line; never a secret."""
+
+
+@dataclass(frozen=True)
+class _FileContext:
+    """Validation context of a routes file: where `env:NAME` resolves, and the plain-http policy."""
+
+    environ: Mapping[str, str]
+    allow_http: bool
+
+
+def _file_context(info: ValidationInfo) -> _FileContext | None:
+    return info.context if isinstance(info.context, _FileContext) else None
+
+
+def _resolve_env(value: Any, info: ValidationInfo) -> Any:
+    """In a routes file a secret is `env:NAME`; built in code (no file context) it is the value."""
+    context = _file_context(info)
+    if context is None:
+        return value
+    if not isinstance(value, str) or not value.startswith(_ENV_PREFIX):
+        # Not echoed: it may be the secret itself, written where it must not be.
+        raise ValueError(
+            'write "env:NAME" to read this secret from an environment variable '
+            "(secrets are not written in the routes file)"
+        )
+    name = value.removeprefix(_ENV_PREFIX).strip()
+    if not _ENV_NAME.fullmatch(name):
+        raise ValueError('after "env:" give an environment variable name (letters, digits, _)')
+    if name not in context.environ:
+        raise ValueError(f"environment variable {name} is not set")
+    resolved = context.environ[name].strip()
+    if not resolved:
+        raise ValueError(f"environment variable {name} is empty")
+    return resolved
+
+
+def _check_url(url: SecretStr, info: ValidationInfo) -> SecretStr:
+    """An http(s) URL as settings require; plain http only to this machine unless allowed."""
+    text = _http_url(url.get_secret_value())
+    context = _file_context(info)
+    if context is not None and not context.allow_http:
+        parts = urlsplit(text)
+        if parts.scheme == "http" and not _is_loopback(parts.hostname):
+            raise ValueError(
+                "plain http:// to a host other than this machine is refused (the traffic carries "
+                "secrets): use https:// or set NOTIFIER_ALLOW_HTTP=true"
+            )
+    return SecretStr(text)
+
+
+def _whsec_problem(text: str) -> str | None:
+    """Why `text` is no Standard Webhooks secret (NOTIFIER_WEBHOOK_SECRET's rule), or None."""
+    if not text.startswith("whsec_"):
+        return "must be a Standard Webhooks secret starting with whsec_"
+    encoded = text.removeprefix("whsec_").strip()
+    try:
+        key = base64.b64decode(encoded + "=" * (-len(encoded) % 4), validate=True)
+    except (binascii.Error, ValueError):
+        return "is not valid base64 after whsec_"
+    if len(key) < 16:
+        return "is too short: use at least 16 random bytes, base64"
+    return None
+
+
+def webhook_destination_name(url: str) -> str:
+    """The stable name of a NOTIFIER_WEBHOOK_URLS entry, as `WebhookSink.name` computes it."""
+    return "webhook-" + hashlib.sha256(url.encode()).hexdigest()[:8]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SlackDestination(_Strict):
+    """A channel posted to with a bot token (`chat.postMessage`); the only one that can thread."""
+
+    type: Literal["slack"] = "slack"
+    channel: str = Field(min_length=1)
+    token: SecretStr
+    thread: bool = False
+    recovery: bool = True
+    mentions: list[str] = Field(default_factory=list)
+    mention_owner: bool = False
+    digest_threshold: int | None = Field(None, ge=1)
+
+    @field_validator("channel", mode="before")
+    @classmethod
+    def _strip_channel(cls, value: Any) -> Any:
+        return value.strip() if isinstance(value, str) else value
+
+    @field_validator("token", mode="before")
+    @classmethod
+    def _token_from_env(cls, value: Any, info: ValidationInfo) -> Any:
+        return _resolve_env(value, info)
+
+    @field_validator("mentions")
+    @classmethod
+    def _check_mentions(cls, value: list[str]) -> list[str]:
+        return _checked_mentions(value)
+
+
+class SlackWebhookDestination(_Strict):
+    """A Slack incoming webhook; its URL is the secret."""
+
+    type: Literal["slack-webhook"] = "slack-webhook"
+    url: SecretStr
+    recovery: bool = True
+    mentions: list[str] = Field(default_factory=list)
+    digest_threshold: int | None = Field(None, ge=1)
+
+    @field_validator("url", mode="before")
+    @classmethod
+    def _url_from_env(cls, value: Any, info: ValidationInfo) -> Any:
+        return _resolve_env(value, info)
+
+    @field_validator("url")
+    @classmethod
+    def _check_url(cls, value: SecretStr, info: ValidationInfo) -> SecretStr:
+        return _check_url(value, info)
+
+    @field_validator("mentions")
+    @classmethod
+    def _check_mentions(cls, value: list[str]) -> list[str]:
+        return _checked_mentions(value)
+
+
+class WebhookDestination(_Strict):
+    """A signed webhook. In the file, `secret` is one `env:NAME` (or a list), each of which may
+    hold several comma-separated secrets during a rotation."""
+
+    model_config = ConfigDict(validate_by_name=True, validate_by_alias=True)
+
+    type: Literal["webhook"] = "webhook"
+    url: SecretStr
+    secrets: list[SecretStr] = Field(default_factory=list, alias="secret")
+    format: Literal["standard", "alertmanager"] = "standard"
+    recovery: bool = True
+
+    @field_validator("url", mode="before")
+    @classmethod
+    def _url_from_env(cls, value: Any, info: ValidationInfo) -> Any:
+        return _resolve_env(value, info)
+
+    @field_validator("url")
+    @classmethod
+    def _check_url(cls, value: SecretStr, info: ValidationInfo) -> SecretStr:
+        return _check_url(value, info)
+
+    @field_validator("secrets", mode="before")
+    @classmethod
+    def _secrets_from_env(cls, value: Any, info: ValidationInfo) -> Any:
+        if _file_context(info) is None:
+            return value
+        references = value if isinstance(value, list) else [value]
+        return [part for ref in references for part in _split(_resolve_env(ref, info))]
+
+    @field_validator("secrets")
+    @classmethod
+    def _check_secrets(cls, value: list[SecretStr]) -> list[SecretStr]:
+        for index, secret in enumerate(value, start=1):
+            problem = _whsec_problem(secret.get_secret_value())
+            if problem is not None:
+                which = f"secret number {index}" if len(value) > 1 else "the secret"
+                raise ValueError(f"{which} {problem}")
+        return value
+
+
+Destination = Annotated[
+    SlackDestination | SlackWebhookDestination | WebhookDestination, Field(discriminator="type")
+]
+_DESTINATION_TYPES: dict[str, type[BaseModel]] = {
+    "slack": SlackDestination,
+    "slack-webhook": SlackWebhookDestination,
+    "webhook": WebhookDestination,
+}
+
+
+def _checked_mentions(value: list[str]) -> list[str]:
+    for mention in value:
+        if not _MENTION.fullmatch(mention):
+            raise ValueError(
+                f"{mention[:40]!r} is not a Slack user (U…/W…) or user-group (S…) ID, "
+                "@here or @channel"
+            )
+    return value
+
+
+class Match(_Strict):
+    """Conditions on a monitor and the event kind: every given one must hold; within a list, any
+    value. Comparisons ignore case, except `name_regex` (write `(?i)` for that)."""
+
+    monitor_ids: list[Annotated[int, Field(ge=1)]] | None = Field(None, min_length=1)
+    tags: list[str] | None = Field(None, min_length=1)
+    all_tags: list[str] | None = Field(None, min_length=1)
+    types: list[str] | None = Field(None, min_length=1)
+    owners: list[str] | None = Field(None, min_length=1)
+    name: str | None = Field(None, min_length=1)
+    name_regex: re.Pattern[str] | None = None
+    kinds: list[EventKind] | None = Field(None, min_length=1)
+
+    @field_validator("name_regex", mode="before")
+    @classmethod
+    def _compile(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            try:
+                return re.compile(value)
+            except re.error as exc:
+                raise ValueError(f"not a valid regular expression: {exc}") from None
+        return value
+
+    def matches(self, monitor: MonitorInfo, kind: str) -> bool:
+        """Whether an event of `kind` about `monitor` meets every given condition."""
+        tags = _folded(monitor.tags)
+        return (
+            (self.monitor_ids is None or monitor.id in self.monitor_ids)
+            and (self.tags is None or not tags.isdisjoint(_folded(self.tags)))
+            and (self.all_tags is None or _folded(self.all_tags) <= tags)
+            and (self.types is None or _folded_in(monitor.monitor_type, self.types))
+            and (self.owners is None or _folded_in(monitor.owner, self.owners))
+            and self._name_matches(monitor.name)
+            and (self.kinds is None or kind in self.kinds)
+        )
+
+    def _name_matches(self, name: str | None) -> bool:
+        """A name condition never matches a monitor without a name."""
+        if self.name is None and self.name_regex is None:
+            return True
+        if name is None:
+            return False
+        glob_ok = self.name is None or fnmatch.fnmatchcase(name.casefold(), self.name.casefold())
+        return glob_ok and (self.name_regex is None or bool(self.name_regex.search(name)))
+
+
+def _folded(values: Iterable[str]) -> set[str]:
+    return {value.strip().casefold() for value in values}
+
+
+def _folded_in(value: str | None, values: Iterable[str]) -> bool:
+    return value is not None and value.strip().casefold() in _folded(values)
+
+
+class Route(_Strict):
+    """Where matching events go. First match wins unless `continue` is true; `to = []` drops."""
+
+    model_config = ConfigDict(validate_by_name=True, validate_by_alias=True)
+
+    name: str | None = Field(None, min_length=1)
+    match: Match = Field(default_factory=Match)
+    to: list[str]
+    continue_: bool = Field(False, alias="continue")
+
+    def label(self, index: int) -> str:
+        """How logs and `check` name the route: its name, or its place in the file."""
+        return self.name or f"routes[{index}]"
+
+
+class DefaultRoute(_Strict):
+    """Where events that no route matched go."""
+
+    to: list[str]
+
+
+class Routes(_Strict):
+    """The validated routing table: named destinations, ordered routes and an optional default."""
+
+    destinations: dict[str, Destination] = Field(default_factory=dict)
+    routes: list[Route] = Field(default_factory=list)
+    default: DefaultRoute | None = None
+
+    @model_validator(mode="after")
+    def _check_names(self, info: ValidationInfo) -> Self:
+        problems: list[str] = []
+        seen: dict[str, str] = {}
+        for name in self.destinations:
+            if not _DESTINATION_NAME.fullmatch(name):
+                problems.append(
+                    f"destinations[{name[:40]!r}]: a destination name uses only letters, digits, "
+                    "- and _"
+                )
+            elif name.casefold() in seen:
+                problems.append(
+                    f"destinations.{name}: duplicate of destination {seen[name.casefold()]} "
+                    "(names differing only in case would be confused)"
+                )
+            seen.setdefault(name.casefold(), name)
+        known = ", ".join(self.destinations) or "none is defined"
+        targets = [(f"routes[{i}].to", route.to) for i, route in enumerate(self.routes)]
+        if self.default is not None:
+            targets.append(("default.to", self.default.to))
+        for where, names in targets:
+            for index, target in enumerate(names):
+                if target not in self.destinations:
+                    problems.append(
+                        f"{where}[{index}]: unknown destination {target[:40]!r} (known: {known})"
+                    )
+        route_names: dict[str, int] = {}
+        for index, route in enumerate(self.routes):
+            if route.name is not None and route.name in route_names:
+                problems.append(
+                    f"routes[{index}].name: {route.name[:40]!r} is already the name of "
+                    f"routes[{route_names[route.name]}]"
+                )
+            if route.name is not None:
+                route_names.setdefault(route.name, index)
+        if _file_context(info) is not None and not problems:
+            if not self.destinations:
+                problems.append("no destinations: define at least one [destinations.NAME] table")
+            elif not self.routes and self.default is None:
+                problems.append("nothing is routed: add [[routes]] or a [default] table")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    def secrets(self) -> list[str]:
+        """Every secret value of the destinations, so the log pipeline can redact it."""
+        values: list[SecretStr] = []
+        for destination in self.destinations.values():
+            if isinstance(destination, SlackDestination):
+                values.append(destination.token)
+            elif isinstance(destination, WebhookDestination):
+                values += [destination.url, *destination.secrets]
+            else:
+                values.append(destination.url)
+        return [value.get_secret_value() for value in values]
+
+
+def load_routes(path: Path, environ: Mapping[str, str], *, allow_http: bool = False) -> Routes:
+    """Read and validate a routes file, resolving `env:NAME` secrets from `environ`.
+
+    Raises `RoutesError`: one line naming the file and the line/column or key path.
+    """
+    try:
+        with path.open("rb") as file:
+            data = tomllib.load(file)
+    except tomllib.TOMLDecodeError as exc:
+        raise RoutesError(f"{path}: {exc}") from None
+    except UnicodeDecodeError:
+        raise RoutesError(f"{path}: not UTF-8 text") from None
+    except OSError as exc:
+        raise RoutesError(
+            f"{path}: cannot read it ({exc.strerror or type(exc).__name__})"
+        ) from None
+    try:
+        return Routes.model_validate(data, context=_FileContext(environ, allow_http))
+    except ValidationError as exc:
+        raise RoutesError(f"{path}: {_describe(exc)}") from None
+
+
+def _describe(exc: ValidationError) -> str:
+    """Each problem as `key.path: message`, all on one line; inputs (maybe secrets) never shown."""
+    problems = []
+    for error in exc.errors(include_url=False, include_input=False):
+        loc = list(error["loc"])
+        model = _model_at(loc[:-1])
+        # The union tag pydantic adds after the destination name is no key in the file.
+        if len(loc) >= 3 and loc[0] == "destinations" and loc[2] in _DESTINATION_TYPES:
+            del loc[2]
+        message = str(error["msg"]).removeprefix("Value error, ")
+        context = error.get("ctx") or {}
+        match error["type"]:
+            case "missing":
+                message = "field required"
+            case "extra_forbidden":
+                message = _unknown_key(loc[-1], model)
+            case "union_tag_invalid":
+                loc.append("type")
+                message = f"unknown type {str(context.get('tag'))[:40]!r} (use {_TYPE_CHOICES})"
+            case "union_tag_not_found":
+                loc.append("type")
+                message = f"field required ({_TYPE_CHOICES})"
+        path = _path(loc)
+        problems.append(f"{path}: {message}" if path else message)
+    return "; ".join(problems)
+
+
+_TYPE_CHOICES = ", ".join(_DESTINATION_TYPES)
+
+
+def _model_at(loc: Sequence[Any]) -> type[BaseModel] | None:
+    """The model whose keys live at `loc` (as pydantic gives it), to suggest a mistyped key."""
+    match list(loc):
+        case []:
+            return Routes
+        case ["routes", int()]:
+            return Route
+        case ["routes", int(), "match"]:
+            return Match
+        case ["default"]:
+            return DefaultRoute
+        case ["destinations", str(), str(tag)]:
+            return _DESTINATION_TYPES.get(tag)
+    return None
+
+
+def _unknown_key(key: Any, model: type[BaseModel] | None) -> str:
+    message = "unknown key"
+    if model is None:
+        return message
+    allowed = [field.alias or name for name, field in model.model_fields.items()]
+    close = difflib.get_close_matches(str(key), allowed, n=1)
+    if close:
+        return f"{message} (did you mean {close[0]}?)"
+    return f"{message} (use {', '.join(allowed)})"
+
+
+def _path(loc: Sequence[Any]) -> str:
+    path = ""
+    for part in loc:
+        if isinstance(part, int):
+            path += f"[{part}]"
+        elif _DESTINATION_NAME.fullmatch(str(part)):
+            path += f".{part}" if path else str(part)
+        else:
+            path += f"[{str(part)[:40]!r}]"
+    return path
+
+
+def routes_from_settings(settings: Settings) -> Routes:
+    """Today's environment variables as one default route to every destination they configure,
+    named as today's sinks are, so outbox entries stay deliverable."""
+    destinations: dict[str, SlackDestination | SlackWebhookDestination | WebhookDestination] = {}
+    if settings.slack_bot_token is not None and settings.slack_channel:
+        destinations["slack"] = SlackDestination(
+            channel=settings.slack_channel, token=settings.slack_bot_token
+        )
+    if settings.slack_webhook_url is not None:
+        destinations["slack-webhook"] = SlackWebhookDestination(url=settings.slack_webhook_url)
+    for url in settings.webhook_urls:
+        name = webhook_destination_name(url.get_secret_value())
+        destinations[name] = WebhookDestination(url=url, secrets=list(settings.webhook_secrets))
+    default = DefaultRoute(to=list(destinations)) if destinations else None
+    return Routes(destinations=destinations, default=default)
+
+
+def destinations_for(routes: Routes, monitor: MonitorInfo, kind: str) -> list[str]:
+    """Destination names for one event, de-duplicated in route order.
+
+    The first matching route wins unless it says `continue`; the default applies only when no
+    route matched. A `recovered` event skips destinations with `recovery = false`.
+    """
+    names: dict[str, None] = {}
+    matched = False
+    for route in routes.routes:
+        if route.match.matches(monitor, kind):
+            matched = True
+            names.update(dict.fromkeys(route.to))
+            if not route.continue_:
+                break
+    if not matched and routes.default is not None:
+        names.update(dict.fromkeys(routes.default.to))
+    if kind == "recovered":
+        return [name for name in names if routes.destinations[name].recovery]
+    return list(names)
+
+
+def explain(routes: Routes, monitor: MonitorInfo) -> dict[str, list[str]]:
+    """For `check`: each event kind mapped to where an event of that kind about `monitor` goes."""
+    return {kind: destinations_for(routes, monitor, kind) for kind in EVENT_KINDS}
