@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import structlog
+from dotenv import dotenv_values
 
 from notifier import __version__
 from notifier.daemon import (
@@ -28,6 +29,7 @@ from notifier.daemon import (
 )
 from notifier.logs import configure_logging
 from notifier.preflight import run_checks
+from notifier.routing import Routes, RoutesError, load_routes, routes_from_settings
 from notifier.settings import ConfigError, Settings, load_settings
 from notifier.simulator import demo_simulator, serve
 from notifier.sinks import Sink
@@ -102,16 +104,23 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(_demo(args.env_file, args.interval, args.duration))
         settings = load_settings(args.env_file)
         _require_work(settings, args.command)
+        routes = _load_routes(settings, args.env_file)
         configure_logging(
-            level=settings.log_level, fmt=settings.log_format, secrets=settings.secrets()
+            level=settings.log_level,
+            fmt=settings.log_format,
+            secrets=[*settings.secrets(), *routes.secrets()],
         )
         if args.command == "check":
-            return asyncio.run(run_checks(settings, sys.stdout, trust_env=_proxy_configured()))
+            return asyncio.run(
+                run_checks(settings, routes, sys.stdout, trust_env=_proxy_configured())
+            )
         if args.command == "once":
-            return asyncio.run(_once(settings))
-        return asyncio.run(_run(settings))
+            return asyncio.run(_once(settings, routes))
+        return asyncio.run(_run(settings, routes))
     except ConfigError as exc:
         return _fail(f"configuration: {exc}")
+    except RoutesError as exc:
+        return _fail(f"routes: {exc}")
     except (StateError, StatusError) as exc:
         return _fail(str(exc))
     except KeyboardInterrupt:
@@ -125,6 +134,19 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _fail(message: str) -> int:
     print(f"datafold-notifier: error: {message}", file=sys.stderr)
     return EXIT_CONFIG
+
+
+def _load_routes(settings: Settings, env_file: Path | None) -> Routes:
+    """The routes file's rules, or one default route to the destinations of the environment.
+
+    `env:NAME` references in the file resolve against the environment and the env file.
+    """
+    if settings.routes_file is None:
+        return routes_from_settings(settings)
+    dotenv = env_file or Path(".env")
+    file_values = dotenv_values(dotenv) if dotenv.is_file() else {}
+    environ = {k: v for k, v in file_values.items() if v is not None} | dict(os.environ)
+    return load_routes(settings.routes_file, environ, allow_http=settings.allow_http)
 
 
 def _proxy_configured() -> bool:
@@ -143,8 +165,8 @@ def _require_work(settings: Settings, command: str) -> None:
         )
 
 
-async def _once(settings: Settings) -> int:
-    async with open_runtime(settings, trust_env=_proxy_configured()) as runtime:
+async def _once(settings: Settings, routes: Routes) -> int:
+    async with open_runtime(settings, routes, trust_env=_proxy_configured()) as runtime:
         with runtime.store.locked():
             report = await make_notifier(runtime, spread=False).run_cycle()
     if report.key_refused and report.all_failed:
@@ -156,10 +178,8 @@ async def _once(settings: Settings) -> int:
     return EXIT_OK
 
 
-async def _run(settings: Settings, extra_sinks: dict[str, Sink] | None = None) -> int:
-    async with open_runtime(
-        settings, extra_sinks=extra_sinks, trust_env=_proxy_configured()
-    ) as runtime:
+async def _run(settings: Settings, routes: Routes) -> int:
+    async with open_runtime(settings, routes, trust_env=_proxy_configured()) as runtime:
         with runtime.store.locked():
             return await _daemon(settings, runtime).run()
 
@@ -190,8 +210,11 @@ async def _demo(env_file: Path | None, interval: float, duration: float | None) 
                 NOTIFIER_LOOKBACK_SECONDS="600",
                 NOTIFIER_STATE_FILE=str(Path(tmp) / "demo.state.json"),
             )
+            routes = _load_routes(settings, env_file)
             configure_logging(
-                level=settings.log_level, fmt=settings.log_format, secrets=settings.secrets()
+                level=settings.log_level,
+                fmt=settings.log_format,
+                secrets=[*settings.secrets(), *routes.secrets()],
             )
             print(
                 f"datafold-notifier demo: simulated Datafold at {url}, monitors "
@@ -203,7 +226,7 @@ async def _demo(env_file: Path | None, interval: float, duration: float | None) 
             console = ConsoleSink()
             extra: dict[str, Sink] = {console.name: console}
             async with open_runtime(
-                settings, extra_sinks=extra, trust_env=_proxy_configured()
+                settings, routes, extra_sinks=extra, trust_env=_proxy_configured()
             ) as runtime:
                 with runtime.store.locked():
                     daemon = _daemon(settings, runtime)

@@ -22,6 +22,14 @@ from notifier.datafold import DatafoldClient
 from notifier.detect import DetectionPolicy
 from notifier.health import HealthTracker
 from notifier.metrics import Metrics
+from notifier.models import Notification
+from notifier.routing import (
+    Routes,
+    SlackDestination,
+    SlackWebhookDestination,
+    destinations_for,
+    routes_from_settings,
+)
 from notifier.service import Notifier, ServiceConfig
 from notifier.settings import Settings
 from notifier.sinks import Sink
@@ -58,37 +66,37 @@ def service_config(settings: Settings, *, spread: bool = True) -> ServiceConfig:
     )
 
 
-def build_sinks(settings: Settings, session: aiohttp.ClientSession) -> dict[str, Sink]:
-    """The explicit registry of destinations configured in the settings, by stable name."""
-    sinks: list[Sink] = []
-    timeout = int(settings.request_timeout_seconds)
-    if settings.slack_bot_token is not None and settings.slack_channel:
-        sinks.append(
-            SlackBotSink(
-                settings.slack_bot_token.get_secret_value(),
-                settings.slack_channel,
+def build_sinks(
+    routes: Routes, settings: Settings, session: aiohttp.ClientSession
+) -> dict[str, Sink]:
+    """The explicit registry: one sink per destination of the routes, by its stable name."""
+    sinks: dict[str, Sink] = {}
+    timeout = settings.request_timeout_seconds
+    for name, destination in routes.destinations.items():
+        if isinstance(destination, SlackDestination):
+            sinks[name] = SlackBotSink(
+                destination.token.get_secret_value(),
+                destination.channel,
                 base_url=settings.slack_api_url,
                 session=session,
-                timeout=timeout,
+                timeout=int(timeout),
+                name=name,
             )
-        )
-    if settings.slack_webhook_url is not None:
-        sinks.append(
-            SlackWebhookSink(
-                settings.slack_webhook_url.get_secret_value(), session=session, timeout=timeout
+        elif isinstance(destination, SlackWebhookDestination):
+            sinks[name] = SlackWebhookSink(
+                destination.url.get_secret_value(), session=session, timeout=int(timeout), name=name
             )
-        )
-    secrets = [secret.get_secret_value() for secret in settings.webhook_secrets]
-    for url in settings.webhook_urls:
-        sinks.append(
-            WebhookSink(
-                url.get_secret_value(),
-                secret=secrets,
+        else:
+            sinks[name] = WebhookSink(
+                destination.url.get_secret_value(),
+                secret=[secret.get_secret_value() for secret in destination.secrets],
                 session=session,
-                timeout=settings.request_timeout_seconds,
+                timeout=timeout,
+                name=name,
+                payload_format=destination.format,
+                external_url=settings.datafold_host,
             )
-        )
-    return {sink.name: sink for sink in sinks}
+    return sinks
 
 
 def tls_context(settings: Settings) -> ssl.SSLContext:
@@ -104,6 +112,7 @@ class Runtime:
     """The adapters of one process: HTTP session, Datafold client, sinks and state file."""
 
     settings: Settings
+    routes: Routes
     session: aiohttp.ClientSession
     client: DatafoldClient
     sinks: dict[str, Sink]
@@ -113,6 +122,7 @@ class Runtime:
 @contextlib.asynccontextmanager
 async def open_runtime(
     settings: Settings,
+    routes: Routes | None = None,
     *,
     extra_sinks: dict[str, Sink] | None = None,
     trust_env: bool = False,
@@ -140,16 +150,28 @@ async def open_runtime(
             max_requests_per_second=settings.max_requests_per_second,
             request_timeout=settings.request_timeout_seconds,
         )
-        sinks = {**(extra_sinks or {}), **build_sinks(settings, session)}
-        yield Runtime(settings, session, client, sinks, StateFile(settings.state_file))
+        routes = routes if routes is not None else routes_from_settings(settings)
+        sinks = {**(extra_sinks or {}), **build_sinks(routes, settings, session)}
+        store = StateFile(settings.state_file)
+        yield Runtime(settings, routes, session, client, sinks, store)
     finally:
         await session.close()
 
 
 def make_notifier(runtime: Runtime, *, spread: bool = True) -> Notifier:
-    """A notifier over the runtime's adapters; loads the state file (hold its lock first)."""
+    """A notifier over the runtime's adapters; loads the state file (hold its lock first).
+
+    Sinks that are not destinations of the routes (the demo's console) get every notification.
+    """
     config = service_config(runtime.settings, spread=spread)
-    return Notifier(runtime.client, runtime.store, runtime.sinks, config)
+    routes = runtime.routes
+    unrouted = [name for name in runtime.sinks if name not in routes.destinations]
+
+    def route(notification: Notification) -> list[str]:
+        kind = notification.event.state
+        return [*destinations_for(routes, notification.monitor, kind), *unrouted]
+
+    return Notifier(runtime.client, runtime.store, runtime.sinks, config, route=route)
 
 
 @dataclass

@@ -8,12 +8,16 @@ from typing import TextIO
 
 from notifier.daemon import Runtime, open_runtime
 from notifier.datafold import ApiKeyRefused, DatafoldError
+from notifier.models import MonitorInfo
+from notifier.routing import Routes, explain
 from notifier.settings import Settings
 from notifier.sinks.checks import CheckResult
 from notifier.state import StateError
 
 
-async def run_checks(settings: Settings, out: TextIO, *, trust_env: bool = False) -> int:
+async def run_checks(
+    settings: Settings, routes: Routes, out: TextIO, *, trust_env: bool = False
+) -> int:
     """Print one line per check and return 0 when all passed, 1 otherwise."""
     results: list[CheckResult] = [
         CheckResult(
@@ -24,9 +28,11 @@ async def run_checks(settings: Settings, out: TextIO, *, trust_env: bool = False
         )
     ]
     _print(results, out)
-    async with open_runtime(settings, trust_env=trust_env) as runtime:
+    async with open_runtime(settings, routes, trust_env=trust_env) as runtime:
+        found, monitors = await _check_datafold(runtime)
         for batch in (
-            await _check_datafold(runtime),
+            found,
+            _check_routes(runtime, monitors),
             await _check_destinations(runtime),
             _check_state(runtime),
         ):
@@ -48,15 +54,17 @@ def _print(results: Iterable[CheckResult], out: TextIO) -> None:
     out.flush()
 
 
-async def _check_datafold(runtime: Runtime) -> list[CheckResult]:
+async def _check_datafold(runtime: Runtime) -> tuple[list[CheckResult], dict[int, MonitorInfo]]:
     ids = runtime.settings.monitor_ids
     answers = await asyncio.gather(
         *(runtime.client.get_monitor(m) for m in ids), return_exceptions=True
     )
     host = runtime.settings.datafold_host
     if any(isinstance(a, ApiKeyRefused) for a in answers):
-        return [CheckResult("datafold", False, f"{host} refused the API key (DATAFOLD_API_KEY)")]
+        refused = CheckResult("datafold", False, f"{host} refused the API key (DATAFOLD_API_KEY)")
+        return [refused], {}
     results = []
+    monitors: dict[int, MonitorInfo] = {}
     reached = [a for a in answers if not isinstance(a, BaseException)]
     if reached:
         results.append(CheckResult("datafold", True, f"API key accepted by {host}"))
@@ -67,9 +75,26 @@ async def _check_datafold(runtime: Runtime) -> list[CheckResult]:
         elif isinstance(answer, BaseException):
             results.append(CheckResult(name, False, f"internal error {type(answer).__name__}"))
         else:
+            monitors[monitor_id] = answer
             kind = answer.monitor_type or "unknown type"
             enabled = "" if answer.enabled is not False else ", DISABLED in Datafold"
             results.append(CheckResult(name, True, f"{answer.title!r} ({kind}{enabled})"))
+    return results, monitors
+
+
+def _check_routes(runtime: Runtime, monitors: dict[int, MonitorInfo]) -> list[CheckResult]:
+    """Where each monitor's alerts and errors would go; nowhere is a failure."""
+    results = []
+    for monitor_id in runtime.settings.monitor_ids:
+        monitor = monitors.get(monitor_id, MonitorInfo(id=monitor_id))
+        plan = explain(runtime.routes, monitor)
+        parts = [f"{kind} → {', '.join(plan[kind]) or 'nowhere'}" for kind in ("alert", "error")]
+        routed = all(plan[kind] for kind in ("alert", "error"))
+        results.append(
+            CheckResult(
+                f"route monitor {monitor_id}", routed, f"{monitor.title!r}: {'; '.join(parts)}"
+            )
+        )
     return results
 
 

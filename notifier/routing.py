@@ -112,7 +112,8 @@ def _whsec_problem(text: str) -> str | None:
 
 
 def webhook_destination_name(url: str) -> str:
-    """The stable name of a NOTIFIER_WEBHOOK_URLS entry, as `WebhookSink.name` computes it."""
+    """The stable name of a webhook configured by URL alone (no secret in it); `WebhookSink`
+    uses it too, so outbox entries stay deliverable."""
     return "webhook-" + hashlib.sha256(url.encode()).hexdigest()[:8]
 
 

@@ -138,10 +138,13 @@ class Notifier:
         config: ServiceConfig,
         *,
         clock: Callable[[], datetime] | None = None,
+        route: Callable[[Notification], list[str]] | None = None,
     ) -> None:
         self._source = source
         self._store = store
         self._sinks = dict(sinks)
+        #: Which destinations a notification goes to (routing rules); default: every sink.
+        self._route = route or (lambda notification: list(self._sinks))
         self._config = config
         self._clock = clock or (lambda: datetime.now(UTC))
         self._monitor_cache: dict[int, tuple[MonitorInfo, datetime]] = {}
@@ -434,9 +437,17 @@ class Notifier:
         for notification in notifications:
             if notification.id in queued:
                 continue
-            self.state.outbox.append(
-                OutboxEntry(notification=notification, pending=list(self._sinks))
-            )
+            pending = [name for name in self._route(notification) if name in self._sinks]
+            if not pending:
+                log.warning(
+                    "notification_unrouted",
+                    monitor_id=notification.event.monitor_id,
+                    run_id=notification.event.run_id,
+                    state=notification.event.state,
+                    reason="no route and no default route sends it anywhere",
+                )
+                continue
+            self.state.outbox.append(OutboxEntry(notification=notification, pending=pending))
 
     async def _drain(
         self,

@@ -42,6 +42,7 @@ _ECHOABLE = {
     "NOTIFIER_MONITOR_CACHE_SECONDS",
     "NOTIFIER_CATCHUP_LIMIT_SECONDS",
     "NOTIFIER_CA_BUNDLE",
+    "NOTIFIER_ROUTES_FILE",
     "NOTIFIER_ALLOW_HTTP",
     "NOTIFIER_POLL_SPREAD_SECONDS",
     "NOTIFIER_POLL_MODE",
@@ -155,6 +156,7 @@ class Settings(BaseSettings):
     webhook_secrets: Annotated[list[SecretStr], NoDecode] = Field(
         default_factory=list, validation_alias="NOTIFIER_WEBHOOK_SECRET"
     )
+    routes_file: Path | None = Field(None, validation_alias="NOTIFIER_ROUTES_FILE")
     ca_bundle: Path | None = Field(None, validation_alias="NOTIFIER_CA_BUNDLE")
     allow_http: bool = Field(False, validation_alias="NOTIFIER_ALLOW_HTTP")
 
@@ -333,8 +335,10 @@ class Settings(BaseSettings):
         return min(self.poll_interval_seconds / 10, 5.0, 0.001 * len(self.monitor_ids))
 
     def has_destination(self) -> bool:
-        """Whether any Slack or webhook destination is configured."""
-        return bool(self.slack_bot_token or self.slack_webhook_url or self.webhook_urls)
+        """Whether any Slack or webhook destination is configured (a routes file has its own)."""
+        return bool(
+            self.routes_file or self.slack_bot_token or self.slack_webhook_url or self.webhook_urls
+        )
 
     def secrets(self) -> list[str]:
         """Every secret value, so the log pipeline can redact it wherever it turns up."""

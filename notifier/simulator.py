@@ -405,9 +405,7 @@ class Simulator:
             monitor.scheduled += 1
             self._start_scheduled_run(monitor, monitor.scheduled, due)
             assert monitor.origin is not None
-            following = monitor.origin + timedelta(
-                seconds=monitor.every * (monitor.scheduled + 1)
-            )
+            following = monitor.origin + timedelta(seconds=monitor.every * (monitor.scheduled + 1))
             heapq.heappush(self._due, (following, monitor_id))
         while self._transitions and self._transitions[0][0] <= now:
             _, _, run = heapq.heappop(self._transitions)

@@ -505,7 +505,7 @@ async def test_routes_from_settings_match_todays_sinks(
     else:
         assert table.default is None
     async with aiohttp.ClientSession() as session:
-        assert list(build_sinks(settings, session)) == expected
+        assert list(build_sinks(table, settings, session)) == expected
     for kind in EVENT_KINDS:
         assert destinations_for(table, monitor(), kind) == expected
     shown = repr(table) + str(table)

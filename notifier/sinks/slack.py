@@ -104,7 +104,9 @@ class SlackBotSink:
         session: aiohttp.ClientSession | None = None,
         max_rate_limit_retries: int = 3,
         timeout: int = 30,
+        name: str = "slack",
     ) -> None:
+        self.name = name
         self.channel = channel
         self._client = AsyncWebClient(
             token=token,
@@ -228,7 +230,9 @@ class SlackWebhookSink:
         session: aiohttp.ClientSession | None = None,
         max_rate_limit_retries: int = 3,
         timeout: int = 30,
+        name: str = "slack-webhook",
     ) -> None:
+        self.name = name
         # slack_sdk logs the URL at DEBUG if its logger's own level allows: give it one that won't.
         logger = logging.getLogger(f"{__name__}.webhook_client")
         logger.setLevel(logging.INFO)

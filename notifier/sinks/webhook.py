@@ -7,16 +7,18 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
+from typing import Literal
 
 import aiohttp
 from standardwebhooks import Webhook
 
 from notifier import __version__, render
+from notifier.alertmanager import alertmanager_body
 from notifier.models import Notification, as_utc
+from notifier.routing import webhook_destination_name
 from notifier.sinks import DeliveryError
 from notifier.sinks.checks import CheckResult
 
@@ -60,9 +62,14 @@ class WebhookSink:
         session: aiohttp.ClientSession,
         timeout: float = 30,
         clock: Callable[[], datetime] | None = None,
+        name: str | None = None,
+        payload_format: Literal["standard", "alertmanager"] = "standard",
+        external_url: str = "",
     ) -> None:
-        self.name = "webhook-" + hashlib.sha256(url.encode()).hexdigest()[:8]
+        self.name = name or webhook_destination_name(url)
         self._url = url
+        self._format = payload_format
+        self._external_url = external_url
         secrets = [secret] if isinstance(secret, str) else list(secret or [])
         # Several secrets during a rotation: one signature each, space-separated.
         self._signers = [_signer(s) for s in secrets]
@@ -72,6 +79,14 @@ class WebhookSink:
 
     def __repr__(self) -> str:
         return f"WebhookSink(name={self.name!r}, signatures={len(self._signers)})"
+
+    def body(self, notification: Notification) -> str:
+        """The payload in this destination's format; the same bytes on every retry."""
+        if self._format == "alertmanager":
+            return alertmanager_body(
+                notification, receiver=self.name, external_url=self._external_url
+            )
+        return render.webhook_body(notification)
 
     @property
     def signed(self) -> bool:
@@ -96,7 +111,7 @@ class WebhookSink:
 
     async def send(self, notification: Notification) -> None:
         """Deliver once; any non-2xx answer or transport failure raises `DeliveryError`."""
-        body = render.webhook_body(notification)
+        body = self.body(notification)
         headers = self.request_headers(notification, body)
         try:
             async with self._session.post(
