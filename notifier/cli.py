@@ -156,8 +156,11 @@ def _proxy_configured() -> bool:
 
 
 def _require_work(settings: Settings, command: str) -> None:
-    if not settings.monitor_ids:
-        raise ConfigError("NOTIFIER_MONITOR_IDS: is empty: name at least one monitor ID")
+    if not settings.monitor_ids and not settings.monitor_tags:
+        raise ConfigError(
+            "NOTIFIER_MONITOR_IDS: is empty: name at least one monitor ID "
+            "(or tags in NOTIFIER_MONITOR_TAGS)"
+        )
     if command in ("run", "once") and not settings.has_destination():
         raise ConfigError(
             "no destination: set SLACK_BOT_TOKEN and SLACK_CHANNEL, SLACK_WEBHOOK_URL, "

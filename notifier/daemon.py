@@ -63,6 +63,8 @@ def service_config(settings: Settings, *, spread: bool = True) -> ServiceConfig:
         spread=timedelta(seconds=settings.poll_spread if spread else 0.0),
         mode=settings.poll_mode,
         sweep=timedelta(seconds=settings.feed_sweep_seconds),
+        monitor_tags=tuple(settings.monitor_tags),
+        discovery_interval=timedelta(seconds=settings.discovery_interval_seconds),
     )
 
 

@@ -23,16 +23,20 @@ async def run_checks(
         CheckResult(
             "config",
             True,
-            f"valid: {len(settings.monitor_ids)} monitor(s), poll every "
+            f"valid: {len(settings.monitor_ids)} monitor ID(s)"
+            + (f" and tags {', '.join(settings.monitor_tags)}" if settings.monitor_tags else "")
+            + f", poll every "
             f"{settings.poll_interval_seconds:g} s, notify on {','.join(settings.notify_states)}",
         )
     ]
     _print(results, out)
     async with open_runtime(settings, routes, trust_env=trust_env) as runtime:
-        found, monitors = await _check_datafold(runtime)
+        discovery, ids = await _discover(runtime)
+        found, monitors = await _check_datafold(runtime, ids)
         for batch in (
+            discovery,
             found,
-            _check_routes(runtime, monitors),
+            _check_routes(runtime, ids, monitors),
             await _check_destinations(runtime),
             _check_state(runtime),
         ):
@@ -54,8 +58,26 @@ def _print(results: Iterable[CheckResult], out: TextIO) -> None:
     out.flush()
 
 
-async def _check_datafold(runtime: Runtime) -> tuple[list[CheckResult], dict[int, MonitorInfo]]:
-    ids = runtime.settings.monitor_ids
+async def _discover(runtime: Runtime) -> tuple[list[CheckResult], list[int]]:
+    """The configured monitor IDs plus those NOTIFIER_MONITOR_TAGS finds, one line per tag."""
+    ids = list(runtime.settings.monitor_ids)
+    results = []
+    for tag in runtime.settings.monitor_tags:
+        try:
+            found = [m.id for m in await runtime.client.list_monitors([tag])]
+        except DatafoldError as exc:
+            results.append(CheckResult(f"tag {tag!r}", False, str(exc)))
+            continue
+        shown = ", ".join(map(str, found[:10])) + (", ..." if len(found) > 10 else "")
+        detail = f"{len(found)} monitor(s)" + (f": {shown}" if found else "")
+        results.append(CheckResult(f"tag {tag!r}", bool(found), detail))
+        ids += [m for m in found if m not in ids]
+    return results, ids
+
+
+async def _check_datafold(
+    runtime: Runtime, ids: list[int]
+) -> tuple[list[CheckResult], dict[int, MonitorInfo]]:
     answers = await asyncio.gather(
         *(runtime.client.get_monitor(m) for m in ids), return_exceptions=True
     )
@@ -82,10 +104,12 @@ async def _check_datafold(runtime: Runtime) -> tuple[list[CheckResult], dict[int
     return results, monitors
 
 
-def _check_routes(runtime: Runtime, monitors: dict[int, MonitorInfo]) -> list[CheckResult]:
+def _check_routes(
+    runtime: Runtime, ids: list[int], monitors: dict[int, MonitorInfo]
+) -> list[CheckResult]:
     """Where each monitor's alerts and errors would go; nowhere is a failure."""
     results = []
-    for monitor_id in runtime.settings.monitor_ids:
+    for monitor_id in ids:
         monitor = monitors.get(monitor_id, MonitorInfo(id=monitor_id))
         plan = explain(runtime.routes, monitor)
         parts = [f"{kind} → {', '.join(plan[kind]) or 'nowhere'}" for kind in ("alert", "error")]

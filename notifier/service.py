@@ -56,7 +56,7 @@ class RunSource(Protocol):
 
     async def get_monitor(self, monitor_id: int) -> MonitorInfo: ...
 
-    async def list_monitors(self) -> list[MonitorSummary]: ...
+    async def list_monitors(self, tags: Sequence[str] = ()) -> list[MonitorSummary]: ...
 
 
 class StateStore(Protocol):
@@ -87,6 +87,9 @@ class ServiceConfig:
     mode: Literal["poll", "feed"] = "poll"
     #: In feed mode, every monitor's runs are still listed at least this often.
     sweep: timedelta = timedelta(hours=1)
+    #: Monitors carrying any of these tags are watched too, found by listing monitors per tag.
+    monitor_tags: tuple[str, ...] = ()
+    discovery_interval: timedelta = timedelta(minutes=5)
 
 
 @dataclass
@@ -148,6 +151,9 @@ class Notifier:
         self._config = config
         self._clock = clock or (lambda: datetime.now(UTC))
         self._monitor_cache: dict[int, tuple[MonitorInfo, datetime]] = {}
+        #: Monitors found by tag, and when; None until a discovery succeeds.
+        self._discovered: set[int] | None = None
+        self._discovered_at: datetime | None = None
         self.state = store.load()
 
     @property
@@ -164,7 +170,8 @@ class Notifier:
         """
         now = self._clock()
         report = CycleReport(started_at=now)
-        self._housekeeping(now, report)
+        monitor_ids = await self.monitor_set(now)
+        self._housekeeping(now, report, monitor_ids)
         polling_done = asyncio.Event()
         wakeups = {name: asyncio.Event() for name in self._sinks}
         drains = [
@@ -175,7 +182,7 @@ class Notifier:
         try:
             keys = await self._feed(now, report) if self._config.mode == "feed" else {}
             to_poll = []
-            for monitor_id in self._config.monitor_ids:
+            for monitor_id in monitor_ids:
                 if (
                     keys is not None
                     and monitor_id in keys
@@ -297,11 +304,57 @@ class Notifier:
         sweep = self._config.sweep * (0.5 + poll_offset(monitor_id, 0.5))
         return now - state.last_polled_at >= sweep
 
-    def _housekeeping(self, now: datetime, report: CycleReport) -> None:
-        """Drop monitors no longer configured, expired notifications, removed destinations."""
-        configured = set(self._config.monitor_ids)
-        for monitor_id in [m for m in self.state.monitors if m not in configured]:
-            log.info("monitor_dropped", monitor_id=monitor_id, reason="no longer configured")
+    async def monitor_set(self, now: datetime) -> list[int]:
+        """The configured IDs, then the monitors found by tag (refreshed every interval)."""
+        ids = list(self._config.monitor_ids)
+        if not self._config.monitor_tags:
+            return ids
+        due = self._discovered_at is None or (
+            now - self._discovered_at >= self._config.discovery_interval
+        )
+        if due:
+            await self._discover(now)
+        known = set(ids)
+        return ids + sorted(m for m in (self._discovered or ()) if m not in known)
+
+    async def _discover(self, now: datetime) -> None:
+        """List the monitors of each tag (any tag counts); on failure keep what was found before."""
+        found: set[int] = set()
+        try:
+            for tag in self._config.monitor_tags:
+                for summary in await self._source.list_monitors([tag]):
+                    found.add(summary.id)
+                    info = MonitorInfo.model_validate(summary.model_dump())
+                    self._monitor_cache[summary.id] = (info, now)
+        except DatafoldError as exc:
+            log.warning(
+                "discovery_failed",
+                kind=exc.kind,
+                error=str(exc),
+                keeping=len(self._discovered or ()),
+            )
+            self._discovered_at = now
+            return
+        previous = self._discovered or set()
+        log.info(
+            "monitors_discovered",
+            tags=list(self._config.monitor_tags),
+            monitors=len(found),
+            added=sorted(found - previous),
+            removed=sorted(previous - found),
+        )
+        self._discovered, self._discovered_at = found, now
+
+    def _housekeeping(self, now: datetime, report: CycleReport, monitor_ids: list[int]) -> None:
+        """Drop monitors no longer watched, expired notifications, removed destinations.
+
+        Monitors found by tag are only dropped once a discovery has succeeded, so an API outage
+        at start-up does not make the notifier forget (and later re-baseline) them.
+        """
+        watched = set(monitor_ids)
+        can_drop = not self._config.monitor_tags or self._discovered is not None
+        for monitor_id in [m for m in self.state.monitors if m not in watched and can_drop]:
+            log.info("monitor_dropped", monitor_id=monitor_id, reason="no longer watched")
             del self.state.monitors[monitor_id]
         kept: list[OutboxEntry] = []
         for entry in self.state.outbox:

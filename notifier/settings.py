@@ -28,6 +28,8 @@ from notifier.models import IN_PROGRESS_STATES, KNOWN_STATES
 #: Variables whose values may be echoed in an error message (none of them is a secret).
 _ECHOABLE = {
     "NOTIFIER_MONITOR_IDS",
+    "NOTIFIER_MONITOR_TAGS",
+    "NOTIFIER_DISCOVERY_INTERVAL_SECONDS",
     "NOTIFIER_POLL_INTERVAL_SECONDS",
     "NOTIFIER_STATE_FILE",
     "NOTIFIER_NOTIFY_STATES",
@@ -96,6 +98,12 @@ class Settings(BaseSettings):
 
     monitor_ids: Annotated[list[int], NoDecode] = Field(
         default_factory=list, validation_alias="NOTIFIER_MONITOR_IDS"
+    )
+    monitor_tags: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, validation_alias="NOTIFIER_MONITOR_TAGS"
+    )
+    discovery_interval_seconds: float = Field(
+        300.0, ge=10.0, le=86400.0, validation_alias="NOTIFIER_DISCOVERY_INTERVAL_SECONDS"
     )
     poll_interval_seconds: float = Field(
         60.0, ge=1.0, le=86400.0, validation_alias="NOTIFIER_POLL_INTERVAL_SECONDS"
@@ -177,6 +185,13 @@ class Settings(BaseSettings):
                     raise ValueError(f"{part!r} is not a monitor ID (a positive whole number)")
             return list(dict.fromkeys(int(p) for p in parts))
         return parts
+
+    @field_validator("monitor_tags", mode="before")
+    @classmethod
+    def _parse_tags(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return list(dict.fromkeys(t.strip() for t in value.split(",") if t.strip()))
+        return value
 
     @field_validator("notify_states", mode="before")
     @classmethod

@@ -347,6 +347,10 @@ class Simulator:
             monitor.origin = self._now() + timedelta(seconds=first - every)
             heapq.heappush(self._due, (self._now() + timedelta(seconds=first), monitor_id))
 
+    def set_tags(self, monitor_id: int, tags: Sequence[str]) -> None:
+        """Retag a monitor (as a user editing it in Datafold would)."""
+        self._monitor(monitor_id).tags = tuple(tags)
+
     def _monitor(self, monitor_id: int) -> _Monitor:
         try:
             return self._monitors[monitor_id]
