@@ -211,6 +211,25 @@ async def test_no_secret_in_any_output_at_debug(world: World) -> None:
     assert result.code == 0
     assert any(e["event"] == "delivery_failed" for e in result.events())
     assert world.receiver.deliveries  # the live webhook was reached
+
+    # the daemon, until its first cycle has finished, then SIGTERM; and the demo
+    delivered = len(world.receiver.deliveries)
+    world.sim.add_run(2, state="alert", started_at=world.now())
+    proc = await asyncio.create_subprocess_exec(
+        CLI, "run", env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    deadline = time.monotonic() + 15
+    while len(world.receiver.deliveries) == delivered and time.monotonic() < deadline:
+        await asyncio.sleep(0.1)
+    assert len(world.receiver.deliveries) > delivered
+    proc.send_signal(signal.SIGTERM)
+    out, err = await asyncio.wait_for(proc.communicate(), timeout=15)
+    assert proc.returncode == 0
+    outputs += [out.decode(), err.decode()]
+    demo = await cli("demo", "--interval", "1", "--duration", "3", env=env)
+    assert demo.code == 0
+    outputs += [demo.stdout, demo.stderr]
+
     secrets = [*SECRETS, slack_hook, dead_hook, "unreachable-hook-s3cr3t-path", "dead-token-value"]
     for text in outputs:
         for secret in secrets:
