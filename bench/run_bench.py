@@ -61,6 +61,7 @@ class Result:
     spread: float | None
     cycles: list[float]
     requests: list[int]
+    runs_requests: list[int]
     cpu: list[float]
     rss_mb: float
     state_kb: float
@@ -151,6 +152,8 @@ async def bench_one(
             requests: list[int] = []
             cpu: list[float] = []
             last_requests = sum(sim.request_counts.values())
+            last_runs = sim.request_counts["runs"]
+            runs_requests: list[int] = []
             snapshot = feed_snapshot(sim)
             changed: list[int] = []
             last_cpu = proc_cpu_seconds(proc.pid)
@@ -172,9 +175,11 @@ async def bench_one(
                         requests.append(total - last_requests)
                         cpu.append(now_cpu - last_cpu)
                         changed.append(moved)
+                        runs_requests.append(sim.request_counts["runs"] - last_runs)
                     else:
                         measure_from = time.time()
                     last_requests, last_cpu = total, now_cpu
+                    last_runs = sim.request_counts["runs"]
                     print(
                         f"  {mode} n={size}: cycle {seen} {event['duration_seconds']:.2f} s, "
                         f"{event['events']} events",
@@ -196,7 +201,18 @@ async def bench_one(
     pages = math.ceil(size / FEED_PAGE_SIZE)
     lower = size if mode == "poll" else pages + (statistics.median(changed) if changed else 0)
     return Result(
-        size, mode, spread, durations, requests, cpu, rss, state_kb, latencies, lower, ideal
+        size,
+        mode,
+        spread,
+        durations,
+        requests,
+        runs_requests,
+        cpu,
+        rss,
+        state_kb,
+        latencies,
+        lower,
+        ideal,
     )
 
 
@@ -224,6 +240,10 @@ def detection_latencies(sim: Simulator, receiver: Receiver, since: float) -> lis
     return latencies
 
 
+def median(values: list[int]) -> float:
+    return statistics.median(values) if values else math.nan
+
+
 def percentile(values: list[float], q: float) -> float:
     if not values:
         return math.nan
@@ -239,7 +259,8 @@ def report(results: list[Result], args: argparse.Namespace) -> None:
         f"cycles; {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
     )
     header = (
-        "| monitors | mode | steady cycle (s) | ideal (s) | ratio | requests/cycle | lower bound "
+        "| monitors | mode | steady cycle (s) | ideal (s) | ratio | requests/cycle | runs listings "
+        "| lower bound "
         "| CPU/cycle (s) | CPU/monitor (ms) | peak RSS (MB) | state (KB) | state/monitor (B) "
         "| latency p50 (s) | latency p99 (s) | alerts timed |"
     )
@@ -252,7 +273,8 @@ def report(results: list[Result], args: argparse.Namespace) -> None:
         print(
             f"| {r.size} | {r.mode if r.spread is None else f'{r.mode}, spread {r.spread:g} s'} "
             f"| {cycle:.2f} | {r.ideal:.2f} | {cycle / r.ideal:.2f} "
-            f"| {reqs:.0f} | {r.lower_bound:.0f} | {cpu:.2f} | {cpu / r.size * 1000:.3f} "
+            f"| {reqs:.0f} | {median(r.runs_requests):.0f} "
+            f"| {r.lower_bound:.0f} | {cpu:.2f} | {cpu / r.size * 1000:.3f} "
             f"| {r.rss_mb:.0f} | {r.state_kb:.0f} | {r.state_kb * 1024 / r.size:.0f} "
             f"| {percentile(r.latencies, 0.5):.1f} | {percentile(r.latencies, 0.99):.1f} "
             f"| {len(r.latencies)} |"

@@ -110,6 +110,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             fmt=settings.log_format,
             secrets=[*settings.secrets(), *routes.secrets()],
         )
+        if settings.routes_file is not None and (
+            settings.slack_bot_token or settings.slack_webhook_url or settings.webhook_urls
+        ):
+            log.warning(
+                "environment_destinations_ignored",
+                reason="NOTIFIER_ROUTES_FILE names the destinations; SLACK_BOT_TOKEN, "
+                "SLACK_WEBHOOK_URL and NOTIFIER_WEBHOOK_URLS are used only through env: in it",
+            )
         if args.command == "check":
             return asyncio.run(
                 run_checks(settings, routes, sys.stdout, trust_env=_proxy_configured())

@@ -173,7 +173,14 @@ def make_notifier(runtime: Runtime, *, spread: bool = True) -> Notifier:
         kind = notification.event.state
         return [*destinations_for(routes, notification.monitor, kind), *unrouted]
 
-    return Notifier(runtime.client, runtime.store, runtime.sinks, config, route=route)
+    return Notifier(
+        runtime.client,
+        runtime.store,
+        runtime.sinks,
+        config,
+        route=route,
+        hold_without_details=runtime.settings.routes_file is not None,
+    )
 
 
 @dataclass

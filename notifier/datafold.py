@@ -206,6 +206,15 @@ def _validate(subject: _Subject, model: type[_Model], payload: Any) -> _Model:
         ) from None
 
 
+def _rate_limiter(per_second: float | None) -> AsyncLimiter | None:
+    """A leaky bucket of `per_second` requests; below one a second, one per 1/rate seconds."""
+    if not per_second:
+        return None
+    if per_second < 1:
+        return AsyncLimiter(1, 1 / per_second)
+    return AsyncLimiter(per_second, 1)
+
+
 class DatafoldClient:
     """Reads monitors and runs from Datafold's public API over a session the caller owns.
 
@@ -253,6 +262,10 @@ class DatafoldClient:
         self._page_size = page_size
         self._max_pages = max_pages
         self._semaphore = asyncio.Semaphore(max_concurrency)
+        # Single-object requests (a run's error message, a monitor's name) get a lane of their
+        # own, a quarter of the listings' width, so that a notification never waits behind a
+        # whole cycle of listings. In flight at most: max_concurrency + max_concurrency // 4 + 1.
+        self._detail_semaphore = asyncio.Semaphore(max_concurrency // 4 + 1)
         # An optional cap on the request rate, for accounts with tight limits (leaky bucket).
         self._limiter = (
             AsyncLimiter(max_requests_per_second, 1) if max_requests_per_second else None
@@ -319,7 +332,8 @@ class DatafoldClient:
     ) -> list[MonitorSummary]:
         """Every monitor (carrying all of `tags`, if given), across all pages, one per id."""
         subject = _Subject()
-        params = {"page_size": str(page_size)}
+        # A stable order, so that paging cannot skip a monitor while the listing shifts.
+        params = {"page_size": str(page_size), "order_by": "id", "sort_order": "asc"}
         if tags:
             params["tags"] = ",".join(tags)
         monitors: dict[int, MonitorSummary] = {}
@@ -402,9 +416,12 @@ class DatafoldClient:
     async def _attempt(
         self, subject: _Subject, path: str, params: Mapping[str, str], attempt: int
     ) -> Any:
-        if self._limiter is not None:
-            await self._limiter.acquire()
-        async with self._semaphore:
+        lane = self._semaphore if "page" in params else self._detail_semaphore
+        async with lane:
+            # The rate token is taken with the slot held, so waiting tasks cannot hoard tokens
+            # and then burst past the cap when the API recovers.
+            if self._limiter is not None:
+                await self._limiter.acquire()
             self.requests_made += 1
             try:
                 async with self._session.get(

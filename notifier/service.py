@@ -101,6 +101,8 @@ class CycleReport:
     unchanged: int = 0
     #: The feed could not be read and every monitor was polled instead.
     feed_failed: bool = False
+    #: Listing the monitors of NOTIFIER_MONITOR_TAGS failed (the kind of error).
+    discovery_failed: str | None = None
     failed: dict[int, str] = field(default_factory=dict)
     key_refused: bool = False
     runs_seen: int = 0
@@ -118,8 +120,8 @@ class CycleReport:
 
     @property
     def all_failed(self) -> bool:
-        """No monitor could be polled at all (and there was at least one to poll)."""
-        return not self.polled and bool(self.failed)
+        """No monitor could be polled at all (and there was one to poll, or to discover)."""
+        return not self.polled and bool(self.failed or self.discovery_failed)
 
 
 @dataclass
@@ -142,18 +144,22 @@ class Notifier:
         *,
         clock: Callable[[], datetime] | None = None,
         route: Callable[[Notification], list[str]] | None = None,
+        hold_without_details: bool = False,
     ) -> None:
         self._source = source
         self._store = store
         self._sinks = dict(sinks)
         #: Which destinations a notification goes to (routing rules); default: every sink.
         self._route = route or (lambda notification: list(self._sinks))
+        #: Do not queue a notification whose monitor details (tags, type, owner, name) are unknown.
+        self._hold_without_details = hold_without_details
         self._config = config
         self._clock = clock or (lambda: datetime.now(UTC))
         self._monitor_cache: dict[int, tuple[MonitorInfo, datetime]] = {}
         #: Monitors found by tag, and when; None until a discovery succeeds.
         self._discovered: set[int] | None = None
         self._discovered_at: datetime | None = None
+        self._missing: dict[int, int] = {}
         self.state = store.load()
 
     @property
@@ -170,7 +176,7 @@ class Notifier:
         """
         now = self._clock()
         report = CycleReport(started_at=now)
-        monitor_ids = await self.monitor_set(now)
+        monitor_ids = await self.monitor_set(now, report)
         self._housekeeping(now, report, monitor_ids)
         polling_done = asyncio.Event()
         wakeups = {name: asyncio.Event() for name in self._sinks}
@@ -260,6 +266,20 @@ class Notifier:
         notifications = await asyncio.gather(
             *(self._notification(event, now) for event in detection.events)
         )
+        if self._hold_without_details and any(
+            n.monitor.id not in self._monitor_cache for n in notifications
+        ):
+            # Routing rules may depend on the monitor's tags, type, owner or name: rather than
+            # route by guesswork, leave the runs undecided and try again next cycle.
+            log.warning(
+                "notifications_held",
+                monitor_id=monitor_id,
+                reason="the monitor's details could not be fetched; routing needs them",
+                runs=[n.event.run_id for n in notifications],
+            )
+            report.polled.remove(monitor_id)
+            report.failed[monitor_id] = "details_unavailable"
+            return
         # From here to the end: no await, so the state and the outbox change together.
         monitors[monitor_id] = detection.state
         if feed_key is not None:
@@ -304,7 +324,7 @@ class Notifier:
         sweep = self._config.sweep * (0.5 + poll_offset(monitor_id, 0.5))
         return now - state.last_polled_at >= sweep
 
-    async def monitor_set(self, now: datetime) -> list[int]:
+    async def monitor_set(self, now: datetime, report: CycleReport | None = None) -> list[int]:
         """The configured IDs, then the monitors found by tag (refreshed every interval)."""
         ids = list(self._config.monitor_ids)
         if not self._config.monitor_tags:
@@ -313,12 +333,15 @@ class Notifier:
             now - self._discovered_at >= self._config.discovery_interval
         )
         if due:
-            await self._discover(now)
+            await self._discover(now, report)
         known = set(ids)
         return ids + sorted(m for m in (self._discovered or ()) if m not in known)
 
-    async def _discover(self, now: datetime) -> None:
-        """List the monitors of each tag (any tag counts); on failure keep what was found before."""
+    async def _discover(self, now: datetime, report: CycleReport | None) -> None:
+        """List the monitors of each tag (any tag counts); on failure keep what was found before.
+
+        A monitor missing from one listing is kept; it is dropped when two in a row miss it.
+        """
         found: set[int] = set()
         try:
             for tag in self._config.monitor_tags:
@@ -334,8 +357,19 @@ class Notifier:
                 keeping=len(self._discovered or ()),
             )
             self._discovered_at = now
+            if report is not None:
+                report.discovery_failed = exc.kind
+                report.key_refused |= isinstance(exc, ApiKeyRefused)
             return
         previous = self._discovered or set()
+        missing = previous - found
+        for monitor_id in list(self._missing):
+            if monitor_id not in missing:
+                del self._missing[monitor_id]
+        for monitor_id in missing:
+            self._missing[monitor_id] = self._missing.get(monitor_id, 0) + 1
+            if self._missing[monitor_id] < 2:
+                found.add(monitor_id)  # missed once: keep it until the next listing
         log.info(
             "monitors_discovered",
             tags=list(self._config.monitor_tags),

@@ -329,6 +329,15 @@ class Settings(BaseSettings):
         return self
 
     @model_validator(mode="after")
+    def _sweep_within_catch_up(self) -> Settings:
+        if self.poll_mode == "feed" and self.feed_sweep_seconds >= self.catchup_limit_seconds:
+            raise ValueError(
+                "NOTIFIER_FEED_SWEEP_SECONDS must be shorter than NOTIFIER_CATCHUP_LIMIT_SECONDS, "
+                "or a sweep's listing would be cut short"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _slack_pairs(self) -> Settings:
         if self.slack_bot_token is not None and not self.slack_channel:
             raise ValueError("SLACK_BOT_TOKEN is set but SLACK_CHANNEL is not: name the channel")

@@ -69,10 +69,16 @@ async def test_tags_find_monitors_and_follow_changes(tmp_path: Path) -> None:
         now[0] += timedelta(minutes=6)
         with capture_logs() as logs:
             await notifier.run_cycle()
-        assert sorted(notifier.state.monitors) == [2, 4, 5]
+        assert sorted(notifier.state.monitors) == [1, 2, 4, 5]  # one miss is not enough
         assert len(sink.sent) == 1
         [found] = [e for e in logs if e["event"] == "monitors_discovered"]
-        assert found["added"] == [5] and found["removed"] == [1]
+        assert found["added"] == [5] and found["removed"] == []
+        now[0] += timedelta(minutes=6)
+        with capture_logs() as logs:
+            await notifier.run_cycle()
+        assert sorted(notifier.state.monitors) == [2, 4, 5]
+        [found] = [e for e in logs if e["event"] == "monitors_discovered"]
+        assert found["removed"] == [1]
         assert any(e["event"] == "monitor_dropped" and e["monitor_id"] == 1 for e in logs)
 
         # discovery fails: keep watching what was found before
@@ -102,3 +108,15 @@ async def test_failed_first_discovery_forgets_nothing(tmp_path: Path) -> None:
         )
         await restarted.run_cycle()
         assert sorted(restarted.state.monitors) == [1, 4]
+
+
+async def test_refused_key_with_tags_only_fails_the_cycle(tmp_path: Path) -> None:
+    sim = Simulator(KEY)
+    sim.add_monitor(1, tags=["finance"])
+    async with serve(sim) as url, aiohttp.ClientSession() as session:
+        client = DatafoldClient(session, url, "dfk-wrong-key-9876543", max_attempts=1)
+        tags_only = config()
+        tags_only = ServiceConfig(**{**tags_only.__dict__, "monitor_ids": ()})
+        notifier = Notifier(client, StateFile(tmp_path / "s.json"), {}, tags_only)
+        report = await notifier.run_cycle()
+    assert report.all_failed and report.key_refused and report.discovery_failed == "refused"

@@ -427,3 +427,43 @@ async def test_notifications_go_out_while_other_monitors_are_still_polled(
     report = await asyncio.wait_for(notifier.run_cycle(), timeout=5)
     assert sink.sent_keys == ["1-11-alert", "2-21-alert"]
     assert report.delivered == 2 and report.outbox_size == 0
+
+
+async def test_routing_waits_for_monitor_details(store: StateFile, clock: Clock) -> None:
+    """With routing rules, a notification is not routed on a guess when the monitor's details
+    could not be fetched: its runs stay undecided until they can be."""
+
+    class FlakyDetails(FakeSource):
+        down = True
+
+        async def get_monitor(self, monitor_id: int) -> MonitorInfo:
+            if self.down:
+                raise MalformedAnswer("monitor 1: answer is not JSON")
+            return MonitorInfo(id=monitor_id, name="ledger", tags=["finance"])
+
+    source = FlakyDetails()
+    finance, other = FakeSink("finance"), FakeSink("other")
+
+    def route(n: Notification) -> list[str]:
+        return ["finance"] if "finance" in n.monitor.tags else ["other"]
+
+    notifier = Notifier(
+        source,
+        store,
+        {"finance": finance, "other": other},
+        config(monitor_ids=(1,)),
+        clock=clock,
+        route=route,
+        hold_without_details=True,
+    )
+    await notifier.run_cycle()
+    clock.tick()
+    source.put(1, 11, "alert", clock.now)
+    with capture_logs() as logs:
+        report = await notifier.run_cycle()
+    assert report.failed == {1: "details_unavailable"} and other.sent == finance.sent == []
+    assert any(e["event"] == "notifications_held" for e in logs)
+    source.down = False
+    clock.tick()
+    await notifier.run_cycle()
+    assert finance.sent_keys == ["1-11-alert"] and other.sent == []

@@ -216,7 +216,7 @@ def test_name_is_stable_and_free_of_the_url() -> None:
             CheckResult(
                 "",
                 True,
-                "webhook reachable (HEAD: HTTP 405; unsigned: NOTIFIER_WEBHOOK_SECRET is not set)",
+                "webhook reachable (HEAD: HTTP 405; unsigned: no signing secret is set)",
             ),
         ),
         (SECRET, 404, CheckResult("", True, "webhook reachable (HEAD: HTTP 404; signed)")),

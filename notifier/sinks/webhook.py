@@ -147,7 +147,7 @@ class WebhookSink:
             return [CheckResult(self.name, False, f"webhook unreachable: {type(error).__name__}")]
         if status >= 500:
             return [CheckResult(self.name, False, f"webhook answered HEAD with HTTP {status}")]
-        signing = "signed" if self.signed else "unsigned: NOTIFIER_WEBHOOK_SECRET is not set"
+        signing = "signed" if self.signed else "unsigned: no signing secret is set"
         return [CheckResult(self.name, True, f"webhook reachable (HEAD: HTTP {status}; {signing})")]
 
     def _retry_after_seconds(self, value: str | None) -> float | None:
