@@ -61,14 +61,20 @@ def realistic_state(size: int) -> NotifierState:
 
 
 def main() -> None:
+    from notifier.logs import configure_logging
     from notifier.state import StateFile
+
+    configure_logging(level="info", fmt="json")
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--sizes", default="1000,5000,10000,20000")
     parser.add_argument("--repeat", type=int, default=5)
     args = parser.parse_args()
-    print("| monitors | file (KB) | bytes/monitor | save (ms) | load (ms) | save µs/monitor |")
-    print("|---|---|---|---|---|---|")
+    print(
+        "| monitors | file (KB) | bytes/monitor | save (ms) | load (ms) "
+        "| save µs/monitor | load µs/monitor |"
+    )
+    print("|---|---|---|---|---|---|---|")
     for size in (int(s) for s in args.sizes.split(",")):
         state = realistic_state(size)
         with tempfile.TemporaryDirectory() as tmp:
@@ -87,7 +93,7 @@ def main() -> None:
         save, load = statistics.median(saves) * 1000, statistics.median(loads) * 1000
         print(
             f"| {size} | {kb:.0f} | {kb * 1024 / size:.0f} | {save:.1f} | {load:.1f} "
-            f"| {save * 1000 / size:.1f} |"
+            f"| {save * 1000 / size:.1f} | {load * 1000 / size:.1f} |"
         )
 
 
