@@ -240,7 +240,27 @@ class Notifier:
         wakeups: Mapping[str, asyncio.Event],
         feed_key: str | None = None,
     ) -> None:
-        """One monitor: poll, detect, fetch details, then adopt and queue in one step."""
+        """One monitor; a bug in its handling fails that monitor, not the whole cycle."""
+        try:
+            await self._process_one(monitor_id, now, delay, report, wakeups, feed_key)
+        except Exception as exc:
+            log.exception(
+                "poll_failed", monitor_id=monitor_id, kind="internal", error=type(exc).__name__
+            )
+            if monitor_id in report.polled:
+                report.polled.remove(monitor_id)
+            report.failed[monitor_id] = "internal"
+
+    async def _process_one(
+        self,
+        monitor_id: int,
+        now: datetime,
+        delay: float,
+        report: CycleReport,
+        wakeups: Mapping[str, asyncio.Event],
+        feed_key: str | None,
+    ) -> None:
+        """Poll, detect, fetch details, then adopt and queue in one step."""
         poll = await self._poll(monitor_id, now, delay)
         monitors = self.state.monitors
         if poll.runs is None:

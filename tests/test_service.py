@@ -467,3 +467,31 @@ async def test_routing_waits_for_monitor_details(store: StateFile, clock: Clock)
     clock.tick()
     await notifier.run_cycle()
     assert finance.sent_keys == ["1-11-alert"] and other.sent == []
+
+
+async def test_a_bug_with_one_monitor_fails_only_that_monitor(
+    store: StateFile, clock: Clock
+) -> None:
+    class BrokenForMonitor1(FakeSource):
+        async def get_monitor(self, monitor_id: int) -> MonitorInfo:
+            if monitor_id == 1:
+                raise RuntimeError("a bug")
+            return await super().get_monitor(monitor_id)
+
+    source = BrokenForMonitor1()
+    sink = FakeSink("slack")
+    notifier = make(source, store, clock, sink)
+    await notifier.run_cycle()
+    clock.tick()
+    source.put(1, 11, "alert", clock.now)
+    source.put(2, 21, "alert", clock.now)
+    with capture_logs() as logs:
+        report = await notifier.run_cycle()
+    assert report.failed == {1: "internal"} and report.polled == [2]
+    assert sink.sent_keys == ["2-21-alert"]
+    assert any(e["event"] == "poll_failed" and e["kind"] == "internal" for e in logs)
+    # the run of monitor 1 stays undecided and is notified once the bug is gone
+    source.__class__ = FakeSource
+    clock.tick()
+    await notifier.run_cycle()
+    assert sink.sent_keys == ["2-21-alert", "1-11-alert"]
