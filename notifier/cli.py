@@ -69,7 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands.add_parser(
         "check",
-        help="check the configuration, API key, monitors, Slack and webhooks; one line each",
+        help="check the configuration, API key, monitors, routes, Slack, webhooks and state; "
+        "one line each",
     )
     demo = commands.add_parser(
         "demo",
