@@ -6,8 +6,6 @@ secrets are `SecretStr` and no repr or error message shows them.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import difflib
 import fnmatch
 import hashlib
@@ -31,7 +29,7 @@ from pydantic import (
 )
 
 from notifier.models import MonitorInfo
-from notifier.settings import Settings, _http_url, _is_loopback, _split
+from notifier.settings import Settings, http_url, is_loopback, split_list, whsec_problem
 
 EventKind = Literal["alert", "error", "recovered", "reminder"]
 #: Every kind of event a route can match, in the order `explain` lists them.
@@ -85,30 +83,16 @@ def _resolve_env(value: Any, info: ValidationInfo) -> Any:
 
 def _check_url(url: SecretStr, info: ValidationInfo) -> SecretStr:
     """An http(s) URL as settings require; plain http only to this machine unless allowed."""
-    text = _http_url(url.get_secret_value())
+    text = http_url(url.get_secret_value())
     context = _file_context(info)
     if context is not None and not context.allow_http:
         parts = urlsplit(text)
-        if parts.scheme == "http" and not _is_loopback(parts.hostname):
+        if parts.scheme == "http" and not is_loopback(parts.hostname):
             raise ValueError(
                 "plain http:// to a host other than this machine is refused (the traffic carries "
                 "secrets): use https:// or set NOTIFIER_ALLOW_HTTP=true"
             )
     return SecretStr(text)
-
-
-def _whsec_problem(text: str) -> str | None:
-    """Why `text` is no Standard Webhooks secret (NOTIFIER_WEBHOOK_SECRET's rule), or None."""
-    if not text.startswith("whsec_"):
-        return "must be a Standard Webhooks secret starting with whsec_"
-    encoded = text.removeprefix("whsec_").strip()
-    try:
-        key = base64.b64decode(encoded + "=" * (-len(encoded) % 4), validate=True)
-    except (binascii.Error, ValueError):
-        return "is not valid base64 after whsec_"
-    if len(key) < 16:
-        return "is too short: use at least 16 random bytes, base64"
-    return None
 
 
 def webhook_destination_name(url: str) -> str:
@@ -202,13 +186,13 @@ class WebhookDestination(_Strict):
         if _file_context(info) is None:
             return value
         references = value if isinstance(value, list) else [value]
-        return [part for ref in references for part in _split(_resolve_env(ref, info))]
+        return [part for ref in references for part in split_list(_resolve_env(ref, info))]
 
     @field_validator("secrets")
     @classmethod
     def _check_secrets(cls, value: list[SecretStr]) -> list[SecretStr]:
         for index, secret in enumerate(value, start=1):
-            problem = _whsec_problem(secret.get_secret_value())
+            problem = whsec_problem(secret.get_secret_value())
             if problem is not None:
                 which = f"secret number {index}" if len(value) > 1 else "the secret"
                 raise ValueError(f"{which} {problem}")

@@ -58,14 +58,28 @@ _ECHOABLE = {
 }
 
 
-def _split(value: Any) -> Any:
+def split_list(value: Any) -> Any:
     """Comma- (or whitespace-) separated text to a list; blanks dropped."""
     if isinstance(value, str):
         return [part for part in value.replace(",", " ").split() if part]
     return value
 
 
-def _http_url(value: str) -> str:
+def whsec_problem(text: str) -> str | None:
+    """Why `text` is no usable Standard Webhooks secret, or None; shared with the routes file."""
+    if not text.startswith("whsec_"):
+        return "must be a Standard Webhooks secret starting with whsec_"
+    encoded = text.removeprefix("whsec_").strip()
+    try:
+        key = base64.b64decode(encoded + "=" * (-len(encoded) % 4), validate=True)
+    except (binascii.Error, ValueError):
+        return "is not valid base64 after whsec_"
+    if len(key) < 16:
+        return "is too short: use at least 16 random bytes, base64"
+    return None
+
+
+def http_url(value: str) -> str:
     """An http(s) URL with a host, a valid port and no credentials (it is not echoed back)."""
     value = value.strip()
     parts = urlsplit(value)
@@ -178,7 +192,7 @@ class Settings(BaseSettings):
     @field_validator("monitor_ids", mode="before")
     @classmethod
     def _parse_ids(cls, value: Any) -> Any:
-        parts = _split(value)
+        parts = split_list(value)
         if isinstance(parts, list):
             for part in parts:
                 if isinstance(part, str) and not part.isdigit():
@@ -196,7 +210,7 @@ class Settings(BaseSettings):
     @field_validator("notify_states", mode="before")
     @classmethod
     def _parse_states(cls, value: Any) -> Any:
-        parts = _split(value)
+        parts = split_list(value)
         if isinstance(parts, list):
             states = [str(p).strip().lower() for p in parts]
             if not states:
@@ -218,12 +232,12 @@ class Settings(BaseSettings):
     @field_validator("webhook_urls", mode="before")
     @classmethod
     def _parse_webhook_urls(cls, value: Any) -> Any:
-        parts = _split(value)
+        parts = split_list(value)
         if isinstance(parts, list):
             for index, part in enumerate(parts, start=1):
                 text = part.get_secret_value() if isinstance(part, SecretStr) else str(part)
                 try:
-                    _http_url(text)
+                    http_url(text)
                 except ValueError as exc:
                     raise ValueError(f"URL number {index} {exc}") from None
         return parts
@@ -239,27 +253,21 @@ class Settings(BaseSettings):
     @classmethod
     def _check_slack_webhook(cls, value: SecretStr | None) -> SecretStr | None:
         if value is not None:
-            _http_url(value.get_secret_value())
+            http_url(value.get_secret_value())
         return value
 
     @field_validator("webhook_secrets", mode="before")
     @classmethod
     def _check_secrets(cls, value: Any) -> Any:
-        parts = _split(value)
+        parts = split_list(value)
         if not isinstance(parts, list):
             return parts
         for index, part in enumerate(parts, start=1):
             text = part.get_secret_value() if isinstance(part, SecretStr) else str(part)
-            which = f"secret number {index}" if len(parts) > 1 else "the secret"
-            if not text.startswith("whsec_"):
-                raise ValueError(f"{which} must be a Standard Webhooks secret starting with whsec_")
-            encoded = text.removeprefix("whsec_").strip()
-            try:
-                key = base64.b64decode(encoded + "=" * (-len(encoded) % 4), validate=True)
-            except (binascii.Error, ValueError):
-                raise ValueError(f"{which} is not valid base64 after whsec_") from None
-            if len(key) < 16:
-                raise ValueError(f"{which} is too short: use at least 16 random bytes, base64")
+            problem = whsec_problem(text)
+            if problem is not None:
+                which = f"secret number {index}" if len(parts) > 1 else "the secret"
+                raise ValueError(f"{which} {problem}")
         return parts
 
     @field_validator("ca_bundle")
@@ -278,7 +286,7 @@ class Settings(BaseSettings):
     @field_validator("datafold_host", "slack_api_url")
     @classmethod
     def _check_url(cls, value: str) -> str:
-        return _http_url(value)
+        return http_url(value)
 
     @field_validator("datafold_host")
     @classmethod
@@ -321,7 +329,7 @@ class Settings(BaseSettings):
             urls.append(("SLACK_WEBHOOK_URL", self.slack_webhook_url.get_secret_value()))
         urls += [("NOTIFIER_WEBHOOK_URLS", u.get_secret_value()) for u in self.webhook_urls]
         for name, url in urls:
-            if urlsplit(url).scheme == "http" and not _is_loopback(urlsplit(url).hostname):
+            if urlsplit(url).scheme == "http" and not is_loopback(urlsplit(url).hostname):
                 raise ValueError(
                     f"{name}: plain http:// to a host other than this machine is refused "
                     "(the traffic carries secrets); use https:// or set NOTIFIER_ALLOW_HTTP=true"
@@ -371,7 +379,7 @@ class Settings(BaseSettings):
         return [v.get_secret_value() for v in values if v is not None and v.get_secret_value()]
 
 
-def _is_loopback(host: str | None) -> bool:
+def is_loopback(host: str | None) -> bool:
     if host is None:
         return False
     if host == "localhost" or host.endswith(".localhost"):
