@@ -160,21 +160,97 @@ class Links(BaseModel):
     diff: str | None = None
 
 
-class Notification(BaseModel):
-    """Everything needed to render a message, fixed when the event is detected.
+#: What a notification is about: a run's own state (alert, error), a failing monitor passing
+#: again, or an alert still open after the reminder interval. Routes match on these.
+EventKind = Literal["alert", "error", "recovered", "reminder"]
+EVENT_KINDS: tuple[EventKind, ...] = ("alert", "error", "recovered", "reminder")
 
-    Kept whole in the outbox, so a retry after a restart needs no further API call.
+
+class Incident(BaseModel):
+    """A monitor failing: from its first notified alert/error run until a newer `ok` run.
+
+    `id` is the ID of the notification that opened it; Slack threads and updates hang off it.
     """
 
     model_config = ConfigDict(frozen=True)
 
     id: str
-    kind: Literal["run"] = "run"
+    opened_at: datetime
+    #: The run whose notification opened the incident, and the latest failing run notified.
+    first: RunEvent
+    last: RunEvent
+    #: When an alert, error or reminder about it was last queued (reminders count from here).
+    last_notified_at: datetime
+    reminders: int = 0
+
+
+class Notification(BaseModel):
+    """Everything needed to render a message, fixed when the event is detected.
+
+    Kept whole in the outbox, so a retry after a restart needs no further API call. `kind`
+    "run": `event` is the alert/error run; "recovered": `event` is the `ok` run and `incident`
+    the one it closes; "reminder": `event` is the incident's latest failing run.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    id: str
+    kind: Literal["run", "recovered", "reminder"] = "run"
     event: RunEvent
     monitor: MonitorInfo
     error_message: str | None = None
     links: Links = Field(default_factory=Links)
     detected_at: datetime
+    #: The incident this notification belongs to, as of its detection (None: none tracked).
+    incident: Incident | None = None
+
+    @property
+    def event_kind(self) -> str:
+        """The kind routes match: the run's state for a run, else "recovered" or "reminder"."""
+        return self.event.state if self.kind == "run" else self.kind
+
+    @property
+    def opens_incident(self) -> bool:
+        """Whether this is the first notification of its incident (its message is the anchor)."""
+        return self.incident is not None and self.incident.id == self.id
+
+
+class MessageRef(BaseModel):
+    """Where a destination put a message (Slack: channel ID and `ts`), to update or thread it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    channel: str
+    ts: str
+
+
+class Mute(BaseModel):
+    """Silence for one monitor or every monitor with a tag, until a time. Set by `mute`."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: str
+    monitor_id: int | None = None
+    tag: str | None = None
+    until: datetime
+    reason: str | None = None
+    created_at: datetime
+
+    def covers(self, monitor: MonitorInfo, now: datetime) -> bool:
+        """Whether this mute silences an event about `monitor` at `now` (tags ignore case)."""
+        if now >= self.until:
+            return False
+        if self.monitor_id is not None:
+            return monitor.id == self.monitor_id
+        if self.tag is not None:
+            wanted = self.tag.strip().casefold()
+            return any(tag.strip().casefold() == wanted for tag in monitor.tags)
+        return False
+
+    @property
+    def target(self) -> str:
+        """How `check` and logs name what is muted."""
+        return f"monitor {self.monitor_id}" if self.monitor_id is not None else f"tag {self.tag}"
 
 
 class TrackedRun(BaseModel):
@@ -201,6 +277,8 @@ class MonitorState(BaseModel):
     #: The change feed's (last_run, state) as of the last successful poll (feed mode).
     feed_key: str | None = None
     runs: dict[int, TrackedRun] = Field(default_factory=dict)
+    #: The open incident: set by a notified alert/error run, closed by a newer `ok` run.
+    incident: Incident | None = None
 
 
 class OutboxEntry(BaseModel):
@@ -216,8 +294,12 @@ STATE_VERSION = 1
 
 
 class NotifierState(BaseModel):
-    """The whole state file: monitors' memory and the outbox. Versioned for upgrades."""
+    """The whole state file: monitors' memory, the outbox, message anchors and mutes."""
 
     version: int = STATE_VERSION
     monitors: dict[int, MonitorState] = Field(default_factory=dict)
     outbox: list[OutboxEntry] = Field(default_factory=list)
+    #: Incident ID → destination name → where its first message went (updates, thread replies).
+    messages: dict[str, dict[str, MessageRef]] = Field(default_factory=dict)
+    #: Written by `mute`/`unmute`; the daemon only reads them.
+    mutes: list[Mute] = Field(default_factory=list)

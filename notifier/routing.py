@@ -28,12 +28,9 @@ from pydantic import (
     model_validator,
 )
 
-from notifier.models import MonitorInfo
+from notifier.models import EVENT_KINDS, EventKind, MonitorInfo
 from notifier.settings import Settings, http_url, is_loopback, split_list, whsec_problem
 
-EventKind = Literal["alert", "error", "recovered", "reminder"]
-#: Every kind of event a route can match, in the order `explain` lists them.
-EVENT_KINDS: tuple[EventKind, ...] = ("alert", "error", "recovered", "reminder")
 
 _ENV_PREFIX = "env:"
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")

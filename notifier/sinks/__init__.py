@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Protocol
+from collections.abc import Sequence
+from typing import Protocol, runtime_checkable
 
-from notifier.models import Notification
+from notifier.models import MessageRef, Notification
 
 
 class DeliveryError(Exception):
@@ -20,6 +21,7 @@ class DeliveryError(Exception):
         *,
         retry_after: float | None = None,
         whole_destination: bool = True,
+        delivered: frozenset[str] = frozenset(),
     ) -> None:
         super().__init__(f"{destination}: {reason}")
         self.destination = destination
@@ -29,6 +31,8 @@ class DeliveryError(Exception):
         #: limiting): later notifications would fail too, so the cycle stops sending there.
         #: False when only this notification was refused: the next ones are still tried.
         self.whole_destination = whole_destination
+        #: A digest split over several messages failed part-way: these notification IDs went out.
+        self.delivered = delivered
 
 
 class Sink(Protocol):
@@ -36,6 +40,28 @@ class Sink(Protocol):
 
     name: str
 
-    async def send(self, notification: Notification) -> None:
-        """Deliver or raise `DeliveryError`."""
+    async def send(
+        self, notification: Notification, thread: MessageRef | None = None
+    ) -> MessageRef | None:
+        """Deliver or raise `DeliveryError`; return where the message went if it can be updated
+        or threaded later (Slack with a bot token), else None.
+
+        `thread` is where the first message of the notification's incident went in this
+        destination, when known: a sink that can, replies there (alerts, reminders: if its
+        `thread` option is on) or updates it (recoveries); the others ignore it.
+        """
+        ...
+
+
+@runtime_checkable
+class DigestSink(Protocol):
+    """A sink that can put many notifications in one digest (Slack). More than
+    `digest_threshold` waiting for it after a cycle's polls are sent as a digest instead."""
+
+    name: str
+    digest_threshold: int | None
+
+    async def send_digest(self, notifications: Sequence[Notification]) -> None:
+        """Send them as one digest (split over several messages if need be), or raise
+        `DeliveryError` with `delivered` naming those that went out before the failure."""
         ...
