@@ -1,12 +1,10 @@
-"""Notifications rendered for each destination: Slack Block Kit, the webhook payload, the console.
+"""Notifications rendered for Slack (Block Kit) and the console; webhooks: `webhook_payload`.
 
 Pure: no I/O, no clock, no environment. Every output fits its destination's limits for any input.
 """
 
 from __future__ import annotations
 
-import json
-import re
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
@@ -26,11 +24,9 @@ FALLBACK_TEXT_MAX: Final = 4000
 #: The console shows only the start of a long error message.
 CONSOLE_ERROR_MAX: Final = 500
 
-WEBHOOK_PAYLOAD_VERSION: Final = 1
 ELLIPSIS: Final = "…"
 
 _MRKDWN_ESCAPES: Final = {"&": "&amp;", "<": "&lt;", ">": "&gt;"}
-_EVENT_SLUG_MAX: Final = 64
 
 
 @dataclass(frozen=True)
@@ -137,45 +133,6 @@ def _slack_links(n: Notification) -> list[dict[str, Any]]:
     return elements
 
 
-def webhook_event_type(state: str) -> str:
-    """`monitor.run.<state>`, the state reduced to `[a-z0-9_]` so receivers can route on it."""
-    slug = re.sub(r"[^a-z0-9_]+", "_", state.lower()).strip("_")[:_EVENT_SLUG_MAX]
-    return f"monitor.run.{slug or 'unknown'}"
-
-
-def webhook_payload(n: Notification) -> dict[str, Any]:
-    """The versioned payload (docs/webhook-payload.md); same notification, same dict."""
-    return {
-        "type": webhook_event_type(n.event.state),
-        "timestamp": _iso(n.detected_at),
-        "version": WEBHOOK_PAYLOAD_VERSION,
-        "data": {
-            "notification_id": n.id,
-            "monitor": {
-                "id": n.monitor.id,
-                "name": n.monitor.name,
-                "type": n.monitor.monitor_type,
-                "tags": list(n.monitor.tags),
-                "owner": n.monitor.owner,
-                "url": n.links.monitor,
-            },
-            "run": {
-                "id": n.event.run_id,
-                "state": n.event.state,
-                "started_at": _iso(n.event.started_at) if n.event.started_at else None,
-                "diff_id": n.event.diff_id,
-                "diff_url": n.links.diff,
-                "error": n.error_message,
-            },
-        },
-    }
-
-
-def webhook_body(n: Notification) -> str:
-    """The exact bytes (ASCII) a webhook sends and signs; a retry sends and signs the same."""
-    return json.dumps(webhook_payload(n), separators=(",", ":"), sort_keys=True)
-
-
 def console_text(n: Notification) -> str:
     """A few plain lines for a terminal (the `demo` command)."""
     style = state_style(n.event.state)
@@ -236,7 +193,8 @@ def _one_line(text: str) -> str:
     return " ".join(text.split())
 
 
-def _iso(value: datetime) -> str:
+def iso(value: datetime) -> str:
+    """An ISO 8601 UTC stamp with a `Z`, as payloads write times."""
     return as_utc(value).isoformat().replace("+00:00", "Z")
 
 

@@ -31,7 +31,6 @@ from pydantic import (
 from notifier.models import EVENT_KINDS, EventKind, MonitorInfo
 from notifier.settings import Settings, http_url, is_loopback, split_list, whsec_problem
 
-
 _ENV_PREFIX = "env:"
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 #: Destination names end up in logs, the outbox and `check`: keep them one plain word.

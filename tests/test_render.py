@@ -12,7 +12,7 @@ import pytest
 from jsonschema import Draft202012Validator
 from slack_sdk.models.blocks import Block
 
-from notifier import render
+from notifier import render, webhook_payload
 from notifier.models import Links, MonitorInfo, Notification, RunEvent
 from notifier.sinks.console import ConsoleSink
 
@@ -277,7 +277,7 @@ PAYLOAD_VARIANTS = [
 def test_webhook_payload_matches_the_schema(
     validator: Draft202012Validator, kwargs: dict[str, Any]
 ) -> None:
-    payload = render.webhook_payload(notification(**kwargs))
+    payload = webhook_payload.webhook_payload(notification(**kwargs))
     validator.validate(payload)
     assert set(payload) == {"type", "timestamp", "version", "data"}
     assert set(payload["data"]) == {"notification_id", "monitor", "run"}
@@ -290,12 +290,12 @@ def test_webhook_payload_matches_the_schema(
         "diff_url",
         "error",
     }
-    body = render.webhook_body(notification(**kwargs))
+    body = webhook_payload.webhook_body(notification(**kwargs))
     assert body.isascii() and json.loads(body) == payload
 
 
 def test_webhook_payload_example() -> None:
-    assert render.webhook_payload(notification()) == {
+    assert webhook_payload.webhook_payload(notification()) == {
         "type": "monitor.run.alert",
         "timestamp": "2025-03-14T09:41:07Z",
         "version": 1,
@@ -333,18 +333,18 @@ def test_webhook_payload_example() -> None:
     ],
 )
 def test_webhook_event_type(state: str, event_type: str) -> None:
-    assert render.webhook_event_type(state) == event_type
+    assert webhook_payload.webhook_event_type(state) == event_type
 
 
 @pytest.mark.parametrize("kwargs", PAYLOAD_VARIANTS + ABSURD)
 def test_rendering_is_deterministic(kwargs: dict[str, Any]) -> None:
     first, again = notification(**kwargs), notification(**kwargs)
-    assert render.webhook_body(first) == render.webhook_body(again)
+    assert webhook_payload.webhook_body(first) == webhook_payload.webhook_body(again)
     assert render.slack_message(first) == render.slack_message(again)
     assert render.console_text(first) == render.console_text(again)
     # A notification restored from the outbox renders the same bytes.
     restored = Notification.model_validate_json(first.model_dump_json())
-    assert render.webhook_body(restored) == render.webhook_body(first)
+    assert webhook_payload.webhook_body(restored) == webhook_payload.webhook_body(first)
 
 
 @pytest.mark.parametrize(

@@ -11,7 +11,7 @@ import aiohttp
 import pytest
 from standardwebhooks import Webhook, WebhookVerificationError
 
-from notifier import __version__, render
+from notifier import __version__, webhook_payload
 from notifier.models import Links, MonitorInfo, Notification, RunEvent
 from notifier.sinks import DeliveryError
 from notifier.sinks.checks import CheckResult
@@ -76,10 +76,10 @@ async def test_signed_delivery_verifies_at_the_receiver(
     fake, url = receiver
     await WebhookSink(url, secret=SECRET, session=session).send(NOTIFICATION)
     [delivery] = fake.deliveries
-    assert Webhook(SECRET).verify(delivery.body, delivery.headers) == render.webhook_payload(
-        NOTIFICATION
-    )
-    assert delivery.body == render.webhook_body(NOTIFICATION).encode()
+    assert Webhook(SECRET).verify(
+        delivery.body, delivery.headers
+    ) == webhook_payload.webhook_payload(NOTIFICATION)
+    assert delivery.body == webhook_payload.webhook_body(NOTIFICATION).encode()
     assert delivery.path_qs == "/hooks/datafold?token=s3cr3t-url-token"
     assert delivery.headers["content-type"] == "application/json"
     assert delivery.headers["user-agent"] == f"datafold-notifier/{__version__}"
@@ -124,7 +124,7 @@ async def test_unsigned_without_a_secret(
     [delivery] = fake.deliveries
     assert "webhook-signature" not in delivery.headers
     assert delivery.headers["webhook-id"] == NOTIFICATION.id
-    assert json.loads(delivery.body) == render.webhook_payload(NOTIFICATION)
+    assert json.loads(delivery.body) == webhook_payload.webhook_payload(NOTIFICATION)
 
 
 @pytest.mark.parametrize("status", [200, 201, 202, 204, 299])

@@ -15,7 +15,7 @@ from typing import Literal
 import aiohttp
 from standardwebhooks import Webhook
 
-from notifier import __version__, render
+from notifier import __version__, webhook_payload
 from notifier.alertmanager import alertmanager_body
 from notifier.models import Notification, as_utc
 from notifier.routing import webhook_destination_name
@@ -49,7 +49,7 @@ def _utc_now() -> datetime:
 
 
 class WebhookSink:
-    """POSTs `render.webhook_body`; `webhook-id` is the notification ID, stable across retries.
+    """POSTs `webhook_body`; `webhook-id` is the notification ID, stable across retries.
 
     Success is any 2xx. Redirects are not followed: a moved endpoint is reported, not guessed at.
     """
@@ -86,7 +86,7 @@ class WebhookSink:
             return alertmanager_body(
                 notification, receiver=self.name, external_url=self._external_url
             )
-        return render.webhook_body(notification)
+        return webhook_payload.webhook_body(notification)
 
     @property
     def signed(self) -> bool:
