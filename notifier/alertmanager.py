@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any, Final
 
-from notifier.models import Notification, as_utc
+from notifier.models import DEFAULT_NOTIFY_STATES, Incident, Notification, as_utc
 from notifier.render import state_style
 
 ALERTMANAGER_PAYLOAD_VERSION: Final = "4"
@@ -63,34 +63,118 @@ def alertmanager_payload(
     if ends_at is not None and not resolved:
         raise ValueError("ends_at is only meaningful for a resolved alert")
     state = n.event.state if alert_state is None else alert_state
-    labels = alert_labels(n, alert_state=state)
+    alert = _alert(n, alert_state=state, resolved=resolved, starts_at=starts_at, ends_at=ends_at)
+    return _message(n, [alert], receiver=receiver, external_url=external_url)
+
+
+def notification_payload(n: Notification, *, receiver: str, external_url: str) -> dict[str, Any]:
+    """The message for a notification of any kind (docs/alertmanager-payload.md); same input,
+    same dict.
+
+    "run": the run's state fires. "reminder": the incident's latest alert fires again with the
+    same labels, as Alertmanager's `repeat_interval` re-sends it. "recovered": every alert the
+    incident is known to have fired (its first and its latest run's state) resolves, one
+    `alerts[]` entry each, with the labels it fired with.
+    """
+    incident = n.incident
+    if n.kind == "recovered":
+        alerts = [
+            _alert(
+                n,
+                alert_state=state,
+                resolved=True,
+                starts_at=_fired_at(incident, state),
+                ends_at=None,
+            )
+            for state in resolved_states(incident)
+        ]
+        return _message(n, alerts, receiver=receiver, external_url=external_url)
+    state = incident.last.state if n.kind == "reminder" and incident else n.event.state
+    firing = _alert(
+        n, alert_state=state, resolved=False, starts_at=_fired_at(incident, state), ends_at=None
+    )
+    return _message(n, [firing], receiver=receiver, external_url=external_url)
+
+
+def notification_body(n: Notification, *, receiver: str, external_url: str) -> str:
+    """`notification_payload` as the exact bytes (ASCII, sorted keys) to send and sign."""
+    payload = notification_payload(n, receiver=receiver, external_url=external_url)
+    return json.dumps(payload, separators=(",", ":"), sort_keys=True)
+
+
+def resolved_states(incident: Incident | None) -> list[str]:
+    """The alert states a recovery resolves: the incident's first run's, then its latest run's
+    if that differs. Without an incident, the default notify-states (alert, error): resolving an
+    alert that never fired changes nothing for a receiver that keys on the fingerprint."""
+    if incident is None:
+        return sorted(DEFAULT_NOTIFY_STATES)
+    return list(dict.fromkeys([incident.first.state, incident.last.state]))
+
+
+def _fired_at(incident: Incident | None, state: str) -> datetime | None:
+    """When the incident's alert with this state began firing, as far as the incident knows.
+
+    The first run's state has fired since the incident opened; a state that only appeared later
+    (alert, then error) since the latest run, the only later run the incident remembers.
+    """
+    if incident is None:
+        return None
+    if state == incident.first.state:
+        return incident.first.started_at or incident.opened_at
+    if state == incident.last.state:
+        return incident.last.started_at or incident.opened_at
+    return None
+
+
+def _alert(
+    n: Notification,
+    *,
+    alert_state: str,
+    resolved: bool,
+    starts_at: datetime | None,
+    ends_at: datetime | None,
+) -> dict[str, Any]:
+    labels = alert_labels(n, alert_state=alert_state)
     status = "resolved" if resolved else "firing"
     start = starts_at or n.event.started_at or n.detected_at
     end = (ends_at or n.event.started_at or n.detected_at) if resolved else None
-    annotations = alert_annotations(n, alert_state=state, resolved=resolved)
-    group_labels = {"monitor_id": labels["monitor_id"]}
+    return {
+        "status": status,
+        "labels": labels,
+        "annotations": alert_annotations(n, alert_state=alert_state, resolved=resolved),
+        "startsAt": go_time(start),
+        "endsAt": ZERO_TIME if end is None else go_time(end),
+        "generatorURL": n.links.monitor or "",
+        "fingerprint": fingerprint(labels),
+    }
+
+
+def _message(
+    n: Notification, alerts: list[dict[str, Any]], *, receiver: str, external_url: str
+) -> dict[str, Any]:
+    """Alerts of one monitor in one message, with what Alertmanager computes for their group."""
+    group_labels = {"monitor_id": str(n.monitor.id)}
+    firing = any(alert["status"] == "firing" for alert in alerts)
     return {
         "receiver": go_quote_meta(receiver),
-        "status": status,
-        "alerts": [
-            {
-                "status": status,
-                "labels": labels,
-                "annotations": annotations,
-                "startsAt": go_time(start),
-                "endsAt": ZERO_TIME if end is None else go_time(end),
-                "generatorURL": n.links.monitor or "",
-                "fingerprint": fingerprint(labels),
-            }
-        ],
+        "status": "firing" if firing else "resolved",
+        "alerts": alerts,
         "groupLabels": group_labels,
-        # With one alert, Alertmanager's common labels and annotations are that alert's own.
-        "commonLabels": dict(labels),
-        "commonAnnotations": dict(annotations),
+        "commonLabels": _common([alert["labels"] for alert in alerts]),
+        "commonAnnotations": _common([alert["annotations"] for alert in alerts]),
         "externalURL": external_url,
         "version": ALERTMANAGER_PAYLOAD_VERSION,
         "groupKey": group_key(group_labels),
         "truncatedAlerts": 0,
+    }
+
+
+def _common(pairs: list[dict[str, str]]) -> dict[str, str]:
+    """The pairs every alert has with the same value (template.Data's commonLabels); with one
+    alert, its own."""
+    first, *others = pairs
+    return {
+        name: value for name, value in first.items() if all(o.get(name) == value for o in others)
     }
 
 
@@ -157,12 +241,19 @@ def alert_annotations(n: Notification, *, alert_state: str, resolved: bool) -> d
         description = f"{run} reported {reported}."
         if n.error_message:
             description += f"\nError: {n.error_message}"
-        elif n.event.state == "error":
+        elif n.event.state == "error" and n.kind == "run":
             description += "\nDatafold gave no error message."
+        if n.kind == "reminder" and n.incident is not None:
+            description += (
+                f"\nStill failing since {go_time(n.incident.opened_at)}: "
+                f"reminder {n.incident.reminders}."
+            )
     annotations: dict[str, str | None] = {
         "summary": summary,
         "description": description,
         "notification_id": n.id,
+        "incident_id": n.incident.id if n.incident else None,
+        "reminder": str(n.incident.reminders) if n.kind == "reminder" and n.incident else None,
         "run_id": str(n.event.run_id),
         "run_state": n.event.state,
         "diff_url": n.links.diff,

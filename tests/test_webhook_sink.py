@@ -12,8 +12,9 @@ import pytest
 from standardwebhooks import Webhook, WebhookVerificationError
 
 from notifier import __version__, webhook_payload
-from notifier.models import Links, MonitorInfo, Notification, RunEvent
-from notifier.sinks import DeliveryError
+from notifier.alertmanager import notification_body
+from notifier.models import Incident, Links, MessageRef, MonitorInfo, Notification, RunEvent
+from notifier.sinks import DeliveryError, Sink
 from notifier.sinks.checks import CheckResult
 from notifier.sinks.webhook import WebhookSink
 from tests.fakes.webhook import Reply, WebhookReceiver
@@ -285,3 +286,102 @@ async def test_rotation_signs_with_every_active_secret(
     with pytest.raises(WebhookVerificationError):
         other = "whsec_" + base64.b64encode(b"some-other-secret-nobody-has-123").decode()
         Webhook(other).verify(request.body, request.headers)
+
+
+OPENED = datetime(2025, 3, 14, 9, 41, tzinfo=UTC)
+ALERT_RUN = RunEvent(
+    monitor_id=4521,
+    run_id=98123,
+    state="alert",
+    started_at=datetime(2025, 3, 14, 9, 30, tzinfo=UTC),
+)
+INCIDENT = Incident(
+    id=ALERT_RUN.key, opened_at=OPENED, first=ALERT_RUN, last=ALERT_RUN, last_notified_at=OPENED
+)
+OK_RUN = RunEvent(
+    monitor_id=4521, run_id=98150, state="ok", started_at=datetime(2025, 3, 14, 10, 30, tzinfo=UTC)
+)
+FIRED = NOTIFICATION.model_copy(
+    update={"id": ALERT_RUN.key, "event": ALERT_RUN, "error_message": None, "incident": INCIDENT}
+)
+RECOVERED = Notification(
+    id=OK_RUN.key,
+    kind="recovered",
+    event=OK_RUN,
+    monitor=NOTIFICATION.monitor,
+    links=NOTIFICATION.links,
+    detected_at=datetime(2025, 3, 14, 10, 41, tzinfo=UTC),
+    incident=INCIDENT,
+)
+
+
+async def test_signed_recovery_reaches_the_receiver_tied_to_its_alert(
+    receiver: tuple[WebhookReceiver, str], session: aiohttp.ClientSession
+) -> None:
+    fake, url = receiver
+    sink: Sink = WebhookSink(url, secret=SECRET, session=session)  # fits the protocol
+    thread = MessageRef(channel="C123", ts="1741945260.000100")
+    assert await sink.send(FIRED) is None
+    assert await sink.send(RECOVERED, thread) is None  # a webhook has no threads: ignored
+    alert, recovery = fake.deliveries
+    verifier = Webhook(SECRET)
+    fired, ended = (verifier.verify(d.body, d.headers) for d in (alert, recovery))
+    assert recovery.headers["webhook-id"] == RECOVERED.id
+    assert recovery.body == webhook_payload.webhook_body(RECOVERED).encode()
+    assert ended["type"] == "monitor.recovered"
+    assert ended["data"]["run"]["state"] == "ok"
+    assert ended["data"]["incident"]["id"] == fired["data"]["notification_id"]
+    assert ended["data"]["incident"]["id"] == alert.headers["webhook-id"]
+
+
+async def test_a_recovery_restored_from_the_outbox_is_re_sent_with_the_same_body(
+    receiver: tuple[WebhookReceiver, str], session: aiohttp.ClientSession
+) -> None:
+    fake, url = receiver
+    sink = WebhookSink(url, secret=SECRET, session=session)
+    fake.reply(503)
+    with pytest.raises(DeliveryError):
+        await sink.send(RECOVERED)
+    await sink.send(Notification.model_validate_json(RECOVERED.model_dump_json()))
+    first, second = fake.deliveries
+    assert first.body == second.body
+    assert first.headers["webhook-id"] == second.headers["webhook-id"] == RECOVERED.id
+    Webhook(SECRET).verify(second.body, second.headers)
+
+
+async def test_alertmanager_format_resolves_the_alert_that_fired(
+    receiver: tuple[WebhookReceiver, str], session: aiohttp.ClientSession
+) -> None:
+    fake, url = receiver
+    sink = WebhookSink(
+        url,
+        secret=SECRET,
+        session=session,
+        payload_format="alertmanager",
+        external_url="https://app.datafold.com",
+    )
+    reminder = FIRED.model_copy(
+        update={
+            "id": f"{INCIDENT.id}-reminder-1",
+            "kind": "reminder",
+            "incident": INCIDENT.model_copy(update={"reminders": 1}),
+        }
+    )
+    for n in (FIRED, reminder, RECOVERED):
+        await sink.send(n)
+    verifier = Webhook(SECRET)
+    fired, again, ended = (verifier.verify(d.body, d.headers) for d in fake.deliveries)
+    assert [m["status"] for m in (fired, again, ended)] == ["firing", "firing", "resolved"]
+    assert fake.deliveries[2].body == sink.body(RECOVERED).encode()
+    assert (
+        fake.deliveries[2].body
+        == (
+            notification_body(
+                RECOVERED, receiver=sink.name, external_url="https://app.datafold.com"
+            )
+        ).encode()
+    )
+    [alert], [repeat], [resolved] = (m["alerts"] for m in (fired, again, ended))
+    assert alert["fingerprint"] == repeat["fingerprint"] == resolved["fingerprint"]
+    assert alert["startsAt"] == repeat["startsAt"] == resolved["startsAt"]
+    assert resolved["endsAt"] == "2025-03-14T10:30:00Z"

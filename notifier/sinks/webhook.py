@@ -16,8 +16,8 @@ import aiohttp
 from standardwebhooks import Webhook
 
 from notifier import __version__, webhook_payload
-from notifier.alertmanager import alertmanager_body
-from notifier.models import Notification, as_utc
+from notifier.alertmanager import notification_body
+from notifier.models import MessageRef, Notification, as_utc
 from notifier.routing import webhook_destination_name
 from notifier.sinks import DeliveryError
 from notifier.sinks.checks import CheckResult
@@ -83,7 +83,7 @@ class WebhookSink:
     def body(self, notification: Notification) -> str:
         """The payload in this destination's format; the same bytes on every retry."""
         if self._format == "alertmanager":
-            return alertmanager_body(
+            return notification_body(
                 notification, receiver=self.name, external_url=self._external_url
             )
         return webhook_payload.webhook_body(notification)
@@ -109,8 +109,11 @@ class WebhookSink:
             )
         return headers
 
-    async def send(self, notification: Notification) -> None:
-        """Deliver once; any non-2xx answer or transport failure raises `DeliveryError`."""
+    async def send(self, notification: Notification, thread: MessageRef | None = None) -> None:
+        """Deliver once; any non-2xx answer or transport failure raises `DeliveryError`.
+
+        A webhook has no threads or updates: `thread` is ignored and nothing is returned.
+        """
         body = self.body(notification)
         headers = self.request_headers(notification, body)
         try:
