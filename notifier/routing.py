@@ -1,7 +1,7 @@
 """Routing: which named destinations an event goes to, from a TOML routes file or today's settings.
 
 Pure: stdlib, pydantic and the URL rules of `settings`. The environment comes in as a mapping;
-secrets are `SecretStr` and no repr or error message shows them.
+secrets are `SecretStr` and no repr or error message shows them. The time comes in as `now`.
 """
 
 from __future__ import annotations
@@ -13,11 +13,14 @@ import re
 import tomllib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime, time, timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal, Self
 from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -37,6 +40,9 @@ _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _DESTINATION_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
 #: Slack user (U…, W…) and user-group (S…) IDs, or a channel-wide mention.
 _MENTION = re.compile(r"[UWS][A-Z0-9]{2,}|@here|@channel")
+_HH_MM = re.compile(r"([01][0-9]|2[0-3]):([0-5][0-9])")
+#: Day names in `datetime.weekday()` order.
+_DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
 
 class RoutesError(Exception):
@@ -269,8 +275,105 @@ def _folded_in(value: str | None, values: Iterable[str]) -> bool:
     return value is not None and value.strip().casefold() in _folded(values)
 
 
+def _checked_day(value: str) -> str:
+    day = value.strip().casefold()
+    if day not in _DAYS:
+        raise ValueError(f"{value[:40]!r} is not a day (use {', '.join(_DAYS)})")
+    return day
+
+
+class QuietHours(_Strict):
+    """A daily window of local wall-clock time in `timezone` during which a route sends nothing.
+
+    A window may cross midnight (start > end); `days` then names the day it starts on.
+    """
+
+    start: time
+    end: time
+    timezone: str
+    days: list[Annotated[str, AfterValidator(_checked_day)]] | None = Field(None, min_length=1)
+
+    @field_validator("start", "end", mode="before")
+    @classmethod
+    def _parse_time(cls, value: Any) -> Any:
+        # A TOML local time (22:00:00, unquoted) is accepted too, if it is a whole minute.
+        if (
+            isinstance(value, time)
+            and value.tzinfo is None
+            and value == value.replace(second=0, microsecond=0)
+        ):
+            return value
+        found = _HH_MM.fullmatch(value.strip()) if isinstance(value, str) else None
+        if found is None:
+            shown = f"{value[:40]!r} is " if isinstance(value, str) else ""
+            raise ValueError(f'{shown}not a time of day: write "HH:MM", 00:00 to 23:59')
+        return time(int(found[1]), int(found[2]))
+
+    @field_validator("timezone", mode="before")
+    @classmethod
+    def _check_zone(cls, value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        key = value.strip()
+        try:
+            ZoneInfo(key)
+        except (ZoneInfoNotFoundError, ValueError, OSError):
+            hint = "an IANA name such as 'Europe/Berlin', 'America/New_York' or 'UTC'"
+            if not available_timezones():
+                hint = "no time zone database was found: install the tzdata package"
+            raise ValueError(f"unknown time zone {value[:60]!r} ({hint})") from None
+        return key
+
+    @model_validator(mode="after")
+    def _check_window(self) -> Self:
+        if self.start == self.end:
+            raise ValueError(
+                f"start and end are both {self.start:%H:%M}: a window needs a length "
+                "(to cross midnight, give a start later than the end)"
+            )
+        return self
+
+    def covers(self, now: datetime) -> bool:
+        """Whether the aware instant `now` falls inside the window, on the local wall clock, so
+        the window follows daylight-saving shifts."""
+        local = now.astimezone(ZoneInfo(self.timezone))
+        clock = local.time()  # naive wall-clock time; `fold` plays no part in comparing
+        days = _DAYS if self.days is None else self.days
+        if self.start < self.end:
+            return self.start <= clock < self.end and _DAYS[local.weekday()] in days
+        if clock >= self.start:
+            return _DAYS[local.weekday()] in days
+        started = (local - timedelta(days=1)).weekday()
+        return clock < self.end and _DAYS[started] in days
+
+    def describe(self) -> str:
+        """The window in one phrase for `check`, e.g. `22:00-07:00 Europe/Berlin mon-fri`."""
+        return f"{self.start:%H:%M}-{self.end:%H:%M} {self.timezone} {_day_ranges(self.days)}"
+
+
+def _day_ranges(days: Sequence[str] | None) -> str:
+    """`mon-fri, sun` for a set of days; `every day` for all (or none given)."""
+    indexes = sorted({_DAYS.index(day) for day in days or _DAYS})
+    if len(indexes) == len(_DAYS):
+        return "every day"
+    runs: list[list[int]] = []
+    for index in indexes:
+        if runs and runs[-1][-1] == index - 1:
+            runs[-1].append(index)
+        else:
+            runs.append([index])
+    parts: list[str] = []
+    for run in runs:
+        if len(run) >= 3:
+            parts.append(f"{_DAYS[run[0]]}-{_DAYS[run[-1]]}")
+        else:
+            parts += [_DAYS[index] for index in run]
+    return ", ".join(parts)
+
+
 class Route(_Strict):
-    """Where matching events go. First match wins unless `continue` is true; `to = []` drops."""
+    """Where matching events go. First match wins unless `continue` is true; `to = []` drops.
+    Inside its quiet hours a matching route still counts as matched but sends nothing."""
 
     model_config = ConfigDict(validate_by_name=True, validate_by_alias=True)
 
@@ -278,6 +381,7 @@ class Route(_Strict):
     match: Match = Field(default_factory=Match)
     to: list[str]
     continue_: bool = Field(False, alias="continue")
+    quiet_hours: QuietHours | None = None
 
     def label(self, index: int) -> str:
         """How logs and `check` name the route: its name, or its place in the file."""
@@ -285,9 +389,10 @@ class Route(_Strict):
 
 
 class DefaultRoute(_Strict):
-    """Where events that no route matched go."""
+    """Where events that no route matched go (nowhere inside its quiet hours)."""
 
     to: list[str]
+    quiet_hours: QuietHours | None = None
 
 
 class Routes(_Strict):
@@ -388,6 +493,11 @@ def _describe(exc: ValidationError) -> str:
         message = str(error["msg"]).removeprefix("Value error, ")
         context = error.get("ctx") or {}
         match error["type"]:
+            case "missing" if model is QuietHours and loc[-1] == "timezone":
+                message = (
+                    "field required: an IANA time zone such as 'Europe/Berlin' "
+                    "(there is no implicit UTC; write 'UTC' for that)"
+                )
             case "missing":
                 message = "field required"
             case "extra_forbidden":
@@ -415,6 +525,8 @@ def _model_at(loc: Sequence[Any]) -> type[BaseModel] | None:
             return Route
         case ["routes", int(), "match"]:
             return Match
+        case ["routes", int(), "quiet_hours"] | ["default", "quiet_hours"]:
+            return QuietHours
         case ["default"]:
             return DefaultRoute
         case ["destinations", str(), str(tag)]:
@@ -462,27 +574,80 @@ def routes_from_settings(settings: Settings) -> Routes:
     return Routes(destinations=destinations, default=default)
 
 
-def destinations_for(routes: Routes, monitor: MonitorInfo, kind: str) -> list[str]:
-    """Destination names for one event, de-duplicated in route order.
+@dataclass(frozen=True)
+class RouteDecision:
+    """Where one event goes (`to`), and which matched routes held it back by quiet hours."""
 
-    The first matching route wins unless it says `continue`; the default applies only when no
-    route matched. A `recovered` event skips destinations with `recovery = false`.
+    to: list[str]
+    quiet: list[str]
+
+
+def route_event(routes: Routes, monitor: MonitorInfo, kind: str, now: datetime) -> RouteDecision:
+    """Destinations for one event at the aware instant `now`, quiet hours applied.
+
+    The first matching route wins unless it says `continue`; a route inside its quiet hours still
+    counts as matched, but its destinations get the event only through another matched route that
+    is not quiet. `quiet` names (by `Route.label`) each quiet route that withheld a destination.
+    The default applies only when no route matched. A `recovered` event skips destinations with
+    `recovery = false`.
     """
-    names: dict[str, None] = {}
-    matched = False
-    for route in routes.routes:
+    if now.utcoffset() is None:
+        raise ValueError("now must be an aware datetime (UTC), not a naive one")
+    return _route_event(routes, monitor, kind, now)
+
+
+def _route_event(
+    routes: Routes, monitor: MonitorInfo, kind: str, now: datetime | None
+) -> RouteDecision:
+    """`route_event`; with `now=None` quiet hours never apply."""
+    matched: list[tuple[str, list[str], QuietHours | None]] = []
+    for index, route in enumerate(routes.routes):
         if route.match.matches(monitor, kind):
-            matched = True
-            names.update(dict.fromkeys(route.to))
+            matched.append((route.label(index), route.to, route.quiet_hours))
             if not route.continue_:
                 break
     if not matched and routes.default is not None:
-        names.update(dict.fromkeys(routes.default.to))
-    if kind == "recovered":
-        return [name for name in names if routes.destinations[name].recovery]
-    return list(names)
+        matched.append(("default", routes.default.to, routes.default.quiet_hours))
+
+    def wanted(name: str) -> bool:
+        return kind != "recovered" or routes.destinations[name].recovery
+
+    names: dict[str, None] = {}
+    held: list[tuple[str, list[str]]] = []
+    for label, to, quiet_hours in matched:
+        targets = [name for name in to if wanted(name)]
+        if now is not None and quiet_hours is not None and quiet_hours.covers(now):
+            held.append((label, targets))
+        else:
+            names.update(dict.fromkeys(targets))
+    quiet = [label for label, targets in held if any(name not in names for name in targets)]
+    return RouteDecision(to=list(names), quiet=quiet)
+
+
+def destinations_for(routes: Routes, monitor: MonitorInfo, kind: str) -> list[str]:
+    """Destination names for one event, de-duplicated in route order, ignoring quiet hours
+    (what a route sends when it is not quiet); `route_event` applies them."""
+    return _route_event(routes, monitor, kind, None).to
 
 
 def explain(routes: Routes, monitor: MonitorInfo) -> dict[str, list[str]]:
-    """For `check`: each event kind mapped to where an event of that kind about `monitor` goes."""
+    """For `check`: each event kind mapped to where an event of that kind about `monitor` goes
+    outside quiet hours (`quiet_hours_summary` lists those)."""
     return {kind: destinations_for(routes, monitor, kind) for kind in EVENT_KINDS}
+
+
+def quiet_hours_summary(routes: Routes) -> list[str]:
+    """For `check`: one line per route with quiet hours, in file order, the default last."""
+    lines = [
+        f"route {route.name!r}: " if route.name else f"{route.label(index)}: "
+        for index, route in enumerate(routes.routes)
+    ]
+    windows = [route.quiet_hours for route in routes.routes]
+    if routes.default is not None:
+        lines.append("default route: ")
+        windows.append(routes.default.quiet_hours)
+    return [
+        f"{line}quiet {window.describe()}"
+        for line, window in zip(lines, windows, strict=True)
+        if window is not None
+    ]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import os
 import re
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -12,10 +13,11 @@ import aiohttp
 import pytest
 
 from notifier.daemon import build_sinks
-from notifier.models import MonitorInfo
+from notifier.models import EVENT_KINDS, MonitorInfo
 from notifier.routing import (
-    EVENT_KINDS,
     Match,
+    QuietHours,
+    RouteDecision,
     Routes,
     RoutesError,
     SlackDestination,
@@ -24,6 +26,8 @@ from notifier.routing import (
     destinations_for,
     explain,
     load_routes,
+    quiet_hours_summary,
+    route_event,
     routes_from_settings,
     webhook_destination_name,
 )
@@ -308,6 +312,14 @@ def _env(**changes: str) -> dict[str, str]:
     return {**ENV, **changes}
 
 
+def _quiet(**changes: str | None) -> str:
+    """ROUTED plus a route quiet 22:00-07:00 UTC, with keys changed (None drops one)."""
+    keys: dict[str, str | None] = {"start": "'22:00'", "end": "'07:00'", "timezone": "'UTC'"}
+    keys |= changes
+    table = ", ".join(f"{key} = {value}" for key, value in keys.items() if value is not None)
+    return _route(f"quiet_hours = {{ {table} }}")
+
+
 HOOK_TEAM = "type = 'slack-webhook'\nurl = 'env:TEAM_SLACK_WEBHOOK_URL'\n"
 NOT_WHSEC = "oncall-hook.secret: the secret must be a Standard Webhooks secret starting with whsec_"
 
@@ -335,7 +347,7 @@ NOT_WHSEC = "oncall-hook.secret: the secret must be a Standard Webhooks secret s
             "data-alerts.chanel: unknown key (did you mean channel?)",
         ),
         (_route("match = { typs = ['diff'] }"), ENV, "routes[0].match.typs: unknown key (did you"),
-        (ROUTED + "colour = 1\n", ENV, "default.colour: unknown key (use to)"),
+        (ROUTED + "colour = 1\n", ENV, "default.colour: unknown key (use to, quiet_hours)"),
         ("routs = 1\n" + ROUTED, ENV, "routes.toml: routs: unknown key (did you mean routes?)"),
         (_route("[[routes]]\nto = []\nmatch = { types = 'diff' }"), ENV, "routes[1].match.types: "),
         (_route("match = { tags = [] }"), ENV, "routes[0].match.tags: List should have at least 1"),
@@ -360,6 +372,51 @@ NOT_WHSEC = "oncall-hook.secret: the secret must be a Standard Webhooks secret s
         ("destinations = { x = 'slack' }\n", ENV, "destinations.x: Input should be a valid dict"),
         # Regex.
         (_route("match = { name_regex = 'orders(' }"), ENV, "name_regex: not a valid regular expr"),
+        # Quiet hours.
+        (_quiet(start="'25:00'"), ENV, "routes[0].quiet_hours.start: '25:00' is not a time of day"),
+        (_quiet(end="'7:00'"), ENV, "routes[0].quiet_hours.end: '7:00' is not a time of day"),
+        (_quiet(end="7"), ENV, 'quiet_hours.end: not a time of day: write "HH:MM"'),
+        (_quiet(end="07:00:30"), ENV, "quiet_hours.end: not a time of day"),
+        (
+            _quiet(end="'22:00'"),
+            ENV,
+            "routes[0].quiet_hours: start and end are both 22:00: a window needs a length",
+        ),
+        (
+            _quiet(timezone="'Europe/Berlinn'"),
+            ENV,
+            "routes[0].quiet_hours.timezone: unknown time zone 'Europe/Berlinn' (an IANA name",
+        ),
+        (_quiet(timezone="'/etc/passwd'"), ENV, "timezone: unknown time zone '/etc/passwd'"),
+        (
+            _quiet(timezone=None),
+            ENV,
+            "routes[0].quiet_hours.timezone: field required: an IANA time zone such as "
+            "'Europe/Berlin' (there is no implicit UTC; write 'UTC' for that)",
+        ),
+        (
+            _quiet(days="['mon', 'mo']"),
+            ENV,
+            "routes[0].quiet_hours.days[1]: 'mo' is not a day (use mon, tue, wed, thu, fri, sat, "
+            "sun)",
+        ),
+        (_quiet(days="[]"), ENV, "routes[0].quiet_hours.days: List should have at least 1 item"),
+        (
+            _quiet(timezon="'UTC'"),
+            ENV,
+            "routes[0].quiet_hours.timezon: unknown key (did you mean timezone?)",
+        ),
+        (_quiet(strat="'UTC'"), ENV, "quiet_hours.strat: unknown key (did you mean start?)"),
+        (
+            _route("quiet_hours = '22-7'"),
+            ENV,
+            "routes[0].quiet_hours: Input should be a valid dict",
+        ),
+        (
+            ROUTED + "quiet_hours = { start = '22:00', end = '07:00', timezone = 'UTC', dys = [] }",
+            ENV,
+            "default.quiet_hours.dys: unknown key (did you mean days?)",
+        ),
         # References between tables.
         (
             _route("[[routes]]\nto = ['oncall-hook', 'nope']"),
@@ -538,3 +595,208 @@ def test_routes_from_settings_carry_the_values() -> None:
     assert hook.url.get_secret_value() == HOOK_1
     assert [s.get_secret_value() for s in hook.secrets] == [WHSEC, WHSEC_2]
     assert hook.format == "standard"
+
+
+def at(iso: str) -> datetime:
+    """An aware instant from ISO 8601 text with an offset."""
+    instant = datetime.fromisoformat(iso)
+    assert instant.utcoffset() is not None
+    return instant
+
+
+WORKDAY_NIGHTS = {
+    "start": "22:00",
+    "end": "07:00",
+    "timezone": "Europe/Berlin",
+    "days": ["mon", "tue", "wed", "thu", "fri"],
+}
+NIGHTS_BERLIN = {"start": "22:00", "end": "07:00", "timezone": "Europe/Berlin"}
+TWO_AM_BERLIN = {"start": "02:00", "end": "03:00", "timezone": "Europe/Berlin"}
+NOON_UTC = {"start": "12:00", "end": "13:00", "timezone": "UTC"}
+NOON_BERLIN = {**NOON_UTC, "timezone": "Europe/Berlin"}
+SUNDAY_LATE = {"start": "23:00", "end": "00:00", "timezone": "UTC", "days": ["sun"]}
+WEEKEND_DAYS = {"start": "09:00", "end": "17:00", "timezone": "UTC", "days": ["SAT", " Sun"]}
+NIGHTS_NEW_YORK = {**NIGHTS_BERLIN, "timezone": "America/New_York"}
+
+
+@pytest.mark.parametrize(
+    ("quiet_hours", "now", "expected"),
+    [
+        # A simple window: start included, end excluded; `now` may carry any offset.
+        (NOON_UTC, "2025-01-06T12:00Z", True),
+        (NOON_UTC, "2025-01-06T12:59:59Z", True),
+        (NOON_UTC, "2025-01-06T13:00Z", False),
+        (NOON_UTC, "2025-01-06T11:59Z", False),
+        (NOON_UTC, "2025-01-06T17:30+05:00", True),
+        # Local time: 12:30 UTC is 13:30 in Berlin in winter.
+        (NOON_BERLIN, "2025-01-06T11:30Z", True),
+        (NOON_BERLIN, "2025-01-06T12:30Z", False),
+        # Across midnight; `days` names the day the window starts on (2025-01-06 is a Monday).
+        (WORKDAY_NIGHTS, "2025-01-06T21:59+01:00", False),
+        (WORKDAY_NIGHTS, "2025-01-06T22:00+01:00", True),
+        (WORKDAY_NIGHTS, "2025-01-06T23:59+01:00", True),
+        (WORKDAY_NIGHTS, "2025-01-07T00:00+01:00", True),
+        (WORKDAY_NIGHTS, "2025-01-07T06:59+01:00", True),
+        (WORKDAY_NIGHTS, "2025-01-07T07:00+01:00", False),
+        (WORKDAY_NIGHTS, "2025-01-06T06:00+01:00", False),  # Monday morning: Sunday's night
+        (WORKDAY_NIGHTS, "2025-01-11T06:00+01:00", True),  # Saturday morning: Friday's night
+        (WORKDAY_NIGHTS, "2025-01-11T22:30+01:00", False),  # Saturday night
+        (WORKDAY_NIGHTS, "2025-01-05T23:00+01:00", False),  # Sunday night
+        (SUNDAY_LATE, "2025-01-05T23:30Z", True),
+        (SUNDAY_LATE, "2025-01-06T00:00Z", False),
+        # A days filter on a same-day window, case-insensitive.
+        (WEEKEND_DAYS, "2025-01-11T10:00Z", True),
+        (WEEKEND_DAYS, "2025-01-12T16:59Z", True),
+        (WEEKEND_DAYS, "2025-01-13T10:00Z", False),
+        # DST in Berlin: the window follows the wall clock. 05:30 UTC is 06:30 on the Saturday
+        # before spring-forward (2025-03-30) and 07:30 on the day itself.
+        (NIGHTS_BERLIN, "2025-03-29T05:30Z", True),
+        (NIGHTS_BERLIN, "2025-03-30T04:59Z", True),
+        (NIGHTS_BERLIN, "2025-03-30T05:30Z", False),
+        (NIGHTS_BERLIN, "2025-03-29T21:30Z", True),  # 22:30 CET
+        (NIGHTS_BERLIN, "2025-03-30T20:00Z", True),  # 22:00 CEST
+        (NIGHTS_BERLIN, "2025-03-30T19:59Z", False),  # 21:59 CEST
+        # 02:00-03:00 does not exist on spring-forward day, and happens twice on fall-back day.
+        (TWO_AM_BERLIN, "2025-03-30T00:59Z", False),  # 01:59 CET
+        (TWO_AM_BERLIN, "2025-03-30T01:00Z", False),  # 03:00 CEST
+        (TWO_AM_BERLIN, "2025-10-25T23:59Z", False),  # 01:59 CEST
+        (TWO_AM_BERLIN, "2025-10-26T00:30Z", True),  # 02:30 CEST
+        (TWO_AM_BERLIN, "2025-10-26T01:30Z", True),  # 02:30 CET, the second time
+        (TWO_AM_BERLIN, "2025-10-26T02:00Z", False),  # 03:00 CET
+        (NIGHTS_BERLIN, "2025-10-25T05:30Z", False),  # 07:30 CEST
+        (NIGHTS_BERLIN, "2025-10-26T05:30Z", True),  # 06:30 CET
+        # America/New_York springs forward on 2025-03-09: 11:30 UTC is 06:30 EST, then 07:30 EDT.
+        (NIGHTS_NEW_YORK, "2025-03-08T11:30Z", True),
+        (NIGHTS_NEW_YORK, "2025-03-09T11:30Z", False),
+    ],
+)
+def test_quiet_hours_window(quiet_hours: dict[str, Any], now: str, expected: bool) -> None:
+    assert QuietHours.model_validate(quiet_hours).covers(at(now)) is expected
+
+
+NIGHT = "2025-01-06T23:00+01:00"  # inside NIGHTS_BERLIN
+DAY = "2025-01-06T12:00+01:00"
+QUIET_A = {"to": ["a"], "quiet_hours": NIGHTS_BERLIN}
+QUIET_C = {"to": ["c"], "quiet_hours": NIGHTS_BERLIN}
+QUIET_A_ON = {**QUIET_A, "continue": True}
+A_B_ON = {"to": ["a", "b"], "continue": True}
+QUIET_B_C = {"to": ["b", "c"], "quiet_hours": NIGHTS_BERLIN}
+QUIET_DEFAULT = {"to": ["a", "b"], "quiet_hours": NIGHTS_BERLIN}
+
+
+@pytest.mark.parametrize(
+    ("table", "kind", "now", "expected_to", "expected_quiet"),
+    [
+        # A quiet route still matched: the default does not step in, later routes are not tried.
+        ({"routes": [QUIET_A], "default": {"to": ["b"]}}, "alert", NIGHT, [], ["routes[0]"]),
+        ({"routes": [QUIET_A], "default": {"to": ["b"]}}, "alert", DAY, ["a"], []),
+        (
+            {"routes": [{**QUIET_A, "name": "night ops"}, {"to": ["b"]}]},
+            "error",
+            NIGHT,
+            [],
+            ["night ops"],
+        ),
+        # A route that does not match is not quiet either.
+        (
+            {"routes": [{**QUIET_A, "match": OTHER}], "default": {"to": ["b"]}},
+            "alert",
+            NIGHT,
+            ["b"],
+            [],
+        ),
+        # With `continue`, the routes after a quiet one still send.
+        ({"routes": [QUIET_A_ON, {"to": ["b"]}]}, "alert", NIGHT, ["b"], ["routes[0]"]),
+        ({"routes": [A_B_ON, QUIET_B_C]}, "alert", NIGHT, ["a", "b"], ["routes[1]"]),
+        ({"routes": [A_B_ON, QUIET_B_C]}, "alert", DAY, ["a", "b", "c"], []),
+        # A destination that another matched, non-quiet route reaches gets the event: none held.
+        ({"routes": [QUIET_A_ON, {"to": ["b", "a"]}]}, "alert", NIGHT, ["b", "a"], []),
+        (
+            {"routes": [QUIET_A_ON, {"to": ["a", "b"], "quiet_hours": WORKDAY_NIGHTS}]},
+            "alert",
+            "2025-01-11T23:00+01:00",  # Saturday: only routes[0] is quiet
+            ["a", "b"],
+            [],
+        ),
+        # The default's own quiet hours, only when it applies.
+        ({"default": QUIET_DEFAULT}, "alert", NIGHT, [], ["default"]),
+        ({"default": QUIET_DEFAULT}, "alert", DAY, ["a", "b"], []),
+        ({"routes": [{"to": ["c"]}], "default": QUIET_DEFAULT}, "alert", NIGHT, ["c"], []),
+        # `recovered` skips recovery = false destinations, quiet or not; a quiet route that would
+        # only have reached such a destination held nothing back.
+        ({"routes": [{"to": ["a", "c"]}]}, "recovered", NIGHT, ["a"], []),
+        ({"routes": [QUIET_C]}, "recovered", NIGHT, [], []),
+        ({"routes": [QUIET_C]}, "alert", NIGHT, [], ["routes[0]"]),
+        (
+            {"routes": [{**QUIET_A_ON, "to": ["a", "c"]}, {"to": ["c"]}]},
+            "recovered",
+            NIGHT,
+            [],
+            ["routes[0]"],
+        ),
+        # `to = []` drops in or out of quiet hours; nothing is withheld.
+        ({"routes": [{**QUIET_A, "to": []}]}, "alert", NIGHT, [], []),
+    ],
+)
+def test_route_event_applies_quiet_hours(
+    table: dict[str, Any], kind: str, now: str, expected_to: list[str], expected_quiet: list[str]
+) -> None:
+    decision = route_event(routes(table), monitor(), kind, at(now))
+    assert decision == RouteDecision(to=expected_to, quiet=expected_quiet)
+
+
+def test_destinations_for_and_explain_ignore_quiet_hours() -> None:
+    table = routes({"routes": [QUIET_A_ON], "default": QUIET_DEFAULT})
+    assert destinations_for(table, monitor(), "alert") == ["a"]
+    assert explain(table, monitor())["error"] == ["a"]
+    assert route_event(table, monitor(), "alert", at(NIGHT)) == RouteDecision([], ["routes[0]"])
+
+
+def test_route_event_needs_an_aware_now() -> None:
+    with pytest.raises(ValueError, match="now must be an aware datetime"):
+        route_event(routes({"default": {"to": ["a"]}}), monitor(), "alert", datetime(2025, 1, 6))
+
+
+def test_quiet_hours_summary() -> None:
+    utc = {"start": "09:00", "end": "17:30", "timezone": "UTC"}
+    table = routes(
+        {
+            "routes": [
+                {"name": "night ops", "to": ["a"], "quiet_hours": WORKDAY_NIGHTS},
+                {"to": ["b"]},
+                {"to": ["b"], "quiet_hours": {**utc, "days": ["sun", "Wed", "sat", "wed"]}},
+                {"to": ["b"], "quiet_hours": {**utc, "days": ["fri", "mon", "tue", "wed"]}},
+                {"to": ["b"], "quiet_hours": {**utc, "days": ["mon", "tue"]}},
+            ],
+            "default": {"to": ["c"], "quiet_hours": {**utc, "start": "23:00", "end": "06:00"}},
+        }
+    )
+    assert quiet_hours_summary(table) == [
+        "route 'night ops': quiet 22:00-07:00 Europe/Berlin mon-fri",
+        "routes[2]: quiet 09:00-17:30 UTC wed, sat, sun",
+        "routes[3]: quiet 09:00-17:30 UTC mon-wed, fri",
+        "routes[4]: quiet 09:00-17:30 UTC mon, tue",
+        "default route: quiet 23:00-06:00 UTC every day",
+    ]
+    assert quiet_hours_summary(routes({"routes": [{"to": ["a"]}]})) == []
+
+
+def test_quiet_hours_take_toml_local_times(tmp_path: Path) -> None:
+    text = ROUTED + "quiet_hours = { start = 22:00:00, end = 07:00:00, timezone = 'UTC' }\n"
+    table = load_routes(write(tmp_path, text), ENV)
+    assert quiet_hours_summary(table) == ["default route: quiet 22:00-07:00 UTC every day"]
+
+
+def test_documented_quiet_hours_example_is_valid(tmp_path: Path) -> None:
+    text = DOCS_EXAMPLE.read_text(encoding="utf-8")
+    assert text.count("# quiet_hours = {") == 1
+    path = write(tmp_path, text.replace("# quiet_hours = {", "quiet_hours = {"))
+    names = set(re.findall(r'"env:([A-Za-z_][A-Za-z0-9_]*)"', text))
+    fake = {name: WHSEC if name.endswith("SECRET") else "https://hooks.example/x" for name in names}
+    table = load_routes(path, fake)
+    assert quiet_hours_summary(table) == [
+        "route 'orders diffs': quiet 22:00-07:00 Europe/Berlin every day"
+    ]
+    orders = monitor(id=2, owner="orders-team@example.com", tags=[])
+    assert route_event(table, orders, "alert", at(NIGHT)) == RouteDecision([], ["orders diffs"])
+    assert route_event(table, orders, "alert", at(DAY)) == RouteDecision(["team-hook"], [])
