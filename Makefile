@@ -8,7 +8,7 @@ NPM    ?= npm
 PRISM_STAMP := contract/node_modules/.installed
 CONTRACT_ROUNDS ?= 40
 
-.PHONY: install demo test contract bench lint typecheck check clean
+.PHONY: install demo test ensure-postgres contract bench lint typecheck check clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,7 +21,11 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/datafold-notifier demo
 
-test: $(STAMP)
+# The PostgreSQL tests start a private server: make sure its binaries are installed.
+ensure-postgres:
+	sh tools/ensure-postgres.sh
+
+test: $(STAMP) ensure-postgres
 	$(BIN)/python -m pytest
 
 $(PRISM_STAMP): contract/package.json $(wildcard contract/package-lock.json)
