@@ -26,14 +26,15 @@ from notifier.models import Notification
 from notifier.routing import (
     Routes,
     SlackDestination,
+    RouteDecision,
     SlackWebhookDestination,
-    destinations_for,
+    route_event,
     routes_from_settings,
 )
 from notifier.service import Notifier, ServiceConfig
 from notifier.settings import Settings
 from notifier.sinks import Sink
-from notifier.sinks.slack import SlackBotSink, SlackWebhookSink
+from notifier.sinks.slack import ChannelPacer, SlackBotSink, SlackWebhookSink
 from notifier.sinks.webhook import WebhookSink
 from notifier.state import StateError, StateFile
 from notifier.status_server import serve_status, status_app
@@ -65,6 +66,11 @@ def service_config(settings: Settings, *, spread: bool = True) -> ServiceConfig:
         sweep=timedelta(seconds=settings.feed_sweep_seconds),
         monitor_tags=tuple(settings.monitor_tags),
         discovery_interval=timedelta(seconds=settings.discovery_interval_seconds),
+        reminder_interval=(
+            timedelta(seconds=settings.reminder_interval_seconds)
+            if settings.reminder_interval_seconds > 0
+            else None
+        ),
     )
 
 
@@ -74,6 +80,8 @@ def build_sinks(
     """The explicit registry: one sink per destination of the routes, by its stable name."""
     sinks: dict[str, Sink] = {}
     timeout = settings.request_timeout_seconds
+    # One pacer for every Slack sink: destinations sharing a channel share its 1 message/s.
+    pacer = ChannelPacer()
     for name, destination in routes.destinations.items():
         if isinstance(destination, SlackDestination):
             sinks[name] = SlackBotSink(
@@ -83,10 +91,21 @@ def build_sinks(
                 session=session,
                 timeout=int(timeout),
                 name=name,
+                thread=destination.thread,
+                mentions=destination.mentions,
+                mention_owner=destination.mention_owner,
+                digest_threshold=destination.digest_threshold,
+                pacer=pacer,
             )
         elif isinstance(destination, SlackWebhookDestination):
             sinks[name] = SlackWebhookSink(
-                destination.url.get_secret_value(), session=session, timeout=int(timeout), name=name
+                destination.url.get_secret_value(),
+                session=session,
+                timeout=int(timeout),
+                name=name,
+                mentions=destination.mentions,
+                digest_threshold=destination.digest_threshold,
+                pacer=pacer,
             )
         else:
             sinks[name] = WebhookSink(
@@ -169,9 +188,9 @@ def make_notifier(runtime: Runtime, *, spread: bool = True) -> Notifier:
     routes = runtime.routes
     unrouted = [name for name in runtime.sinks if name not in routes.destinations]
 
-    def route(notification: Notification) -> list[str]:
-        kind = notification.event.state
-        return [*destinations_for(routes, notification.monitor, kind), *unrouted]
+    def route(notification: Notification, now: datetime) -> RouteDecision:
+        decision = route_event(routes, notification.monitor, notification.event_kind, now)
+        return RouteDecision(to=[*decision.to, *unrouted], quiet=decision.quiet)
 
     return Notifier(
         runtime.client,
@@ -264,7 +283,7 @@ class Daemon:
             scheduler.pause()
             await self._drain()
         try:
-            self._notifier.save()
+            await self._notifier.save()
         except StateError as exc:
             log.error("state_save_failed", error=str(exc))
             return 2  # the state file cannot be used, as for the other commands

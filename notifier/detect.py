@@ -5,8 +5,19 @@ from __future__ import annotations
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Literal
 
-from notifier.models import MonitorRun, MonitorState, RunEvent, TrackedRun, is_in_progress
+from notifier.models import (
+    Incident,
+    MonitorRun,
+    MonitorState,
+    RunEvent,
+    TrackedRun,
+    is_in_progress,
+)
+
+#: The state of a run that closes an open incident (a monitor passing again).
+RECOVERY_STATE = "ok"
 
 #: How far Datafold's clock may lag ours when telling history from news after failed first polls.
 CLOCK_SKEW_MARGIN = timedelta(minutes=5)
@@ -29,6 +40,16 @@ class DetectionPolicy:
 
 
 @dataclass(frozen=True)
+class Notice:
+    """One thing to tell: a run reaching a notify-state ("run"), or a newer `ok` run closing the
+    monitor's open incident ("recovered"). `incident` is the incident as of this notice."""
+
+    kind: Literal["run", "recovered"]
+    event: RunEvent
+    incident: Incident
+
+
+@dataclass(frozen=True)
 class Detection:
     """The events to send and the monitor's next state, to be saved once they are queued."""
 
@@ -36,6 +57,8 @@ class Detection:
     state: MonitorState
     #: Runs forgotten while still in progress (stuck longer than the limit, or gone from the API).
     abandoned: list[int] = field(default_factory=list)
+    #: `events` as notices, with the recoveries among them, in the order they happened.
+    notices: list[Notice] = field(default_factory=list)
 
 
 def new_monitor_state(now: datetime, policy: DetectionPolicy) -> MonitorState:
@@ -66,6 +89,8 @@ def detect(
         cutoff -= CLOCK_SKEW_MARGIN
     tracked = dict(state.runs)
     events: list[RunEvent] = []
+    notices: list[Notice] = []
+    incident = state.incident
     listed: set[int] = set()
 
     for run in sorted(runs, key=_event_order):
@@ -75,15 +100,18 @@ def detect(
         if run.state in policy.notify_states and run.state not in handled:
             handled.append(run.state)
             if not (first_listing and _is_history(run, cutoff)):
-                events.append(
-                    RunEvent(
-                        monitor_id=run.monitor_id,
-                        run_id=run.run_id,
-                        state=run.state,
-                        started_at=run.started_at,
-                        diff_id=run.diff_id,
-                    )
-                )
+                event = _event(run, run.state)
+                events.append(event)
+                incident = _escalate(incident, event, now)
+                notices.append(Notice("run", event, incident))
+        elif (
+            run.state == RECOVERY_STATE
+            and incident is not None
+            and _event_order(run) > _event_order(incident.last)
+        ):
+            # A run newer than every failing one notified passed: the monitor recovered.
+            notices.append(Notice("recovered", _event(run, run.state), incident))
+            incident = None
         if handled or is_in_progress(run.state):
             tracked[run.run_id] = TrackedRun(
                 state=run.state,
@@ -111,8 +139,43 @@ def detect(
         last_polled_at=_stamp(state.last_polled_at, now, policy),
         feed_key=state.feed_key,
         runs=tracked,
+        incident=incident,
     )
-    return Detection(events=events, state=next_state, abandoned=sorted(abandoned))
+    return Detection(events=events, state=next_state, abandoned=sorted(abandoned), notices=notices)
+
+
+def due_reminder(
+    state: MonitorState | None, now: datetime, interval: timedelta | None
+) -> Incident | None:
+    """The open incident as it stands after a reminder, if one is due: nothing about it was
+    queued for `interval`. None when reminders are off, nothing is open, or it is not time yet."""
+    if interval is None or interval <= timedelta(0) or state is None or state.incident is None:
+        return None
+    incident = state.incident
+    if now - incident.last_notified_at < interval:
+        return None
+    return incident.model_copy(
+        update={"last_notified_at": now, "reminders": incident.reminders + 1}
+    )
+
+
+def _event(run: MonitorRun, state: str) -> RunEvent:
+    return RunEvent(
+        monitor_id=run.monitor_id,
+        run_id=run.run_id,
+        state=state,
+        started_at=run.started_at,
+        diff_id=run.diff_id,
+    )
+
+
+def _escalate(incident: Incident | None, event: RunEvent, now: datetime) -> Incident:
+    """A notified failing run opens an incident, or joins the open one (its latest run moves on
+    only to a newer run: an older run finishing late does not make the incident older)."""
+    if incident is None:
+        return Incident(id=event.key, opened_at=now, first=event, last=event, last_notified_at=now)
+    last = event if _event_order(event) > _event_order(incident.last) else incident.last
+    return incident.model_copy(update={"last": last, "last_notified_at": now})
 
 
 def stale_in_progress(state: MonitorState | None, listed: Collection[int]) -> list[int]:
@@ -172,6 +235,6 @@ def _is_history(run: MonitorRun, watch_since: datetime) -> bool:
     return run.started_at is None or run.started_at < watch_since
 
 
-def _event_order(run: MonitorRun) -> tuple[float, int]:
+def _event_order(run: MonitorRun | RunEvent) -> tuple[float, int]:
     """Oldest first, runs without a start time last; the run ID breaks ties."""
     return (run.started_at.timestamp() if run.started_at else float("inf"), run.run_id)

@@ -7,9 +7,10 @@ the same against Datafold or the simulator, a file or a test double.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import zlib
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Literal, Protocol
@@ -19,13 +20,17 @@ import structlog
 from notifier.datafold import ApiKeyRefused, DatafoldError, NotFound
 from notifier.detect import (
     DetectionPolicy,
+    Notice,
     detect,
+    due_reminder,
     listing_window,
     new_monitor_state,
     stale_in_progress,
 )
 from notifier.links import build_links
 from notifier.models import (
+    Incident,
+    MessageRef,
     MonitorInfo,
     MonitorRun,
     MonitorSummary,
@@ -33,10 +38,10 @@ from notifier.models import (
     NotifierState,
     OutboxEntry,
     RunDetail,
-    RunEvent,
     is_in_progress,
 )
-from notifier.sinks import DeliveryError, Sink
+from notifier.routing import RouteDecision
+from notifier.sinks import DeliveryError, DigestSink, Sink
 
 log = structlog.get_logger(__name__)
 
@@ -60,11 +65,19 @@ class RunSource(Protocol):
 
 
 class StateStore(Protocol):
-    """Where the state lives between cycles and restarts."""
+    """Where the state lives between cycles and restarts. `save` may be a coroutine (PostgreSQL).
+
+    A store whose mutes others change (`mute` while the daemon runs) also has `fresh_mutes()`
+    (maybe a coroutine): the mutes if they changed since it last read or wrote them, else None.
+    """
 
     def load(self) -> NotifierState: ...
 
-    def save(self, state: NotifierState) -> bool: ...
+    def save(self, state: NotifierState) -> bool | Awaitable[bool]: ...
+
+
+#: A routing decision for one notification at one time (rules, quiet hours).
+Router = Callable[[Notification, datetime], RouteDecision]
 
 
 @dataclass(frozen=True)
@@ -90,6 +103,8 @@ class ServiceConfig:
     #: Monitors carrying any of these tags are watched too, found by listing monitors per tag.
     monitor_tags: tuple[str, ...] = ()
     discovery_interval: timedelta = timedelta(minutes=5)
+    #: An incident with nothing queued about it for this long is re-notified; None: never.
+    reminder_interval: timedelta | None = None
 
 
 @dataclass
@@ -107,7 +122,13 @@ class CycleReport:
     key_refused: bool = False
     runs_seen: int = 0
     events: int = 0
+    #: By event kind: alert, error, recovered, reminder.
     events_by_state: Counter[str] = field(default_factory=Counter)
+    #: Events not sent because a mute covered them, or every matching route was in quiet hours.
+    muted: int = 0
+    quieted: int = 0
+    #: Notifications sent as part of a digest (each also counts in `delivered`).
+    digested: int = 0
     delivered: int = 0
     delivery_failures: int = 0
     sent_by_destination: Counter[str] = field(default_factory=Counter)
@@ -143,14 +164,16 @@ class Notifier:
         config: ServiceConfig,
         *,
         clock: Callable[[], datetime] | None = None,
-        route: Callable[[Notification], list[str]] | None = None,
+        route: Router | None = None,
         hold_without_details: bool = False,
     ) -> None:
         self._source = source
         self._store = store
         self._sinks = dict(sinks)
         #: Which destinations a notification goes to (routing rules); default: every sink.
-        self._route = route or (lambda notification: list(self._sinks))
+        self._route: Router = route or (
+            lambda n, now: RouteDecision(to=list(self._sinks), quiet=[])
+        )
         #: Do not queue a notification whose monitor details (tags, type, owner, name) are unknown.
         self._hold_without_details = hold_without_details
         self._config = config
@@ -176,6 +199,7 @@ class Notifier:
         """
         now = self._clock()
         report = CycleReport(started_at=now)
+        await self._refresh_mutes()
         monitor_ids = await self.monitor_set(now, report)
         self._housekeeping(now, report, monitor_ids)
         polling_done = asyncio.Event()
@@ -205,6 +229,7 @@ class Notifier:
                     for m in to_poll
                 )
             )
+            await self._remind(now, report, wakeups)
             polling_done.set()
             for wakeup in wakeups.values():
                 wakeup.set()
@@ -216,14 +241,16 @@ class Notifier:
             raise
         finally:
             self.state.outbox = [entry for entry in self.state.outbox if entry.pending]
+            self._prune_messages()
             report.outbox_size = len(self.state.outbox)
             report.finished_at = self._clock()
-            report.state_saved = self.save()
+            report.state_saved = await self.save()
         log.info(
             "cycle_finished",
             monitors_polled=len(report.polled),
             monitors_failed=len(report.failed),
             events=report.events,
+            muted=report.muted + report.quieted,
             delivered=report.delivered,
             delivery_failures=report.delivery_failures,
             outbox=report.outbox_size,
@@ -284,7 +311,7 @@ class Notifier:
         for run_id in detection.abandoned:
             log.warning("run_abandoned", monitor_id=monitor_id, run_id=run_id)
         notifications = await asyncio.gather(
-            *(self._notification(event, now) for event in detection.events)
+            *(self._notification(notice, now) for notice in detection.notices)
         )
         if self._hold_without_details and any(
             n.monitor.id not in self._monitor_cache for n in notifications
@@ -305,11 +332,60 @@ class Notifier:
         if feed_key is not None:
             detection.state.feed_key = feed_key
         if notifications:
-            self._enqueue(notifications)
-            report.events += len(notifications)
-            report.events_by_state.update(n.event.state for n in notifications)
+            self._enqueue(notifications, now, report)
             for wakeup in wakeups.values():
                 wakeup.set()
+
+    async def _remind(
+        self, now: datetime, report: CycleReport, wakeups: Mapping[str, asyncio.Event]
+    ) -> None:
+        """Re-notify incidents left open for the reminder interval, on monitors this cycle polled
+        (so the incident is known to be still open, not just unseen)."""
+        due: list[tuple[int, Incident]] = []
+        for monitor_id in report.polled:
+            incident = due_reminder(
+                self.state.monitors.get(monitor_id), now, self._config.reminder_interval
+            )
+            if incident is not None:
+                due.append((monitor_id, incident))
+        if not due:
+            return
+        infos = await asyncio.gather(*(self._monitor_info(m, now) for m, _ in due))
+        notifications = []
+        for (monitor_id, incident), info in zip(due, infos, strict=True):
+            if self._hold_without_details and monitor_id not in self._monitor_cache:
+                continue  # routing needs the details; try again next cycle
+            state = self.state.monitors.get(monitor_id)
+            if state is None or state.incident is None or state.incident.id != incident.id:
+                continue
+            state.incident = incident
+            notifications.append(self._reminder(incident, info, now))
+        if notifications:
+            self._enqueue(notifications, now, report)
+            for wakeup in wakeups.values():
+                wakeup.set()
+
+    def _reminder(self, incident: Incident, monitor: MonitorInfo, now: datetime) -> Notification:
+        event = incident.last
+        links = build_links(
+            event, host=self._config.host, monitor_url_template=self._config.monitor_url_template
+        )
+        log.info(
+            "reminder_due",
+            monitor_id=event.monitor_id,
+            incident=incident.id,
+            open_since=incident.opened_at.isoformat(),
+            reminder=incident.reminders,
+        )
+        return Notification(
+            id=f"{incident.id}-reminder-{incident.reminders}",
+            kind="reminder",
+            event=event,
+            monitor=monitor,
+            links=links,
+            detected_at=now,
+            incident=incident,
+        )
 
     async def _feed(self, now: datetime, report: CycleReport) -> dict[int, str] | None:
         """The change feed: each monitor's (last_run, state), or None to poll everything."""
@@ -438,10 +514,36 @@ class Notifier:
             if entry.pending:
                 kept.append(entry)
         self.state.outbox = kept
+        self._prune_messages()
 
-    def save(self) -> bool:
+    def _prune_messages(self) -> None:
+        """Message anchors are kept while their incident is open or something about it waits."""
+        live = {m.incident.id for m in self.state.monitors.values() if m.incident is not None}
+        live.update(
+            e.notification.incident.id for e in self.state.outbox if e.notification.incident
+        )
+        for incident_id in [i for i in self.state.messages if i not in live]:
+            del self.state.messages[incident_id]
+
+    async def _refresh_mutes(self) -> None:
+        """Adopt mutes set or lifted (by `mute`/`unmute`) since the state was last read."""
+        fresh_mutes = getattr(self._store, "fresh_mutes", None)
+        if fresh_mutes is None:
+            return
+        try:
+            result = fresh_mutes()
+            mutes = await result if inspect.isawaitable(result) else result
+        except Exception as exc:
+            log.warning("mutes_unreadable", error=str(exc), keeping=len(self.state.mutes))
+            return
+        if mutes is not None and mutes != self.state.mutes:
+            log.info("mutes_changed", mutes=[m.target for m in mutes])
+            self.state.mutes = mutes
+
+    async def save(self) -> bool:
         """Write the state if it changed since the last save."""
-        return self._store.save(self.state)
+        saved = self._store.save(self.state)
+        return await saved if inspect.isawaitable(saved) else saved
 
     async def _poll(self, monitor_id: int, now: datetime, delay: float = 0.0) -> _Poll:
         if delay > 0:
@@ -504,11 +606,12 @@ class Notifier:
             return None
         return detail
 
-    async def _notification(self, event: RunEvent, now: datetime) -> Notification:
+    async def _notification(self, notice: Notice, now: datetime) -> Notification:
+        event = notice.event
         bound = log.bind(monitor_id=event.monitor_id, run_id=event.run_id)
         monitor = await self._monitor_info(event.monitor_id, now)
         error_message = None
-        if event.state == "error":
+        if notice.kind == "run" and event.state == "error":
             try:
                 detail = await self._source.get_run(event.monitor_id, event.run_id)
                 error_message = detail.error
@@ -517,14 +620,19 @@ class Notifier:
         links = build_links(
             event, host=self._config.host, monitor_url_template=self._config.monitor_url_template
         )
-        bound.info("run_detected", state=event.state, monitor=monitor.title)
+        if notice.kind == "recovered":
+            bound.info("monitor_recovered", monitor=monitor.title, incident=notice.incident.id)
+        else:
+            bound.info("run_detected", state=event.state, monitor=monitor.title)
         return Notification(
             id=event.key,
+            kind=notice.kind,
             event=event,
             monitor=monitor,
             error_message=error_message,
             links=links,
             detected_at=now,
+            incident=notice.incident,
         )
 
     async def _monitor_info(self, monitor_id: int, now: datetime) -> MonitorInfo:
@@ -539,21 +647,47 @@ class Notifier:
         self._monitor_cache[monitor_id] = (info, now)
         return info
 
-    def _enqueue(self, notifications: Sequence[Notification]) -> None:
+    def _enqueue(
+        self, notifications: Sequence[Notification], now: datetime, report: CycleReport
+    ) -> None:
+        """Queue each notification for its routes' destinations, unless a mute covers it or
+        every route it matched is in quiet hours (logged and counted, never sent)."""
         queued = {entry.notification.id for entry in self.state.outbox}
         for notification in notifications:
             if notification.id in queued:
                 continue
-            pending = [name for name in self._route(notification) if name in self._sinks]
+            report.events += 1
+            report.events_by_state[notification.event_kind] += 1
+            bound = log.bind(
+                monitor_id=notification.event.monitor_id,
+                run_id=notification.event.run_id,
+                kind=notification.event_kind,
+            )
+            mute = next((m for m in self.state.mutes if m.covers(notification.monitor, now)), None)
+            if mute is not None:
+                bound.info(
+                    "notification_muted",
+                    mute=mute.id,
+                    muted=mute.target,
+                    until=mute.until.isoformat(),
+                    reason=mute.reason,
+                )
+                report.muted += 1
+                continue
+            decision = self._route(notification, now)
+            pending = [name for name in decision.to if name in self._sinks]
+            if not pending and decision.quiet:
+                bound.info("notification_quiet", routes=decision.quiet)
+                report.quieted += 1
+                continue
             if not pending:
-                log.warning(
+                bound.warning(
                     "notification_unrouted",
-                    monitor_id=notification.event.monitor_id,
-                    run_id=notification.event.run_id,
-                    state=notification.event.state,
                     reason="no route and no default route sends it anywhere",
                 )
                 continue
+            if decision.quiet:
+                bound.info("notification_quiet", routes=decision.quiet, still_sent_to=pending)
             self.state.outbox.append(OutboxEntry(notification=notification, pending=pending))
 
     async def _drain(
@@ -569,6 +703,13 @@ class Notifier:
         Entries are only appended during a cycle, so a position in the outbox stays valid. A
         failure of the whole destination ends its turn until the next cycle.
         """
+        if isinstance(sink, DigestSink) and sink.digest_threshold is not None:
+            # Whether a storm needs a digest is known only once every monitor was polled.
+            await polling_done.wait()
+            waiting = [entry for entry in self.state.outbox if name in entry.pending]
+            if len(waiting) > sink.digest_threshold:
+                await self._send_digest(name, sink, waiting, report)
+                return
         position = 0
         while True:
             outbox = self.state.outbox
@@ -583,6 +724,51 @@ class Notifier:
             if position >= len(self.state.outbox):
                 await wakeup.wait()
 
+    async def _send_digest(
+        self, name: str, sink: DigestSink, entries: list[OutboxEntry], report: CycleReport
+    ) -> None:
+        """Everything waiting for `name` as one digest; what went out before a failure is done."""
+        notifications = [entry.notification for entry in entries]
+        bound = log.bind(destination=name, notifications=len(notifications))
+        delivered: frozenset[str]
+        try:
+            await sink.send_digest(notifications)
+        except DeliveryError as exc:
+            delivered = exc.delivered
+            report.delivery_failures += 1
+            report.failed_by_destination[name] += 1
+            bound.warning(
+                "delivery_failed",
+                digest=True,
+                reason=exc.reason,
+                delivered=len(delivered),
+                will_retry="next cycle",
+            )
+            for entry in entries:
+                if entry.notification.id not in delivered:
+                    entry.attempts += 1
+                    entry.last_error = f"{name}: {exc.reason}"
+        except Exception:
+            delivered = frozenset()
+            report.delivery_failures += 1
+            report.failed_by_destination[name] += 1
+            bound.exception("delivery_failed", digest=True, reason="internal error")
+        else:
+            delivered = frozenset(n.id for n in notifications)
+            bound.info("digest_sent")
+        for entry in entries:
+            if entry.notification.id in delivered and name in entry.pending:
+                entry.pending.remove(name)
+                report.delivered += 1
+                report.digested += 1
+                report.sent_by_destination[name] += 1
+
+    def _anchor(self, name: str, notification: Notification) -> MessageRef | None:
+        """Where the first message of the notification's incident went in `name`, if known."""
+        if notification.incident is None:
+            return None
+        return self.state.messages.get(notification.incident.id, {}).get(name)
+
     async def _send(self, name: str, sink: Sink, entry: OutboxEntry, report: CycleReport) -> bool:
         """One delivery attempt; False when the destination should not be tried again now."""
         notification = entry.notification
@@ -592,7 +778,7 @@ class Notifier:
             destination=name,
         )
         try:
-            await sink.send(notification)
+            posted = await sink.send(notification, self._anchor(name, notification))
         except DeliveryError as exc:
             entry.attempts += 1
             entry.last_error = f"{name}: {exc.reason}"
@@ -615,9 +801,16 @@ class Notifier:
             return False
         if name in entry.pending:
             entry.pending.remove(name)
+        if (
+            posted is not None
+            and notification.incident is not None
+            and (notification.opens_incident or self._anchor(name, notification) is None)
+        ):
+            # The incident's first message here anchors its thread and its resolved update.
+            self.state.messages.setdefault(notification.incident.id, {})[name] = posted
         report.delivered += 1
         report.sent_by_destination[name] += 1
-        bound.info("notification_sent", state=notification.event.state)
+        bound.info("notification_sent", kind=notification.event_kind)
         return True
 
 

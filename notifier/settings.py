@@ -122,6 +122,10 @@ class Settings(BaseSettings):
     poll_interval_seconds: float = Field(
         60.0, ge=1.0, le=86400.0, validation_alias="NOTIFIER_POLL_INTERVAL_SECONDS"
     )
+    #: 0 turns reminders off (the default).
+    reminder_interval_seconds: float = Field(
+        0.0, ge=0.0, le=30 * 86400.0, validation_alias="NOTIFIER_REMINDER_INTERVAL_SECONDS"
+    )
     state_file: Path = Field(
         Path("datafold-notifier.state.json"), validation_alias="NOTIFIER_STATE_FILE"
     )

@@ -15,7 +15,7 @@ import structlog
 from filelock import FileLock, Timeout
 from pydantic import ValidationError
 
-from notifier.models import STATE_VERSION, NotifierState
+from notifier.models import STATE_VERSION, Mute, NotifierState
 
 log = structlog.get_logger(__name__)
 
@@ -30,13 +30,20 @@ class StateFile:
     A corrupt file (not JSON, or not the shape of a state) is moved aside to
     `<path>.corrupt-<UTC time>` with an error log, and the notifier starts afresh: every monitor
     is re-baselined silently. A file from a newer notifier is refused, never overwritten.
+
+    Two locks: `<path>.lock`, held by the daemon for its lifetime, and `<path>.write.lock`, held
+    briefly around every write. `mute`/`unmute` take only the second, so they can change the
+    mutes while a daemon runs; the daemon adopts them (`fresh_mutes`) and keeps them when saving.
     """
 
     def __init__(self, path: Path, *, clock: Callable[[], datetime] | None = None) -> None:
         self.path = path
         self._clock = clock or (lambda: datetime.now(UTC))
         self._lock = FileLock(f"{path}.lock", timeout=0)
+        self._write_lock = FileLock(f"{path}.write.lock", timeout=30)
         self._last_saved: bytes | None = None
+        #: (inode, size, mtime) of the file as this process last read or wrote it.
+        self._known: tuple[int, int, int] | None = None
 
     @contextlib.contextmanager
     def locked(self) -> Iterator[None]:
@@ -92,6 +99,7 @@ class StateFile:
             else:
                 if state.version <= STATE_VERSION:
                     self._last_saved = raw
+                    self._known = self._identity()
                     return state
         try:
             document = json.loads(raw)
@@ -112,16 +120,75 @@ class StateFile:
             where = ".".join(str(part) for part in first.get("loc", ()))
             return self._set_aside(f"unexpected content at {where or 'top level'}")
         self._last_saved = raw
+        self._known = self._identity()
         return state
+
+    def fresh_mutes(self) -> list[Mute] | None:
+        """The file's mutes, if someone else (`mute`) wrote it since this process last did."""
+        if self._identity() == self._known:
+            return None
+        try:
+            document = json.loads(self.path.read_bytes())
+            mutes = [Mute.model_validate(m) for m in document.get("mutes", [])]
+        except (OSError, ValueError, AttributeError) as exc:
+            raise StateError(
+                f"cannot read the mutes in {self.path}: {type(exc).__name__}"
+            ) from None
+        return mutes
+
+    def update_mutes(self, change: Callable[[list[Mute]], list[Mute]]) -> list[Mute]:
+        """Apply `change` to the file's mutes and write it back, safely beside a running daemon.
+
+        Used by `mute`/`unmute`. A corrupt or newer file is refused, not set aside.
+        """
+        with self._exclusive_write():
+            state = self.peek() or NotifierState()
+            if state.version > STATE_VERSION:
+                raise StateError(f"state file {self.path} is from a newer datafold-notifier")
+            state.mutes = change(list(state.mutes))
+            self._write(state.model_dump_json(indent=None).encode())
+            return state.mutes
+
+    def _identity(self) -> tuple[int, int, int] | None:
+        try:
+            stat = self.path.stat()
+        except OSError:
+            return None
+        return (stat.st_ino, stat.st_size, stat.st_mtime_ns)
+
+    @contextlib.contextmanager
+    def _exclusive_write(self) -> Iterator[None]:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._write_lock.acquire()
+        except Timeout:
+            raise StateError(
+                f"state file {self.path}: timed out waiting for {self._write_lock.lock_file}"
+            ) from None
+        except OSError as exc:
+            raise StateError(f"cannot lock state file {self.path}: {exc.strerror}") from None
+        try:
+            yield
+        finally:
+            self._write_lock.release()
 
     def save(self, state: NotifierState) -> bool:
         """Write atomically (temp file, fsync, rename) when the content changed; True if written.
 
         The file is created with mode 0600 (mkstemp); on failure the previous file is untouched.
         """
-        data = state.model_dump_json(indent=None).encode()
-        if data == self._last_saved:
-            return False
+        with self._exclusive_write():
+            mutes = self.fresh_mutes()
+            if mutes is not None:
+                # `mute` changed the file since we last wrote it: its mutes win over ours.
+                state.mutes = mutes
+            data = state.model_dump_json(indent=None).encode()
+            if data == self._last_saved:
+                return False
+            self._write(data)
+            return True
+
+    def _write(self, data: bytes) -> None:
         directory = self.path.parent
         log.debug("state_saving", path=str(self.path), bytes=len(data))
         try:
@@ -140,8 +207,8 @@ class StateFile:
             raise StateError(f"cannot write state file {self.path}: {exc.strerror}") from None
         _fsync_directory(directory)
         self._last_saved = data
+        self._known = self._identity()
         log.debug("state_saved", path=str(self.path))
-        return True
 
     def _set_aside(self, problem: str) -> NotifierState:
         stamp = self._clock().strftime("%Y%m%dT%H%M%SZ")

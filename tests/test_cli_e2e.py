@@ -35,7 +35,7 @@ async def test_once_twice_then_run(world: World) -> None:
     error = sim.add_run(
         2, state="error", started_at=world.now(), error="relation revenue does not exist"
     )
-    sim.add_run(2, state="ok", started_at=world.now())
+    sim.add_run(2, state="skipped", started_at=world.now())
     second = await cli("once", env=world.env)
     assert second.code == 0, second.stderr
     assert len(slack.messages) == 2

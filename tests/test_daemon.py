@@ -36,7 +36,7 @@ class SlowNotifier:
             self.running -= 1
         return CycleReport()
 
-    def save(self) -> bool:
+    async def save(self) -> bool:
         self.saves += 1
         return True
 

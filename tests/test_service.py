@@ -11,7 +11,8 @@ from structlog.testing import capture_logs
 
 from notifier.datafold import ApiKeyRefused, MalformedAnswer
 from notifier.detect import DetectionPolicy
-from notifier.models import MonitorInfo, MonitorRun, Notification
+from notifier.models import MessageRef, MonitorInfo, MonitorRun, Notification
+from notifier.routing import RouteDecision
 from notifier.service import Notifier, ServiceConfig
 from notifier.sinks import DeliveryError
 from notifier.state import StateFile
@@ -272,7 +273,9 @@ async def test_cancelled_delivery_still_saves_decisions(
     source: FakeSource, store: StateFile, clock: Clock, tmp_path: Path
 ) -> None:
     class SlowSink(FakeSink):
-        async def send(self, notification: Notification) -> None:
+        async def send(
+            self, notification: Notification, thread: MessageRef | None = None
+        ) -> MessageRef | None:
             await asyncio.sleep(30)
 
     notifier = make(source, store, clock, SlowSink("slack"), monitor_ids=(1,))
@@ -291,7 +294,9 @@ async def test_cancelled_delivery_still_saves_decisions(
 
 async def test_a_sink_bug_is_contained(source: FakeSource, store: StateFile, clock: Clock) -> None:
     class BrokenSink(FakeSink):
-        async def send(self, notification: Notification) -> None:
+        async def send(
+            self, notification: Notification, thread: MessageRef | None = None
+        ) -> MessageRef | None:
             raise RuntimeError("bug")
 
     good = FakeSink("webhook-1")
@@ -307,7 +312,9 @@ async def test_delivery_error_message_is_kept_on_the_entry(
     source: FakeSource, store: StateFile, clock: Clock
 ) -> None:
     class Refusing(FakeSink):
-        async def send(self, notification: Notification) -> None:
+        async def send(
+            self, notification: Notification, thread: MessageRef | None = None
+        ) -> MessageRef | None:
             raise DeliveryError(self.name, "Slack answered channel_not_found")
 
     notifier = make(source, store, clock, Refusing("slack"), monitor_ids=(1,))
@@ -379,7 +386,9 @@ async def test_a_refused_notification_does_not_block_the_next(
     source: FakeSource, store: StateFile, clock: Clock
 ) -> None:
     class RefusesRun11(FakeSink):
-        async def send(self, notification: Notification) -> None:
+        async def send(
+            self, notification: Notification, thread: MessageRef | None = None
+        ) -> MessageRef | None:
             if notification.event.run_id == 11:
                 raise DeliveryError(self.name, "HTTP 422", whole_destination=False)
             await super().send(notification)
@@ -412,7 +421,9 @@ async def test_notifications_go_out_while_other_monitors_are_still_polled(
             return await super().list_runs(monitor_id, since, until)
 
     class Recording(FakeSink):
-        async def send(self, notification: Notification) -> None:
+        async def send(
+            self, notification: Notification, thread: MessageRef | None = None
+        ) -> MessageRef | None:
             await super().send(notification)
             SlowMonitor2.released.set()  # only now does monitor 2 answer
 
@@ -444,8 +455,8 @@ async def test_routing_waits_for_monitor_details(store: StateFile, clock: Clock)
     source = FlakyDetails()
     finance, other = FakeSink("finance"), FakeSink("other")
 
-    def route(n: Notification) -> list[str]:
-        return ["finance"] if "finance" in n.monitor.tags else ["other"]
+    def route(n: Notification, now: datetime) -> RouteDecision:
+        return RouteDecision(to=["finance"] if "finance" in n.monitor.tags else ["other"], quiet=[])
 
     notifier = Notifier(
         source,

@@ -61,7 +61,7 @@ def test_save_leaves_no_temp_files_and_mode_0600(tmp_path: Path) -> None:
     store = StateFile(path)
     store.save(sample_state())
     store.save(NotifierState())
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.json"]
+    assert sorted(p.name for p in tmp_path.iterdir() if p.suffix != ".lock") == ["s.json"]
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
 
 

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
 from notifier.datafold import DatafoldError, NotFound
-from notifier.models import MonitorInfo, MonitorRun, Notification, RunDetail
+from notifier.models import MessageRef, MonitorInfo, MonitorRun, Notification, RunDetail
 from notifier.sinks import DeliveryError
 
 
@@ -68,19 +69,47 @@ class FakeSource:
 
 @dataclass
 class FakeSink:
-    """Records what it accepted; `down` makes every send fail."""
+    """Records what it accepted and the thread anchor it was given; `down` makes every send
+    fail. With `anchors`, it answers like Slack: where each message went."""
 
     name: str
     down: bool = False
+    anchors: bool = False
     sent: list[Notification] = field(default_factory=list)
+    threads: list[MessageRef | None] = field(default_factory=list)
     attempts: int = 0
 
-    async def send(self, notification: Notification) -> None:
+    async def send(
+        self, notification: Notification, thread: MessageRef | None = None
+    ) -> MessageRef | None:
         self.attempts += 1
         if self.down:
             raise DeliveryError(self.name, "HTTP 503")
         self.sent.append(notification)
+        self.threads.append(thread)
+        return MessageRef(channel="C1", ts=f"{len(self.sent)}.000") if self.anchors else None
 
     @property
     def sent_keys(self) -> list[str]:
         return [n.id for n in self.sent]
+
+
+@dataclass
+class FakeDigestSink(FakeSink):
+    """A FakeSink that also takes digests; `digest_fails_after` sends that many, then fails."""
+
+    digest_threshold: int | None = 3
+    digests: list[list[Notification]] = field(default_factory=list)
+    digest_fails_after: int | None = None
+
+    async def send_digest(self, notifications: Sequence[Notification]) -> None:
+        self.attempts += 1
+        if self.down:
+            raise DeliveryError(self.name, "HTTP 503")
+        if self.digest_fails_after is not None:
+            part = list(notifications[: self.digest_fails_after])
+            self.digests.append(part)
+            raise DeliveryError(
+                self.name, "HTTP 503 on part 2", delivered=frozenset(n.id for n in part)
+            )
+        self.digests.append(list(notifications))
