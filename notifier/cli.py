@@ -9,10 +9,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import re
+import secrets
 import signal
 import sys
 import tempfile
 from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import structlog
@@ -28,13 +31,14 @@ from notifier.daemon import (
     open_runtime,
 )
 from notifier.logs import configure_logging
+from notifier.models import Mute
 from notifier.preflight import run_checks
 from notifier.routing import Routes, RoutesError, load_routes, routes_from_settings
 from notifier.settings import ConfigError, Settings, load_settings
 from notifier.simulator import demo_simulator, serve
 from notifier.sinks import Sink
 from notifier.sinks.console import ConsoleSink
-from notifier.state import StateError
+from notifier.state import StateError, StateFile
 from notifier.systemd import SystemdNotify
 
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
@@ -85,6 +89,28 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="stop after this many seconds (default: run until Ctrl-C)",
     )
+    mute = commands.add_parser(
+        "mute",
+        help="silence a monitor, or every monitor with a tag, for a while; kept in the state, "
+        "a running daemon applies it from its next cycle",
+    )
+    target = mute.add_mutually_exclusive_group(required=True)
+    target.add_argument("--monitor", type=int, metavar="ID", help="the monitor's ID")
+    target.add_argument("--tag", help="every monitor with this tag (case ignored)")
+    mute.add_argument(
+        "--for",
+        dest="duration",
+        type=parse_duration,
+        required=True,
+        metavar="DURATION",
+        help="how long: 90s, 30m, 2h, 1d, 1h30m (at most 90d)",
+    )
+    mute.add_argument("--reason", help="shown by `check` and in the log of each muted event")
+    unmute = commands.add_parser("unmute", help="lift the mutes of a monitor, a tag, or one mute")
+    which = unmute.add_mutually_exclusive_group(required=True)
+    which.add_argument("--monitor", type=int, metavar="ID")
+    which.add_argument("--tag")
+    which.add_argument("--id", dest="mute_id", metavar="MUTE_ID", help="as `check` shows it")
     simulate = commands.add_parser(
         "simulate", help="serve the built-in Datafold simulator only, for trying things out"
     )
@@ -104,6 +130,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "demo":
             return asyncio.run(_demo(args.env_file, args.interval, args.duration))
         settings = load_settings(args.env_file)
+        if args.command in ("mute", "unmute"):
+            configure_logging(level=settings.log_level, fmt=settings.log_format)
+            return _mute(settings, args) if args.command == "mute" else _unmute(settings, args)
         _require_work(settings, args.command)
         routes = _load_routes(settings, args.env_file)
         configure_logging(
@@ -138,6 +167,77 @@ def main(argv: Sequence[str] | None = None) -> int:
         # A bug: report it as one structured event, not loose traceback lines.
         log.exception("crashed", command=args.command)
         return EXIT_FAILED
+
+
+_DURATION = re.compile(r"(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?")
+MUTE_MAX = timedelta(days=90)
+
+
+def parse_duration(text: str) -> timedelta:
+    """`90s`, `30m`, `2h`, `1d`, `1h30m`: a positive duration of at most 90 days."""
+    found = _DURATION.fullmatch(text.strip().lower())
+    if not found or not any(found.groups()):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a duration (use e.g. 90s, 30m, 2h, 1d)")
+    days, hours, minutes, seconds = (int(g or 0) for g in found.groups())
+    duration = timedelta(days=days, hours=hours, minutes=minutes, seconds=seconds)
+    if not timedelta(0) < duration <= MUTE_MAX:
+        raise argparse.ArgumentTypeError(f"{text!r}: give more than 0 and at most 90d")
+    return duration
+
+
+def _mute(settings: Settings, args: argparse.Namespace) -> int:
+    now = datetime.now(UTC)
+    mute = Mute(
+        id=secrets.token_hex(4),
+        monitor_id=args.monitor,
+        tag=args.tag.strip() if args.tag else None,
+        until=now + args.duration,
+        reason=" ".join(args.reason.split())[:200] if args.reason else None,
+        created_at=now,
+    )
+    if mute.tag == "":
+        raise ConfigError("--tag: give a tag")
+
+    def add(mutes: list[Mute]) -> list[Mute]:
+        return [m for m in mutes if m.until > now] + [mute]
+
+    StateFile(settings.state_file).update_mutes(add)
+    log.info("mute_set", mute=mute.id, muted=mute.target, until=mute.until.isoformat())
+    reason = f": {mute.reason}" if mute.reason else ""
+    print(f"muted {mute.target} until {_when(mute.until)} (mute {mute.id}){reason}")
+    return EXIT_OK
+
+
+def _unmute(settings: Settings, args: argparse.Namespace) -> int:
+    now = datetime.now(UTC)
+    lifted: list[Mute] = []
+
+    def remove(mutes: list[Mute]) -> list[Mute]:
+        kept = []
+        for m in mutes:
+            chosen = (
+                (args.monitor is not None and m.monitor_id == args.monitor)
+                or (args.tag is not None and (m.tag or "").casefold() == args.tag.casefold())
+                or (args.mute_id is not None and m.id == args.mute_id)
+            )
+            if chosen and m.until > now:
+                lifted.append(m)
+            elif m.until > now:
+                kept.append(m)
+        return kept
+
+    StateFile(settings.state_file).update_mutes(remove)
+    if not lifted:
+        print("no active mute matched", file=sys.stderr)
+        return EXIT_FAILED
+    for m in lifted:
+        log.info("mute_lifted", mute=m.id, muted=m.target)
+        print(f"unmuted {m.target} (mute {m.id}, was until {_when(m.until)})")
+    return EXIT_OK
+
+
+def _when(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
 def _fail(message: str) -> int:

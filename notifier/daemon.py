@@ -81,7 +81,9 @@ def build_sinks(
     sinks: dict[str, Sink] = {}
     timeout = settings.request_timeout_seconds
     # One pacer for every Slack sink: destinations sharing a channel share its 1 message/s.
-    pacer = ChannelPacer()
+    rate = settings.slack_messages_per_second
+    # aiolimiter's bucket holds max_rate messages: at least one, so slower rates stretch time.
+    pacer = ChannelPacer(max_rate=max(rate, 1.0), time_period=max(1.0, 1.0 / rate))
     for name, destination in routes.destinations.items():
         if isinstance(destination, SlackDestination):
             sinks[name] = SlackBotSink(

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterable
+from datetime import UTC, datetime
 from typing import TextIO
 
 from notifier.daemon import Runtime, open_runtime
 from notifier.datafold import ApiKeyRefused, DatafoldError
-from notifier.models import MonitorInfo
-from notifier.routing import Routes, explain
+from notifier.models import MonitorInfo, Mute
+from notifier.routing import Routes, explain, quiet_hours_summary
 from notifier.settings import Settings
 from notifier.sinks.checks import CheckResult
 from notifier.state import StateError
@@ -33,12 +34,14 @@ async def run_checks(
     async with open_runtime(settings, routes, trust_env=trust_env) as runtime:
         discovery, ids = await _discover(runtime)
         found, monitors = await _check_datafold(runtime, ids)
+        state_results, mutes = _check_state(runtime)
         for batch in (
             discovery,
             found,
-            _check_routes(runtime, ids, monitors),
+            _check_routes(runtime, ids, monitors, mutes),
+            [CheckResult("quiet hours", True, line) for line in quiet_hours_summary(routes)],
             await _check_destinations(runtime),
-            _check_state(runtime),
+            state_results,
         ):
             _print(batch, out)
             results.extend(batch)
@@ -105,20 +108,25 @@ async def _check_datafold(
 
 
 def _check_routes(
-    runtime: Runtime, ids: list[int], monitors: dict[int, MonitorInfo]
+    runtime: Runtime, ids: list[int], monitors: dict[int, MonitorInfo], mutes: list[Mute]
 ) -> list[CheckResult]:
-    """Where each monitor's alerts and errors would go; nowhere is a failure."""
+    """Where each monitor's events would go (nowhere for an alert or error is a failure), and
+    whether a mute silences it now."""
+    now = datetime.now(UTC)
+    kinds = ["alert", "error", "recovered"]
+    if runtime.settings.reminder_interval_seconds > 0:
+        kinds.append("reminder")
     results = []
     for monitor_id in ids:
         monitor = monitors.get(monitor_id, MonitorInfo(id=monitor_id))
         plan = explain(runtime.routes, monitor)
-        parts = [f"{kind} → {', '.join(plan[kind]) or 'nowhere'}" for kind in ("alert", "error")]
+        parts = [f"{kind} → {', '.join(plan[kind]) or 'nowhere'}" for kind in kinds]
         routed = all(plan[kind] for kind in ("alert", "error"))
-        results.append(
-            CheckResult(
-                f"route monitor {monitor_id}", routed, f"{monitor.title!r}: {'; '.join(parts)}"
-            )
-        )
+        detail = f"{monitor.title!r}: {'; '.join(parts)}"
+        muted = [m for m in mutes if m.covers(monitor, now)]
+        if muted:
+            detail += f"; MUTED until {muted[0].until:%Y-%m-%d %H:%M} UTC (mute {muted[0].id})"
+        results.append(CheckResult(f"route monitor {monitor_id}", routed, detail))
     return results
 
 
@@ -142,19 +150,33 @@ async def _check_destinations(runtime: Runtime) -> list[CheckResult]:
     return results
 
 
-def _check_state(runtime: Runtime) -> list[CheckResult]:
+def _check_state(runtime: Runtime) -> tuple[list[CheckResult], list[Mute]]:
+    """The state file's summary, then one line per active mute."""
     store = runtime.store
     try:
         state = store.peek()
     except StateError as exc:
-        return [CheckResult("state", False, str(exc))]
+        return [CheckResult("state", False, str(exc))], []
     if state is None:
-        return [CheckResult("state", True, f"{store.path} does not exist yet (first run)")]
-    return [
+        return [CheckResult("state", True, f"{store.path} does not exist yet (first run)")], []
+    now = datetime.now(UTC)
+    open_incidents = sum(1 for m in state.monitors.values() if m.incident is not None)
+    results = [
         CheckResult(
             "state",
             True,
-            f"{store.path}: {len(state.monitors)} monitor(s), "
+            f"{store.path}: {len(state.monitors)} monitor(s), {open_incidents} failing, "
             f"{len(state.outbox)} notification(s) waiting in the outbox",
         )
     ]
+    active = [m for m in state.mutes if m.until > now]
+    for mute in active:
+        reason = f": {mute.reason}" if mute.reason else ""
+        results.append(
+            CheckResult(
+                f"mute {mute.id}",
+                True,
+                f"{mute.target} until {mute.until:%Y-%m-%d %H:%M} UTC{reason}",
+            )
+        )
+    return results, active

@@ -175,6 +175,10 @@ class Settings(BaseSettings):
     slack_channel: str | None = Field(None, validation_alias="SLACK_CHANNEL")
     slack_webhook_url: SecretStr | None = Field(None, validation_alias="SLACK_WEBHOOK_URL")
     slack_api_url: str = Field("https://slack.com/api/", validation_alias="SLACK_API_URL")
+    #: Slack accepts about one message per second per channel; bursts beyond it are paced.
+    slack_messages_per_second: float = Field(
+        1.0, gt=0.0, le=100.0, validation_alias="NOTIFIER_SLACK_MESSAGES_PER_SECOND"
+    )
 
     webhook_urls: Annotated[list[SecretStr], NoDecode] = Field(
         default_factory=list, validation_alias="NOTIFIER_WEBHOOK_URLS"

@@ -241,13 +241,16 @@ def test_absurd_inputs_stay_within_block_kit_limits(kwargs: dict[str, Any]) -> N
         assert not BARE_AMPERSAND.search(text)  # escaped, and no entity cut in half
 
 
-def test_cut_text_ends_with_an_ellipsis() -> None:
+def test_cut_text_ends_with_an_ellipsis_and_long_errors_are_split() -> None:
     message = render.slack_message(notification(name="n" * HUGE, state="error", error="e" * HUGE))
     assert message.blocks[0]["text"]["text"].endswith("n…")
     assert len(message.blocks[0]["text"]["text"]) == render.HEADER_TEXT_MAX
-    error = next(b for b in message.blocks if b["type"] == "section" and "text" in b)
-    assert error["text"]["text"].endswith("e…\n```")
-    assert len(error["text"]["text"]) == render.SECTION_TEXT_MAX
+    errors = [b["text"]["text"] for b in message.blocks if b["type"] == "section" and "text" in b]
+    assert len(errors) > 1 and errors[0].startswith(f"*Error* (1/{len(errors)})\n```\n")
+    shown = "".join(e.split("\n```\n", 1)[1].removesuffix("\n```") for e in errors)
+    assert shown == "e" * render.ERROR_TEXT_MAX
+    note = message.blocks[-2]["elements"][0]["text"]  # before the links
+    assert note == f"… (truncated: {HUGE - render.ERROR_TEXT_MAX:,} more characters, see Datafold)"
 
 
 @pytest.fixture(scope="module")

@@ -7,6 +7,7 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
+from typing import Any
 
 import aiohttp
 import pytest
@@ -56,12 +57,12 @@ def bot(
     *,
     token: str = FakeSlack.token,
     channel: str = CHANNEL,
-    **kwargs: int,
+    **kwargs: Any,
 ) -> SlackBotSink:
     return SlackBotSink(token, channel, base_url=base_url + "/api", session=session, **kwargs)
 
 
-def hook(base_url: str, session: aiohttp.ClientSession | None, **kwargs: int) -> SlackWebhookSink:
+def hook(base_url: str, session: aiohttp.ClientSession | None, **kwargs: Any) -> SlackWebhookSink:
     return SlackWebhookSink(base_url + FakeSlack.WEBHOOK_PATH, session=session, **kwargs)
 
 

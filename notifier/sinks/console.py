@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 
-from notifier.models import Notification
+from notifier.models import MessageRef, Notification
 from notifier.render import console_text
 from notifier.sinks.checks import CheckResult
 
@@ -23,8 +23,9 @@ class ConsoleSink:
     def __init__(self, write: Callable[[str], None] = _print_flushed) -> None:
         self._write = write
 
-    async def send(self, notification: Notification) -> None:
-        """Write the notification; the console cannot refuse one."""
+    async def send(self, notification: Notification, thread: MessageRef | None = None) -> None:
+        """Write the notification (recoveries and reminders marked as such); the console cannot
+        refuse one, and has no threads."""
         self._write(console_text(notification))
 
     async def check(self) -> list[CheckResult]:

@@ -57,6 +57,8 @@ async def make_world(tmp_path: Path) -> AsyncIterator[World]:
             "NOTIFIER_LOG_LEVEL": "debug",
             "NOTIFIER_POLL_INTERVAL_SECONDS": "1",
             "NOTIFIER_SHUTDOWN_GRACE_SECONDS": "5",
+            # Tests send bursts: Slack's real pace (1 per second per channel) has its own test.
+            "NOTIFIER_SLACK_MESSAGES_PER_SECOND": "50",
         }
         yield World(sim, slack, receiver, env, state_file)
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections import deque
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -43,11 +44,29 @@ class Fault:
 
 @dataclass(frozen=True)
 class PostedMessage:
-    """A message Slack accepted, through `chat.postMessage` (with a channel) or a webhook."""
+    """A message Slack accepted, through `chat.postMessage` (with a channel) or a webhook.
+
+    `at` is when it arrived (`time.monotonic()`); `ts` is what Slack answered (API only).
+    """
 
     channel: str | None
     text: str | None
     blocks: list[dict[str, Any]] | None
+    thread_ts: str | None = None
+    reply_broadcast: bool = False
+    ts: str | None = None
+    at: float = 0.0
+
+
+@dataclass(frozen=True)
+class UpdatedMessage:
+    """A `chat.update` Slack accepted: the message at (channel ID, ts) now reads so."""
+
+    channel: str
+    ts: str
+    text: str | None
+    blocks: list[dict[str, Any]] | None
+    at: float = 0.0
 
 
 @dataclass
@@ -64,9 +83,17 @@ class FakeSlack:
     bot: str = "datafold-notifier"
     #: Channel ID → name. `chat.postMessage` also takes `#name`; `conversations.info` only IDs.
     channels: dict[str, str] = field(default_factory=lambda: {"C0123ABCD": "data-alerts"})
-    scopes: set[str] = field(default_factory=lambda: {"chat:write", "channels:read"})
+    scopes: set[str] = field(
+        default_factory=lambda: {"chat:write", "channels:read", "users:read", "users:read.email"}
+    )
     is_member: bool = True
     messages: list[PostedMessage] = field(default_factory=list)
+    updates: list[UpdatedMessage] = field(default_factory=list)
+    #: Email → user ID for `users.lookupByEmail`; any other email is `users_not_found`.
+    users: dict[str, str] = field(default_factory=dict)
+    #: Every email `users.lookupByEmail` was asked about, in order.
+    lookups: list[str] = field(default_factory=list)
+    _next_ts: int = 1
     #: Every request, in order: API method name or "webhook".
     calls: list[str] = field(default_factory=list)
     _faults: deque[Fault] = field(default_factory=deque)
@@ -163,8 +190,12 @@ class FakeSlack:
             )
         if method == "chat.postMessage":
             return self._post_message(args)
+        if method == "chat.update":
+            return self._update_message(args)
         if method == "conversations.info":
             return self._conversation_info(args)
+        if method == "users.lookupByEmail":
+            return self._lookup_by_email(args)
         return _api_error("unknown_method")
 
     def _post_message(self, args: dict[str, Any]) -> web.Response:
@@ -179,8 +210,54 @@ class FakeSlack:
             blocks = json.loads(blocks)
         if not args.get("text") and not blocks:
             return _api_error("no_text")
-        self.messages.append(PostedMessage(channel=channel, text=args.get("text"), blocks=blocks))
-        return web.json_response({"ok": True, "channel": channel_id, "ts": "1700000000.000100"})
+        thread_ts = args.get("thread_ts")
+        ts = f"1700000000.{self._next_ts:06d}"
+        self._next_ts += 1
+        self.messages.append(
+            PostedMessage(
+                channel=channel,
+                text=args.get("text"),
+                blocks=blocks,
+                thread_ts=str(thread_ts) if thread_ts else None,
+                reply_broadcast=args.get("reply_broadcast") in (True, "true", "1", 1),
+                ts=ts,
+                at=time.monotonic(),
+            )
+        )
+        return web.json_response({"ok": True, "channel": channel_id, "ts": ts})
+
+    def ts_of(self, message: PostedMessage) -> tuple[str, str]:
+        """Where a posted message is: (channel ID, ts), as `chat.update` takes them."""
+        channel_id = self._channel_id(message.channel or "")
+        assert channel_id is not None and message.ts is not None
+        return channel_id, message.ts
+
+    def _update_message(self, args: dict[str, Any]) -> web.Response:
+        if "chat:write" not in self.scopes:
+            return _api_error("missing_scope")
+        channel, ts = str(args.get("channel", "")), str(args.get("ts", ""))
+        if channel not in self.channels:
+            return _api_error("channel_not_found")
+        posted = {self.ts_of(m) for m in self.messages if m.ts is not None}
+        if (channel, ts) not in posted:
+            return _api_error("message_not_found")
+        blocks = args.get("blocks")
+        if isinstance(blocks, str):
+            blocks = json.loads(blocks)
+        if not args.get("text") and not blocks:
+            return _api_error("no_text")
+        self.updates.append(UpdatedMessage(channel, ts, args.get("text"), blocks, time.monotonic()))
+        return web.json_response({"ok": True, "channel": channel, "ts": ts})
+
+    def _lookup_by_email(self, args: dict[str, Any]) -> web.Response:
+        email = str(args.get("email", ""))
+        self.lookups.append(email)
+        if "users:read.email" not in self.scopes:
+            return _api_error("missing_scope", needed="users:read.email")
+        user_id = self.users.get(email)
+        if user_id is None:
+            return _api_error("users_not_found")
+        return web.json_response({"ok": True, "user": {"id": user_id, "profile": {"email": email}}})
 
     def _conversation_info(self, args: dict[str, Any]) -> web.Response:
         if not self.scopes & {"channels:read", "groups:read"}:
@@ -223,7 +300,9 @@ class FakeSlack:
             return web.Response(status=400, text="invalid_payload")
         if not body.get("text") and not body.get("blocks"):
             return web.Response(status=400, text="no_text")
-        self.messages.append(PostedMessage(None, body.get("text"), body.get("blocks")))
+        self.messages.append(
+            PostedMessage(None, body.get("text"), body.get("blocks"), at=time.monotonic())
+        )
         return web.Response(text="ok")
 
 
