@@ -23,15 +23,19 @@ from dotenv import dotenv_values
 
 from notifier import __version__
 from notifier.daemon import (
+    CycleRunner,
     Daemon,
     Runtime,
     StatusError,
     StatusListener,
+    make_leased,
     make_notifier,
     open_runtime,
+    open_store,
 )
-from notifier.logs import configure_logging
-from notifier.models import Mute
+from notifier.logs import REDACTOR, configure_logging
+from notifier.models import Mute, NotifierState
+from notifier.pgstate import PostgresStore
 from notifier.preflight import run_checks
 from notifier.routing import Routes, RoutesError, load_routes, routes_from_settings
 from notifier.settings import ConfigError, Settings, load_settings
@@ -111,6 +115,26 @@ def build_parser() -> argparse.ArgumentParser:
     which.add_argument("--monitor", type=int, metavar="ID")
     which.add_argument("--tag")
     which.add_argument("--id", dest="mute_id", metavar="MUTE_ID", help="as `check` shows it")
+    state = commands.add_parser(
+        "state",
+        help="move the state between the file and PostgreSQL (NOTIFIER_STATE_URL) without "
+        "re-notifying anything",
+    )
+    state_commands = state.add_subparsers(dest="state_command", required=True, metavar="ACTION")
+    export = state_commands.add_parser(
+        "export", help="write the configured store's state (file or PostgreSQL) to a JSON file"
+    )
+    export.add_argument("file", type=Path, help="where to write it ('-' for stdout)")
+    import_ = state_commands.add_parser(
+        "import",
+        help="replace the configured store's state (file or PostgreSQL) with a JSON state file",
+    )
+    import_.add_argument("file", type=Path, help="a state file, e.g. datafold-notifier.state.json")
+    import_.add_argument(
+        "--force",
+        action="store_true",
+        help="import although a replica holds the PostgreSQL lease (it may overwrite the import)",
+    )
     simulate = commands.add_parser(
         "simulate", help="serve the built-in Datafold simulator only, for trying things out"
     )
@@ -130,9 +154,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "demo":
             return asyncio.run(_demo(args.env_file, args.interval, args.duration))
         settings = load_settings(args.env_file)
-        if args.command in ("mute", "unmute"):
-            configure_logging(level=settings.log_level, fmt=settings.log_format)
-            return _mute(settings, args) if args.command == "mute" else _unmute(settings, args)
+        if args.command in ("mute", "unmute", "state"):
+            configure_logging(
+                level=settings.log_level, fmt=settings.log_format, secrets=settings.secrets()
+            )
+            if args.command == "state":
+                return asyncio.run(_state(settings, args))
+            return asyncio.run(
+                _mute(settings, args) if args.command == "mute" else _unmute(settings, args)
+            )
         _require_work(settings, args.command)
         routes = _load_routes(settings, args.env_file)
         configure_logging(
@@ -185,7 +215,7 @@ def parse_duration(text: str) -> timedelta:
     return duration
 
 
-def _mute(settings: Settings, args: argparse.Namespace) -> int:
+async def _mute(settings: Settings, args: argparse.Namespace) -> int:
     now = datetime.now(UTC)
     mute = Mute(
         id=secrets.token_hex(4),
@@ -201,14 +231,18 @@ def _mute(settings: Settings, args: argparse.Namespace) -> int:
     def add(mutes: list[Mute]) -> list[Mute]:
         return [m for m in mutes if m.until > now] + [mute]
 
-    StateFile(settings.state_file).update_mutes(add)
+    async with open_store(settings) as store:
+        if isinstance(store, PostgresStore):
+            await store.add_mute(mute)
+        else:
+            store.update_mutes(add)
     log.info("mute_set", mute=mute.id, muted=mute.target, until=mute.until.isoformat())
     reason = f": {mute.reason}" if mute.reason else ""
     print(f"muted {mute.target} until {_when(mute.until)} (mute {mute.id}){reason}")
     return EXIT_OK
 
 
-def _unmute(settings: Settings, args: argparse.Namespace) -> int:
+async def _unmute(settings: Settings, args: argparse.Namespace) -> int:
     now = datetime.now(UTC)
     lifted: list[Mute] = []
 
@@ -226,7 +260,14 @@ def _unmute(settings: Settings, args: argparse.Namespace) -> int:
                 kept.append(m)
         return kept
 
-    StateFile(settings.state_file).update_mutes(remove)
+    async with open_store(settings) as store:
+        if isinstance(store, PostgresStore):
+            removed = await store.remove_mutes(
+                monitor_id=args.monitor, tag=args.tag, mute_id=args.mute_id
+            )
+            lifted += [m for m in removed if m.until > now]
+        else:
+            store.update_mutes(remove)
     if not lifted:
         print("no active mute matched", file=sys.stderr)
         return EXIT_FAILED
@@ -236,12 +277,54 @@ def _unmute(settings: Settings, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+async def _state(settings: Settings, args: argparse.Namespace) -> int:
+    """`state export FILE` / `state import FILE`: the whole state, mutes included, as JSON."""
+    async with open_store(settings) as store:
+        where = f"PostgreSQL {store.where}" if isinstance(store, PostgresStore) else str(store.path)
+        if args.state_command == "export":
+            if isinstance(store, PostgresStore):
+                state: NotifierState | None = await store.export_state()
+            else:
+                state = store.peek()
+            if state is None:
+                raise StateError(f"{where}: no state to export yet")
+            data = state.model_dump_json(indent=None)
+            if str(args.file) == "-":
+                print(data)
+            else:
+                target = StateFile(args.file)
+                with target.locked():
+                    target.save(state)
+            print(_state_summary("exported", state, where), file=sys.stderr)
+            return EXIT_OK
+        source = StateFile(args.file)
+        imported = source.peek()
+        if imported is None:
+            raise StateError(f"state file {args.file} does not exist")
+        if isinstance(store, PostgresStore):
+            await store.import_state(imported, force=args.force)
+        else:
+            if store.path.resolve() == args.file.resolve():
+                raise StateError(f"{args.file} is already the state file")
+            with store.locked():  # refuses while a daemon holds it
+                store.save(imported)
+        print(_state_summary("imported", imported, where), file=sys.stderr)
+        return EXIT_OK
+
+
+def _state_summary(verb: str, state: NotifierState, where: str) -> str:
+    return (
+        f"{verb} {len(state.monitors)} monitor(s), {len(state.outbox)} waiting notification(s) "
+        f"and {len(state.mutes)} mute(s) ({where})"
+    )
+
+
 def _when(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
 def _fail(message: str) -> int:
-    print(f"datafold-notifier: error: {message}", file=sys.stderr)
+    print(f"datafold-notifier: error: {REDACTOR.redact(message)}", file=sys.stderr)
     return EXIT_CONFIG
 
 
@@ -279,8 +362,25 @@ def _require_work(settings: Settings, command: str) -> None:
 
 async def _once(settings: Settings, routes: Routes) -> int:
     async with open_runtime(settings, routes, trust_env=_proxy_configured()) as runtime:
-        with runtime.store.locked():
-            report = await make_notifier(runtime, spread=False).run_cycle()
+        store = runtime.store
+        if isinstance(store, PostgresStore):
+            if not await store.try_acquire():
+                log.error("once_failed", reason="another replica holds the lease")
+                return EXIT_FAILED
+            leased = make_leased(runtime, spread=False)
+            keeper = asyncio.create_task(leased.keep_lease(lambda: None))
+            try:
+                report = await leased.run_cycle()
+            finally:
+                keeper.cancel()
+                await asyncio.gather(keeper, return_exceptions=True)
+                await leased.release()
+            if report.standby:
+                log.error("once_failed", reason="the lease lapsed during the cycle")
+                return EXIT_FAILED
+        else:
+            with store.locked():
+                report = await make_notifier(runtime, spread=False).run_cycle()
     if report.key_refused and report.all_failed:
         log.error("once_failed", reason="Datafold refused the API key")
         return EXIT_FAILED
@@ -292,16 +392,19 @@ async def _once(settings: Settings, routes: Routes) -> int:
 
 async def _run(settings: Settings, routes: Routes) -> int:
     async with open_runtime(settings, routes, trust_env=_proxy_configured()) as runtime:
-        with runtime.store.locked():
-            return await _daemon(settings, runtime).run()
+        store = runtime.store
+        if isinstance(store, PostgresStore):
+            return await _daemon(settings, runtime, make_leased(runtime)).run()
+        with store.locked():
+            return await _daemon(settings, runtime, make_notifier(runtime)).run()
 
 
-def _daemon(settings: Settings, runtime: Runtime) -> Daemon:
+def _daemon(settings: Settings, runtime: Runtime, notifier: CycleRunner) -> Daemon:
     listener = None
     if settings.health_port is not None:
         listener = StatusListener(settings.health_host, settings.health_port)
     return Daemon(
-        make_notifier(runtime),
+        notifier,
         interval=settings.poll_interval_seconds,
         grace=settings.shutdown_grace_seconds,
         listener=listener,
@@ -321,7 +424,7 @@ async def _demo(env_file: Path | None, interval: float, duration: float | None) 
                 NOTIFIER_POLL_INTERVAL_SECONDS=str(interval),
                 NOTIFIER_LOOKBACK_SECONDS="600",
                 NOTIFIER_STATE_FILE=str(Path(tmp) / "demo.state.json"),
-            )
+            ).model_copy(update={"state_url": None})
             routes = _load_routes(settings, env_file)
             configure_logging(
                 level=settings.log_level,
@@ -340,8 +443,11 @@ async def _demo(env_file: Path | None, interval: float, duration: float | None) 
             async with open_runtime(
                 settings, routes, extra_sinks=extra, trust_env=_proxy_configured()
             ) as runtime:
-                with runtime.store.locked():
-                    daemon = _daemon(settings, runtime)
+                store = runtime.store
+                if not isinstance(store, StateFile):
+                    raise StateError("the demo keeps its own state file")
+                with store.locked():
+                    daemon = _daemon(settings, runtime, make_notifier(runtime))
                     if duration is not None:
                         asyncio.get_running_loop().call_later(duration, daemon.request_stop)
                     return await daemon.run()

@@ -10,6 +10,7 @@ import ssl
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Protocol
 
 import aiohttp
 import structlog
@@ -21,17 +22,19 @@ from notifier import __version__
 from notifier.datafold import DatafoldClient
 from notifier.detect import DetectionPolicy
 from notifier.health import HealthTracker
+from notifier.leadership import LeasedNotifier
 from notifier.metrics import Metrics
 from notifier.models import Notification
+from notifier.pgstate import PostgresStore
 from notifier.routing import (
+    RouteDecision,
     Routes,
     SlackDestination,
-    RouteDecision,
     SlackWebhookDestination,
     route_event,
     routes_from_settings,
 )
-from notifier.service import Notifier, ServiceConfig
+from notifier.service import CycleReport, Notifier, ServiceConfig, StateStore
 from notifier.settings import Settings
 from notifier.sinks import Sink
 from notifier.sinks.slack import ChannelPacer, SlackBotSink, SlackWebhookSink
@@ -132,14 +135,15 @@ def tls_context(settings: Settings) -> ssl.SSLContext:
 
 @dataclass
 class Runtime:
-    """The adapters of one process: HTTP session, Datafold client, sinks and state file."""
+    """The adapters of one process: HTTP session, Datafold client, sinks and the state store
+    (a file, or PostgreSQL when NOTIFIER_STATE_URL is set)."""
 
     settings: Settings
     routes: Routes
     session: aiohttp.ClientSession
     client: DatafoldClient
     sinks: dict[str, Sink]
-    store: StateFile
+    store: StateFile | PostgresStore
 
 
 @contextlib.asynccontextmanager
@@ -175,14 +179,40 @@ async def open_runtime(
         )
         routes = routes if routes is not None else routes_from_settings(settings)
         sinks = {**(extra_sinks or {}), **build_sinks(routes, settings, session)}
-        store = StateFile(settings.state_file)
-        yield Runtime(settings, routes, session, client, sinks, store)
+        async with open_store(settings) as store:
+            yield Runtime(settings, routes, session, client, sinks, store)
     finally:
         await session.close()
 
 
-def make_notifier(runtime: Runtime, *, spread: bool = True) -> Notifier:
-    """A notifier over the runtime's adapters; loads the state file (hold its lock first).
+@contextlib.asynccontextmanager
+async def open_store(settings: Settings) -> AsyncIterator[StateFile | PostgresStore]:
+    """The state file, or PostgreSQL (connected, schema migrated) when NOTIFIER_STATE_URL is set."""
+    if settings.state_url is None:
+        yield StateFile(settings.state_file)
+        return
+    store = PostgresStore(
+        settings.state_url.get_secret_value(),
+        holder=settings.replica,
+        lease_ttl=timedelta(seconds=settings.lease),
+        connect_timeout=min(10.0, settings.request_timeout_seconds),
+    )
+    await store.open()
+    try:
+        yield store
+    finally:
+        await store.close()
+
+
+def make_notifier(
+    runtime: Runtime,
+    *,
+    spread: bool = True,
+    store: StateStore | None = None,
+    may_deliver: Callable[[], bool] | None = None,
+) -> Notifier:
+    """A notifier over the runtime's adapters; loads the state file (hold its lock first), or
+    from `store` (the state a leader read from PostgreSQL).
 
     Sinks that are not destinations of the routes (the demo's console) get every notification.
     """
@@ -194,14 +224,38 @@ def make_notifier(runtime: Runtime, *, spread: bool = True) -> Notifier:
         decision = route_event(routes, notification.monitor, notification.event_kind, now)
         return RouteDecision(to=[*decision.to, *unrouted], quiet=decision.quiet)
 
+    if store is None:
+        if not isinstance(runtime.store, StateFile):
+            raise TypeError("with PostgreSQL the notifier runs under a lease: make_leased")
+        store = runtime.store
     return Notifier(
         runtime.client,
-        runtime.store,
+        store,
         runtime.sinks,
         config,
         route=route,
         hold_without_details=runtime.settings.routes_file is not None,
+        may_deliver=may_deliver,
     )
+
+
+def make_leased(runtime: Runtime, *, spread: bool = True) -> LeasedNotifier:
+    """The notifier of one replica sharing PostgreSQL: it acts only while holding the lease."""
+    pg = runtime.store
+    if not isinstance(pg, PostgresStore):
+        raise TypeError("a leased notifier needs the PostgreSQL store")
+    return LeasedNotifier(
+        pg,
+        lambda store: make_notifier(runtime, spread=spread, store=store, may_deliver=pg.has_lease),
+    )
+
+
+class CycleRunner(Protocol):
+    """What the daemon schedules: a `Notifier`, or a `LeasedNotifier` (high availability)."""
+
+    async def run_cycle(self) -> CycleReport: ...
+
+    async def save(self) -> bool: ...
 
 
 @dataclass
@@ -227,7 +281,7 @@ class Daemon:
 
     def __init__(
         self,
-        notifier: Notifier,
+        notifier: CycleRunner,
         *,
         interval: float,
         grace: float,
@@ -272,6 +326,13 @@ class Daemon:
             scheduler.add_listener(self._on_skipped, EVENT_JOB_MAX_INSTANCES)
             scheduler.start()
             stack.callback(scheduler.shutdown, wait=False)
+            if isinstance(self._notifier, LeasedNotifier):
+                keeper = asyncio.create_task(
+                    self._notifier.keep_lease(
+                        lambda: scheduler.modify_job("poll-cycle", next_run_time=datetime.now(UTC))
+                    )
+                )
+                stack.push_async_callback(_cancel, keeper)
             log.info("daemon_started", interval_seconds=self._interval, version=__version__)
             if self._systemd is not None:
                 self._systemd.ready()
@@ -289,6 +350,9 @@ class Daemon:
         except StateError as exc:
             log.error("state_save_failed", error=str(exc))
             return 2  # the state file cannot be used, as for the other commands
+        finally:
+            if isinstance(self._notifier, LeasedNotifier):
+                await self._notifier.release()
         log.info("daemon_stopped")
         return 0
 

@@ -39,6 +39,8 @@ class HealthTracker:
     def record(self, report: CycleReport) -> None:
         """Take in a finished cycle."""
         self.cycles += 1
+        if self.status in ("running", "standby"):
+            self.status = "standby" if report.standby else "running"
         self.recent.append(report)
         self.last_finished = report.finished_at or report.started_at
         if report.polled:

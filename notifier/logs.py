@@ -49,6 +49,11 @@ class SecretRedactor:
             return event
         return {key: self._clean(value) for key, value in event.items()}
 
+    def redact(self, text: str) -> str:
+        """`text` with every known secret replaced (for messages printed outside the log)."""
+        cleaned: str = self._clean(text)
+        return cleaned
+
     def _clean(self, value: Any) -> Any:
         if isinstance(value, str):
             for secret in self._secrets:

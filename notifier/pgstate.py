@@ -23,6 +23,7 @@ from psycopg.conninfo import conninfo_to_dict
 from pydantic import ValidationError
 
 from notifier.models import STATE_VERSION, Mute, NotifierState, as_utc
+from notifier.state import StateError
 
 log = structlog.get_logger(__name__)
 
@@ -104,7 +105,7 @@ class LeaseLost(Exception):
     """This replica no longer holds the lease; nothing was written."""
 
 
-class PostgresStateError(Exception):
+class PostgresStateError(StateError):
     """The database cannot be used; one line naming host, port and database, never the password."""
 
 
@@ -144,7 +145,7 @@ class PostgresStore:
             self._secrets.add(str(params["password"]))
         self._host = str(params.get("host") or "localhost")
         self._port = str(params.get("port") or "5432")
-        self._dbname = str(params.get("dbname") or params.get("user") or "postgres")
+        self._dbname = self._scrub(str(params.get("dbname") or params.get("user") or "postgres"))
         self.holder = holder
         self.lease_ttl = lease_ttl
         self.connect_timeout = connect_timeout
@@ -299,6 +300,11 @@ class PostgresStore:
         self._fence = fence
         self._deadline = sent_at + ttl.total_seconds() - self._margin
         return True
+
+    @property
+    def fence(self) -> int | None:
+        """The fence of the lease we hold (it grows with every takeover), or None."""
+        return self._fence
 
     def has_lease(self) -> bool:
         """Whether we may act as leader now: ends before the database lets another replica in."""

@@ -9,7 +9,8 @@ from typing import TextIO
 
 from notifier.daemon import Runtime, open_runtime
 from notifier.datafold import ApiKeyRefused, DatafoldError
-from notifier.models import MonitorInfo, Mute
+from notifier.models import MonitorInfo, Mute, NotifierState
+from notifier.pgstate import PostgresStore
 from notifier.routing import Routes, explain, quiet_hours_summary
 from notifier.settings import Settings
 from notifier.sinks.checks import CheckResult
@@ -34,7 +35,7 @@ async def run_checks(
     async with open_runtime(settings, routes, trust_env=trust_env) as runtime:
         discovery, ids = await _discover(runtime)
         found, monitors = await _check_datafold(runtime, ids)
-        state_results, mutes = _check_state(runtime)
+        state_results, mutes = await _check_state(runtime)
         for batch in (
             discovery,
             found,
@@ -150,33 +151,40 @@ async def _check_destinations(runtime: Runtime) -> list[CheckResult]:
     return results
 
 
-def _check_state(runtime: Runtime) -> tuple[list[CheckResult], list[Mute]]:
-    """The state file's summary, then one line per active mute."""
+async def _check_state(runtime: Runtime) -> tuple[list[CheckResult], list[Mute]]:
+    """The state's summary (and, in PostgreSQL, who leads), then one line per active mute."""
     store = runtime.store
+    lead = ""
     try:
-        state = store.peek()
+        if isinstance(store, PostgresStore):
+            where = f"PostgreSQL {store.where}"
+            state: NotifierState | None = await store.export_state()
+            lease = await store.lease()
+            lead = (
+                f"; leader {lease.holder} (lease {lease.expires_in:.0f} s left)"
+                if lease is not None and lease.holder and lease.expires_in > 0
+                else "; no leader holds the lease"
+            )
+        else:
+            where = str(store.path)
+            state = store.peek()
     except StateError as exc:
         return [CheckResult("state", False, str(exc))], []
     if state is None:
-        return [CheckResult("state", True, f"{store.path} does not exist yet (first run)")], []
+        return [CheckResult("state", True, f"{where} does not exist yet (first run)")], []
     now = datetime.now(UTC)
-    open_incidents = sum(1 for m in state.monitors.values() if m.incident is not None)
+    failing = sum(1 for m in state.monitors.values() if m.incident is not None)
     results = [
         CheckResult(
             "state",
             True,
-            f"{store.path}: {len(state.monitors)} monitor(s), {open_incidents} failing, "
-            f"{len(state.outbox)} notification(s) waiting in the outbox",
+            f"{where}: {len(state.monitors)} monitor(s), {failing} failing, "
+            f"{len(state.outbox)} notification(s) waiting in the outbox{lead}",
         )
     ]
     active = [m for m in state.mutes if m.until > now]
     for mute in active:
         reason = f": {mute.reason}" if mute.reason else ""
-        results.append(
-            CheckResult(
-                f"mute {mute.id}",
-                True,
-                f"{mute.target} until {mute.until:%Y-%m-%d %H:%M} UTC{reason}",
-            )
-        )
+        detail = f"{mute.target} until {mute.until:%Y-%m-%d %H:%M} UTC{reason}"
+        results.append(CheckResult(f"mute {mute.id}", True, detail))
     return results, active

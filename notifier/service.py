@@ -138,6 +138,8 @@ class CycleReport:
     state_saved: bool = False
     started_at: datetime | None = None
     finished_at: datetime | None = None
+    #: A replica without the lease did nothing (high availability).
+    standby: bool = False
 
     @property
     def all_failed(self) -> bool:
@@ -166,6 +168,7 @@ class Notifier:
         clock: Callable[[], datetime] | None = None,
         route: Router | None = None,
         hold_without_details: bool = False,
+        may_deliver: Callable[[], bool] | None = None,
     ) -> None:
         self._source = source
         self._store = store
@@ -176,6 +179,8 @@ class Notifier:
         )
         #: Do not queue a notification whose monitor details (tags, type, owner, name) are unknown.
         self._hold_without_details = hold_without_details
+        #: Fencing (high availability): checked before every delivery; False stops them.
+        self._may_deliver = may_deliver or (lambda: True)
         self._config = config
         self._clock = clock or (lambda: datetime.now(UTC))
         self._monitor_cache: dict[int, tuple[MonitorInfo, datetime]] = {}
@@ -730,6 +735,8 @@ class Notifier:
         """Everything waiting for `name` as one digest; what went out before a failure is done."""
         notifications = [entry.notification for entry in entries]
         bound = log.bind(destination=name, notifications=len(notifications))
+        if not self._fenced_ok(name):
+            return
         delivered: frozenset[str]
         try:
             await sink.send_digest(notifications)
@@ -763,6 +770,13 @@ class Notifier:
                 report.digested += 1
                 report.sent_by_destination[name] += 1
 
+    def _fenced_ok(self, name: str) -> bool:
+        """Whether deliveries may go on; once the lease may have lapsed, none starts."""
+        if self._may_deliver():
+            return True
+        log.warning("delivery_fenced", destination=name, reason="this replica's lease may lapse")
+        return False
+
     def _anchor(self, name: str, notification: Notification) -> MessageRef | None:
         """Where the first message of the notification's incident went in `name`, if known."""
         if notification.incident is None:
@@ -777,6 +791,8 @@ class Notifier:
             run_id=notification.event.run_id,
             destination=name,
         )
+        if not self._fenced_ok(name):
+            return False
         try:
             posted = await sink.send(notification, self._anchor(name, notification))
         except DeliveryError as exc:

@@ -9,10 +9,12 @@ from __future__ import annotations
 import base64
 import binascii
 import ipaddress
+import os
+import socket
 import ssl
 from pathlib import Path
 from typing import Annotated, Any, Literal
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 from pydantic import (
     Field,
@@ -128,6 +130,16 @@ class Settings(BaseSettings):
     )
     state_file: Path = Field(
         Path("datafold-notifier.state.json"), validation_alias="NOTIFIER_STATE_FILE"
+    )
+    #: postgresql://… : state in PostgreSQL, shared by replicas (high availability).
+    state_url: SecretStr | None = Field(None, validation_alias="NOTIFIER_STATE_URL")
+    #: How this replica names itself in the lease; default host name and process ID.
+    replica_name: str | None = Field(
+        None, validation_alias="NOTIFIER_REPLICA_NAME", min_length=1, max_length=200
+    )
+    #: Lease length; default the poll interval. A standby takes over within about 4/3 of it.
+    lease_seconds: float | None = Field(
+        None, ge=1.0, le=3600.0, validation_alias="NOTIFIER_LEASE_SECONDS"
     )
     notify_states: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: ["alert", "error"], validation_alias="NOTIFIER_NOTIFY_STATES"
@@ -301,6 +313,17 @@ class Settings(BaseSettings):
     def _strip_host(cls, value: str) -> str:
         return value.rstrip("/")
 
+    @field_validator("state_url")
+    @classmethod
+    def _postgres_url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None:
+            return None
+        text = value.get_secret_value().strip()
+        # Not echoed: the URL carries the password.
+        if urlsplit(text).scheme not in ("postgresql", "postgres"):
+            raise ValueError("give a postgresql://user:password@host:port/database URL")
+        return SecretStr(text)
+
     @field_validator("slack_api_url")
     @classmethod
     def _slash_api(cls, value: str) -> str:
@@ -384,7 +407,23 @@ class Settings(BaseSettings):
         """Every secret value, so the log pipeline can redact it wherever it turns up."""
         values = [self.datafold_api_key, self.slack_bot_token, self.slack_webhook_url]
         values += [*self.webhook_urls, *self.webhook_secrets]
-        return [v.get_secret_value() for v in values if v is not None and v.get_secret_value()]
+        found = [v.get_secret_value() for v in values if v is not None and v.get_secret_value()]
+        if self.state_url is not None:
+            # The password, not the database name in the path: logs may name the database.
+            parts = urlsplit(self.state_url.get_secret_value())
+            if parts.password:
+                found += [parts.password, quote(parts.password, safe=""), parts.netloc]
+        return found
+
+    @property
+    def replica(self) -> str:
+        """This replica's name in the lease: NOTIFIER_REPLICA_NAME, or host name and PID."""
+        return self.replica_name or f"{socket.gethostname()}:{os.getpid()}"
+
+    @property
+    def lease(self) -> float:
+        """The lease length in seconds: NOTIFIER_LEASE_SECONDS, or the poll interval."""
+        return self.lease_seconds or max(1.0, self.poll_interval_seconds)
 
 
 def is_loopback(host: str | None) -> bool:
