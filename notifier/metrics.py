@@ -76,9 +76,28 @@ class Metrics:
             registry=r,
         )
         self.monitors = Gauge(f"{PREFIX}_monitors", "Monitors configured.", registry=r)
+        self.silenced = Counter(
+            f"{PREFIX}_notifications_silenced",
+            "Events not sent, by reason: mute, or quiet hours of every route they matched.",
+            ["reason"],
+            registry=r,
+        )
+        self.digested = Counter(
+            f"{PREFIX}_notifications_digested",
+            "Notifications delivered inside a digest (also counted as sent).",
+            registry=r,
+        )
+        self.leader = Gauge(
+            f"{PREFIX}_leader",
+            "1 while this replica polls and delivers, 0 while it stands by (PostgreSQL state).",
+            registry=r,
+        )
 
     def record(self, report: CycleReport) -> None:
         """Fold one finished cycle into the metrics."""
+        self.leader.set(0 if report.standby else 1)
+        if report.standby:
+            return
         self.cycles.inc()
         for kind in report.failed.values():
             self.poll_errors.labels(kind=kind).inc()
@@ -90,6 +109,11 @@ class Metrics:
         for name, count in report.failed_by_destination.items():
             self.failed.labels(destination=name).inc(count)
         self.expired.inc(report.expired)
+        if report.muted:
+            self.silenced.labels(reason="mute").inc(report.muted)
+        if report.quieted:
+            self.silenced.labels(reason="quiet_hours").inc(report.quieted)
+        self.digested.inc(report.digested)
         self.outbox.set(report.outbox_size)
         if report.started_at and report.finished_at:
             self.duration.observe((report.finished_at - report.started_at).total_seconds())

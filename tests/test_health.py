@@ -123,3 +123,33 @@ def test_metrics_follow_reports() -> None:
         if f.name == "datafold_notifier_last_successful_poll_timestamp_seconds"
     ]
     assert family.samples[0].value == (T0 + timedelta(seconds=2)).timestamp()
+
+
+def test_metrics_count_silenced_and_digested_and_show_leadership() -> None:
+    metrics = Metrics()
+    report = CycleReport(started_at=T0, finished_at=T0, muted=2, quieted=1, digested=5)
+    metrics.record(report)
+    text = metrics.render().decode()
+    for line in (
+        'datafold_notifier_notifications_silenced_total{reason="mute"} 2.0',
+        'datafold_notifier_notifications_silenced_total{reason="quiet_hours"} 1.0',
+        "datafold_notifier_notifications_digested_total 5.0",
+        "datafold_notifier_leader 1.0",
+    ):
+        assert line in text, line
+    metrics.record(CycleReport(started_at=T0, finished_at=T0, standby=True))
+    text = metrics.render().decode()
+    assert "datafold_notifier_leader 0.0" in text
+    assert "datafold_notifier_poll_cycles_total 1.0" in text  # a standby's cycle is no poll
+
+
+def test_a_standby_replica_is_healthy_and_says_so() -> None:
+    tracker = HealthTracker(started_at=T0, interval=timedelta(seconds=60))
+    for minute in range(5):
+        tracker.record(
+            CycleReport(standby=True, started_at=T0, finished_at=T0 + timedelta(minutes=minute))
+        )
+    verdict = tracker.verdict(T0 + timedelta(minutes=5))
+    assert verdict.healthy and verdict.body["status"] == "standby"
+    tracker.record(CycleReport(polled=[1], started_at=T0, finished_at=T0 + timedelta(minutes=6)))
+    assert tracker.verdict(T0 + timedelta(minutes=6)).body["status"] == "running"
