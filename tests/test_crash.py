@@ -18,13 +18,11 @@ import re
 import resource
 import signal
 import subprocess
-import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -32,6 +30,7 @@ from notifier.models import IN_PROGRESS_STATES, NotifierState
 from tests.fakes.cli import CLI, World, cli
 from tests.fakes.crash_receiver import CrashReceiver
 from tests.fakes.slack import PostedMessage
+from tests.fakes.subprocess_daemon import Daemon, Event
 from tests.fakes.webhook import Reply
 
 #: On PYTHONPATH of every daemon: a `sitecustomize` that can hold a state write before its rename.
@@ -40,92 +39,6 @@ DESTINATIONS = ("slack", "webhook")
 NOTIFY_STATES = ("alert", "error")
 #: Events that must never appear, whatever is killed when.
 BROKEN = {"cycle_failed", "crashed", "state_file_corrupt", "state_save_failed", "daemon_killed"}
-
-Event = dict[str, Any]
-
-
-class Daemon:
-    """A `datafold-notifier run` subprocess whose JSON log lines are collected as they come."""
-
-    def __init__(self, proc: asyncio.subprocess.Process) -> None:
-        self.proc = proc
-        self.events: list[Event] = []
-        self.loose: list[str] = []
-        self._reader = asyncio.create_task(self._read())
-
-    @classmethod
-    async def start(
-        cls, env: dict[str, str], preexec_fn: Callable[[], None] | None = None
-    ) -> Daemon:
-        proc = await asyncio.create_subprocess_exec(
-            CLI,
-            "run",
-            env=env,
-            stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.PIPE,
-            preexec_fn=preexec_fn,
-        )
-        return cls(proc)
-
-    async def _read(self) -> None:
-        assert self.proc.stderr is not None
-        async for raw in self.proc.stderr:
-            line = raw.decode().strip()
-            if not line:
-                continue
-            try:
-                self.events.append(json.loads(line))
-            except json.JSONDecodeError:
-                self.loose.append(line)
-
-    def find(
-        self, name: str, start: int = 0, where: Callable[[Event], bool] | None = None
-    ) -> int | None:
-        """Index of the first event `name` at or after `start` that `where` accepts."""
-        for index in range(start, len(self.events)):
-            event = self.events[index]
-            if event.get("event") == name and (where is None or where(event)):
-                return index
-        return None
-
-    async def wait_for(self, predicate: Callable[[], bool], within: float = 20) -> None:
-        deadline = time.monotonic() + within
-        while not predicate():
-            assert time.monotonic() < deadline, f"timed out; last events: {self.events[-6:]}"
-            assert self.proc.returncode is None, f"daemon exited: {self.events[-6:]}"
-            await asyncio.sleep(0.02)
-
-    async def wait_event(
-        self,
-        name: str,
-        start: int = 0,
-        where: Callable[[Event], bool] | None = None,
-        within: float = 20,
-    ) -> int:
-        found: list[int] = []
-
-        def seen() -> bool:
-            index = self.find(name, start, where)
-            if index is not None:
-                found.append(index)
-            return bool(found)
-
-        await self.wait_for(seen, within)
-        return found[0]
-
-    async def kill(self) -> str:
-        """SIGKILL; return the last event it had logged (where in the cycle it died)."""
-        assert self.proc.returncode is None, f"daemon died on its own: {self.events[-6:]}"
-        self.proc.send_signal(signal.SIGKILL)
-        await self.proc.wait()
-        await self._reader
-        return str(self.events[-1].get("event")) if self.events else "(nothing)"
-
-    async def stop(self) -> int:
-        self.proc.send_signal(signal.SIGTERM)
-        code = await asyncio.wait_for(self.proc.wait(), timeout=15)
-        await self._reader
-        return code
 
 
 @pytest.fixture
@@ -585,7 +498,11 @@ async def test_unwritable_state_directory_is_one_clear_error(
         assert [slack_run_id(m) for m in world.slack.messages] == [run_id]
     assert "Traceback" not in stderr and '"exception"' not in stderr
     assert state_file.read_bytes() == before
-    assert sorted(p.name for p in state_file.parent.iterdir()) == ["state.json", "state.json.lock"]
+    assert sorted(p.name for p in state_file.parent.iterdir()) == [
+        "state.json",
+        "state.json.lock",
+        "state.json.write.lock",
+    ]
 
 
 async def test_read_only_state_directory_from_the_start(world: World, tmp_path: Path) -> None:
@@ -594,6 +511,7 @@ async def test_read_only_state_directory_from_the_start(world: World, tmp_path: 
     env = {**world.env, "NOTIFIER_STATE_FILE": str(state_file)}
     assert (await cli("once", env=env)).code == 0
     Path(f"{state_file}.lock").unlink()
+    Path(f"{state_file}.write.lock").unlink()
     before = state_file.read_bytes()
     preexec = await _read_only(state_file.parent)
     try:
