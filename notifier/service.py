@@ -38,6 +38,7 @@ from notifier.models import (
     NotifierState,
     OutboxEntry,
     RunDetail,
+    RunEvent,
     is_in_progress,
 )
 from notifier.routing import RouteDecision
@@ -356,21 +357,24 @@ class Notifier:
         if not due:
             return
         infos = await asyncio.gather(*(self._monitor_info(m, now) for m, _ in due))
+        errors = await asyncio.gather(*(self._error_message(i.last) for _, i in due))
         notifications = []
-        for (monitor_id, incident), info in zip(due, infos, strict=True):
+        for (monitor_id, incident), info, error in zip(due, infos, errors, strict=True):
             if self._hold_without_details and monitor_id not in self._monitor_cache:
                 continue  # routing needs the details; try again next cycle
             state = self.state.monitors.get(monitor_id)
             if state is None or state.incident is None or state.incident.id != incident.id:
                 continue
             state.incident = incident
-            notifications.append(self._reminder(incident, info, now))
+            notifications.append(self._reminder(incident, info, error, now))
         if notifications:
             self._enqueue(notifications, now, report)
             for wakeup in wakeups.values():
                 wakeup.set()
 
-    def _reminder(self, incident: Incident, monitor: MonitorInfo, now: datetime) -> Notification:
+    def _reminder(
+        self, incident: Incident, monitor: MonitorInfo, error: str | None, now: datetime
+    ) -> Notification:
         event = incident.last
         links = build_links(
             event, host=self._config.host, monitor_url_template=self._config.monitor_url_template
@@ -387,6 +391,7 @@ class Notifier:
             kind="reminder",
             event=event,
             monitor=monitor,
+            error_message=error,
             links=links,
             detected_at=now,
             incident=incident,
@@ -615,13 +620,7 @@ class Notifier:
         event = notice.event
         bound = log.bind(monitor_id=event.monitor_id, run_id=event.run_id)
         monitor = await self._monitor_info(event.monitor_id, now)
-        error_message = None
-        if notice.kind == "run" and event.state == "error":
-            try:
-                detail = await self._source.get_run(event.monitor_id, event.run_id)
-                error_message = detail.error
-            except DatafoldError as exc:
-                bound.warning("run_detail_failed", error=str(exc))
+        error_message = await self._error_message(event) if notice.kind == "run" else None
         links = build_links(
             event, host=self._config.host, monitor_url_template=self._config.monitor_url_template
         )
@@ -639,6 +638,22 @@ class Notifier:
             detected_at=now,
             incident=notice.incident,
         )
+
+    async def _error_message(self, event: RunEvent) -> str | None:
+        """An `error` run's message from its detail; None for other states or when unavailable."""
+        if event.state != "error":
+            return None
+        try:
+            detail = await self._source.get_run(event.monitor_id, event.run_id)
+        except DatafoldError as exc:
+            log.warning(
+                "run_detail_failed",
+                monitor_id=event.monitor_id,
+                run_id=event.run_id,
+                error=str(exc),
+            )
+            return None
+        return detail.error
 
     async def _monitor_info(self, monitor_id: int, now: datetime) -> MonitorInfo:
         cached = self._monitor_cache.get(monitor_id)

@@ -330,3 +330,18 @@ async def test_a_digest_failing_part_way_keeps_only_what_did_not_go_out(
     assert n.state.outbox == []
     # 2 left is not more than the threshold: sent one by one
     assert {x.id for x in digest.sent} == waiting
+
+
+async def test_a_reminder_about_an_error_carries_its_message(
+    source: FakeSource, store: StateFile, clock: Clock
+) -> None:
+    slack = FakeSink("slack")
+    n = notifier(source, store, clock, slack, reminder_interval=timedelta(minutes=10))
+    await baselined(n, clock)
+    source.put(1, 11, "error", clock.now, error="relation orders does not exist")
+    await n.run_cycle()
+    clock.tick(10)
+    await n.run_cycle()
+    first, reminder = slack.sent
+    assert reminder.kind == "reminder"
+    assert first.error_message == reminder.error_message == "relation orders does not exist"
