@@ -5,6 +5,7 @@ discovery, against the simulator, the fake Slack and a webhook receiver."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import signal
 import time
@@ -226,3 +227,62 @@ async def test_monitors_found_by_tag_through_the_cli(world: World) -> None:
     assert [json.loads(d.body)["data"]["run"]["id"] for d in world.receiver.deliveries] == [tagged]
     check = await cli("check", env=env)
     assert "tag 'prod': 1 monitor(s): 1" in check.stdout
+
+
+async def test_a_mute_that_expires_while_failing_lets_the_next_event_through(
+    world: World,
+) -> None:
+    env = world.env
+    await once(env)
+    muted = await cli("mute", "--monitor", "1", "--for", "2s", env=env)
+    assert muted.code == 0, muted.stderr
+    world.sim.add_run(1, state="alert", started_at=world.now())
+    events = await once(env)
+    assert world.slack.messages == [] and world.receiver.deliveries == []
+    assert any(e["event"] == "notification_muted" for e in events)
+    await asyncio.sleep(2.2)
+    ok = world.sim.add_run(1, state="ok", started_at=world.now())
+    await once(env)
+    [recovered] = hook_payloads(world)
+    assert recovered["type"] == "monitor.recovered"
+    data = recovered["data"]
+    assert isinstance(data, dict) and data["run"]["id"] == ok
+
+
+async def test_slack_is_paced_per_channel_through_the_cli(world: World) -> None:
+    env = {**world.env, "NOTIFIER_SLACK_MESSAGES_PER_SECOND": "1"}
+    del env["NOTIFIER_WEBHOOK_URLS"]
+    await once(env)
+    for monitor_id in (1, 2):
+        for _ in range(2):
+            world.sim.add_run(monitor_id, state="alert", started_at=world.now())
+    await once(env)
+    arrivals = sorted(m.at for m in world.slack.messages)
+    assert len(arrivals) == 4
+    # one channel: about one message a second (loosely, the machine is shared)
+    assert arrivals[-1] - arrivals[0] >= 2.5, arrivals
+    assert min(b - a for a, b in itertools.pairwise(arrivals)) >= 0.5, arrivals
+
+
+async def test_an_alertmanager_receiver_sees_firing_then_resolved_with_one_fingerprint(
+    world: World, tmp_path: Path
+) -> None:
+    routes = """
+[destinations.am]
+type = "webhook"
+url = "env:HOOK_URL"
+format = "alertmanager"
+
+[default]
+to = ["am"]
+"""
+    env = routed_env(world, tmp_path, routes)
+    await once(env)
+    world.sim.add_run(1, state="alert", started_at=world.now())
+    await once(env)
+    world.sim.add_run(1, state="ok", started_at=world.now())
+    await once(env)
+    firing, resolved = (json.loads(d.body) for d in world.receiver.deliveries)
+    assert (firing["status"], resolved["status"]) == ("firing", "resolved")
+    assert firing["alerts"][0]["fingerprint"] == resolved["alerts"][0]["fingerprint"]
+    assert resolved["alerts"][0]["endsAt"] != "0001-01-01T00:00:00Z"
