@@ -214,14 +214,7 @@ class PostgresStore:
     async def load(self) -> NotifierState:
         """The saved document with the mutes table in `mutes`; an empty state when none saved."""
 
-        async def read(conn: psycopg.AsyncConnection[Any]) -> tuple[str | None, list[Mute]]:
-            async with conn.transaction():
-                await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
-                cur = await conn.execute("SELECT document FROM notifier_state WHERE id = 1")
-                row = await cur.fetchone()
-                return (str(row[0]) if row else None), await _read_mutes(conn)
-
-        document, mutes = await self._run("load", read)
+        document, mutes = await self._run("load", _read_document)
         if document is None:
             state = NotifierState()
             self._last_saved = None
@@ -392,14 +385,7 @@ class PostgresStore:
     async def export_state(self) -> NotifierState:
         """A consistent copy of the document and the mutes; needs no lease and changes nothing."""
 
-        async def read(conn: psycopg.AsyncConnection[Any]) -> tuple[str | None, list[Mute]]:
-            async with conn.transaction():
-                await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
-                cur = await conn.execute("SELECT document FROM notifier_state WHERE id = 1")
-                row = await cur.fetchone()
-                return (str(row[0]) if row else None), await _read_mutes(conn)
-
-        document, mutes = await self._run("export", read)
+        document, mutes = await self._run("export", _read_document)
         state = NotifierState() if document is None else self._parse(document)
         state.mutes = mutes
         return state
@@ -555,6 +541,15 @@ class PostgresStore:
         for secret in sorted(self._secrets, key=len, reverse=True):
             text = text.replace(secret, "***")
         return text
+
+
+async def _read_document(conn: psycopg.AsyncConnection[Any]) -> tuple[str | None, list[Mute]]:
+    """The document and the mutes, read in one consistent snapshot."""
+    async with conn.transaction():
+        await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        cur = await conn.execute("SELECT document FROM notifier_state WHERE id = 1")
+        row = await cur.fetchone()
+        return (str(row[0]) if row else None), await _read_mutes(conn)
 
 
 async def _read_mutes(conn: psycopg.AsyncConnection[Any]) -> list[Mute]:

@@ -7,7 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from notifier.state import StateFile
 from tests.fakes.cli import World, make_world
+from tests.fakes.cycle import Clock
+from tests.fakes.source import FakeSource
 
 
 @pytest.fixture
@@ -15,3 +18,21 @@ async def world(tmp_path: Path) -> AsyncIterator[World]:
     """The simulator, a fake Slack and a webhook receiver, served, with the CLI's environment."""
     async with make_world(tmp_path) as built:
         yield built
+
+
+@pytest.fixture
+def clock() -> Clock:
+    """The time cycles see; moved on by hand."""
+    return Clock()
+
+
+@pytest.fixture
+def source() -> FakeSource:
+    """An in-memory run source."""
+    return FakeSource()
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> StateFile:
+    """A real state file in the test's directory."""
+    return StateFile(tmp_path / "state.json")

@@ -19,21 +19,6 @@ from tests.fakes.cycle import T0, Clock, cycle_config
 from tests.fakes.source import FakeDigestSink, FakeSink, FakeSource
 
 
-@pytest.fixture
-def clock() -> Clock:
-    return Clock()
-
-
-@pytest.fixture
-def source() -> FakeSource:
-    return FakeSource()
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> StateFile:
-    return StateFile(tmp_path / "state.json")
-
-
 def notifier(
     source: FakeSource,
     store: StateFile,

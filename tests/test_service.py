@@ -3,66 +3,22 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
 from structlog.testing import capture_logs
 
 from notifier.datafold import ApiKeyRefused, MalformedAnswer
-from notifier.detect import DetectionPolicy
 from notifier.models import MessageRef, MonitorInfo, MonitorRun, Notification
 from notifier.routing import RouteDecision
-from notifier.service import Notifier, ServiceConfig
+from notifier.service import Notifier
 from notifier.sinks import DeliveryError
 from notifier.state import StateFile
+from tests.fakes.cycle import T0, Clock, cycle_config
 from tests.fakes.source import FakeSink, FakeSource
 
-T0 = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = T0
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def tick(self, minutes: float = 1) -> None:
-        self.now += timedelta(minutes=minutes)
-
-
-def config(monitor_ids: tuple[int, ...] = (1, 2), **kw: object) -> ServiceConfig:
-    values: dict[str, object] = {
-        "monitor_ids": monitor_ids,
-        "policy": DetectionPolicy(
-            notify_states=frozenset({"alert", "error"}),
-            retention=timedelta(hours=1),
-            in_progress_limit=timedelta(hours=24),
-        ),
-        "lookback": timedelta(minutes=30),
-        "outbox_expiry": timedelta(hours=24),
-        "catchup_limit": timedelta(hours=24),
-        "host": "https://app.example",
-        "monitor_url_template": "{host}/monitors/{monitor_id}",
-    }
-    values.update(kw)
-    return ServiceConfig(**values)  # type: ignore[arg-type]
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock()
-
-
-@pytest.fixture
-def source() -> FakeSource:
-    return FakeSource()
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> StateFile:
-    return StateFile(tmp_path / "state.json")
+config = cycle_config
 
 
 def make(

@@ -214,14 +214,7 @@ class SlackBotSink:
 
         On failure, `DeliveryError.delivered` names the notifications wholly in messages posted.
         """
-        mentions = self.mentions if any(n.kind != "recovered" for n in notifications) else ()
-        delivered: set[str] = set()
-        for message in render.slack_digest(notifications, mentions=mentions):
-            try:
-                await self._post(message, None)
-            except DeliveryError as error:
-                raise _with_delivered(error, delivered) from None
-            delivered |= message.completes
+        await _post_digest(lambda m: self._post(m, None), notifications, self.mentions)
 
     async def _send_recovered(
         self, notification: Notification, thread: MessageRef | None
@@ -513,14 +506,7 @@ class SlackWebhookSink:
 
         On failure, `DeliveryError.delivered` names the notifications wholly in messages posted.
         """
-        mentions = self.mentions if any(n.kind != "recovered" for n in notifications) else ()
-        delivered: set[str] = set()
-        for message in render.slack_digest(notifications, mentions=mentions):
-            try:
-                await self._post(message)
-            except DeliveryError as error:
-                raise _with_delivered(error, delivered) from None
-            delivered |= message.completes
+        await _post_digest(self._post, notifications, self.mentions)
 
     async def _post(self, message: render.SlackMessage) -> None:
         await self._pacer.wait(self.name)
@@ -564,3 +550,21 @@ class SlackWebhookSink:
 def _body_code(body: str | None) -> str:
     code = (body or "").strip()
     return code if _CODE.fullmatch(code) else "(unexpected answer)"
+
+
+async def _post_digest(
+    post: Callable[[render.SlackMessage], Awaitable[object]],
+    notifications: Sequence[Notification],
+    mentions: Sequence[str],
+) -> None:
+    """Post a digest's messages in order; a failure names what the earlier messages completed.
+    Mentions go with it unless everything in it is a recovery."""
+    if all(n.kind == "recovered" for n in notifications):
+        mentions = ()
+    delivered: set[str] = set()
+    for message in render.slack_digest(notifications, mentions=mentions):
+        try:
+            await post(message)
+        except DeliveryError as error:
+            raise _with_delivered(error, delivered) from None
+        delivered |= message.completes
