@@ -68,17 +68,18 @@ class LeasedNotifier:
     async def keep_lease(self, elected: Callable[[], None]) -> None:
         """Take or renew the lease until cancelled; a database outage is logged, not fatal."""
         period = self._store.lease_ttl.total_seconds() / 3
+        leading = False
         while True:
-            held = self._store.has_lease()
             try:
-                got = await self._store.try_acquire()
+                await self._store.try_acquire()
             except PostgresStateError as exc:
-                log.warning("lease_renewal_failed", error=str(exc), leading=held)
-                got = False
-            if got and not held:
+                log.warning("lease_renewal_failed", error=str(exc), leading=leading)
+            if self._store.has_lease() and not leading:
+                leading = True
                 log.info("leadership_acquired", replica=self._store.holder)
                 elected()
-            elif held and not got:
+            elif leading and not self._store.has_lease():
+                leading = False
                 log.warning("leadership_lost", replica=self._store.holder)
             await asyncio.sleep(period)
 

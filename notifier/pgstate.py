@@ -68,7 +68,23 @@ STATEMENT_TIMEOUT = timedelta(seconds=30)
 LOCK_TIMEOUT = timedelta(seconds=10)
 IDLE_IN_TRANSACTION_TIMEOUT = timedelta(seconds=10)
 
+# One statement, so one server-side transaction: the lease row is locked only while it runs,
+# never while the client thinks (a leader frozen mid-save cannot hold up a takeover).
 _SAVE_DOCUMENT = """
+WITH lease AS (
+    SELECT fence FROM notifier_lease
+    WHERE id = 1 AND holder = %(holder)s AND fence = %(fence)s AND expires_at > now()
+    FOR UPDATE
+)
+INSERT INTO notifier_state (id, document, saved_at, saved_by, fence)
+SELECT 1, %(document)s, now(), %(holder)s, lease.fence FROM lease
+ON CONFLICT (id) DO UPDATE SET document = EXCLUDED.document, saved_at = EXCLUDED.saved_at,
+    saved_by = EXCLUDED.saved_by, fence = EXCLUDED.fence
+RETURNING 1
+"""
+
+# `state import`: with the lease row locked by the importing transaction.
+_IMPORT_DOCUMENT = """
 INSERT INTO notifier_state (id, document, saved_at, saved_by, fence)
 VALUES (1, %(document)s, now(), %(holder)s, %(fence)s)
 ON CONFLICT (id) DO UPDATE SET document = EXCLUDED.document, saved_at = EXCLUDED.saved_at,
@@ -238,20 +254,12 @@ class PostgresStore:
             return False
 
         async def write(conn: psycopg.AsyncConnection[Any]) -> None:
-            async with conn.transaction():
-                cur = await conn.execute(
-                    "SELECT holder, fence, expires_at > now() FROM notifier_lease "
-                    "WHERE id = 1 FOR UPDATE"
-                )
-                row = await cur.fetchone()
-                if row is None or row[0] != self.holder or row[1] != fence or not row[2]:
-                    raise LeaseLost(
-                        f"{self.holder} lost the lease at {self.where} (fence {fence}); "
-                        "state not saved"
-                    )
-                await conn.execute(
-                    _SAVE_DOCUMENT,
-                    {"document": data.decode(), "holder": self.holder, "fence": fence},
+            cur = await conn.execute(
+                _SAVE_DOCUMENT, {"document": data.decode(), "holder": self.holder, "fence": fence}
+            )
+            if await cur.fetchone() is None:
+                raise LeaseLost(
+                    f"{self.holder} lost the lease at {self.where} (fence {fence}); state not saved"
                 )
 
         try:
@@ -412,7 +420,7 @@ class PostgresStore:
                         f"(fence {fence}) for another {remaining:.0f}s; stop it or force"
                     )
                 await conn.execute(
-                    _SAVE_DOCUMENT, {"document": data, "holder": self.holder, "fence": fence}
+                    _IMPORT_DOCUMENT, {"document": data, "holder": self.holder, "fence": fence}
                 )
                 await conn.execute("DELETE FROM notifier_mutes")
                 async with conn.cursor() as cursor:

@@ -366,8 +366,11 @@ async def test_sigkill_of_the_leader_hands_over_without_loss(
     await cluster.until_quiet()
     assert await standby.stop() == 0
     assert cluster.problems() == [], f"killed after {last}; takeover {took:.2f} s"
-    if kill_at != "detected":
+    if kill_at == "delivering":
         assert cluster.exposures, "the kill should have come between a delivery and its save"
+    # Killed while its save waited on the row lock: the save is one statement, which the server
+    # finishes by itself (it checked the lease and holds its row), so the deliveries it records
+    # are not repeated; either way nothing is lost and nothing sent more than twice.
 
 
 async def test_a_paused_leader_is_fenced_when_it_wakes(cluster: Cluster) -> None:
@@ -407,12 +410,6 @@ async def test_a_paused_leader_is_fenced_when_it_wakes(cluster: Cluster) -> None
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="pgstate.PostgresStore.save holds the lease row FOR UPDATE for its whole transaction; "
-    "a leader frozen inside it blocks every standby's acquire until the server's 10 s "
-    "idle_in_transaction_session_timeout, whatever the lease length",
-)
 async def test_a_leader_frozen_inside_its_save_is_replaced_in_time(cluster: Cluster) -> None:
     leader, (standby,) = await elect(cluster, "replica-a", "replica-b")
     lock = await hold_state_row(cluster.url)
