@@ -35,7 +35,6 @@ from notifier.daemon import (
 )
 from notifier.logs import REDACTOR, configure_logging
 from notifier.models import Mute, NotifierState
-from notifier.pgstate import PostgresStore
 from notifier.preflight import run_checks
 from notifier.routing import Routes, RoutesError, load_routes, routes_from_settings
 from notifier.settings import ConfigError, Settings, load_settings
@@ -232,7 +231,7 @@ async def _mute(settings: Settings, args: argparse.Namespace) -> int:
         return [m for m in mutes if m.until > now] + [mute]
 
     async with open_store(settings) as store:
-        if isinstance(store, PostgresStore):
+        if not isinstance(store, StateFile):
             await store.add_mute(mute)
         else:
             store.update_mutes(add)
@@ -261,7 +260,7 @@ async def _unmute(settings: Settings, args: argparse.Namespace) -> int:
         return kept
 
     async with open_store(settings) as store:
-        if isinstance(store, PostgresStore):
+        if not isinstance(store, StateFile):
             removed = await store.remove_mutes(
                 monitor_id=args.monitor, tag=args.tag, mute_id=args.mute_id
             )
@@ -280,9 +279,9 @@ async def _unmute(settings: Settings, args: argparse.Namespace) -> int:
 async def _state(settings: Settings, args: argparse.Namespace) -> int:
     """`state export FILE` / `state import FILE`: the whole state, mutes included, as JSON."""
     async with open_store(settings) as store:
-        where = f"PostgreSQL {store.where}" if isinstance(store, PostgresStore) else str(store.path)
+        where = str(store.path) if isinstance(store, StateFile) else f"PostgreSQL {store.where}"
         if args.state_command == "export":
-            if isinstance(store, PostgresStore):
+            if not isinstance(store, StateFile):
                 state: NotifierState | None = await store.export_state()
             else:
                 state = store.peek()
@@ -301,7 +300,7 @@ async def _state(settings: Settings, args: argparse.Namespace) -> int:
         imported = source.peek()
         if imported is None:
             raise StateError(f"state file {args.file} does not exist")
-        if isinstance(store, PostgresStore):
+        if not isinstance(store, StateFile):
             await store.import_state(imported, force=args.force)
         else:
             if store.path.resolve() == args.file.resolve():
@@ -363,7 +362,7 @@ def _require_work(settings: Settings, command: str) -> None:
 async def _once(settings: Settings, routes: Routes) -> int:
     async with open_runtime(settings, routes, trust_env=_proxy_configured()) as runtime:
         store = runtime.store
-        if isinstance(store, PostgresStore):
+        if not isinstance(store, StateFile):
             if not await store.try_acquire():
                 log.error("once_failed", reason="another replica holds the lease")
                 return EXIT_FAILED
@@ -393,7 +392,7 @@ async def _once(settings: Settings, routes: Routes) -> int:
 async def _run(settings: Settings, routes: Routes) -> int:
     async with open_runtime(settings, routes, trust_env=_proxy_configured()) as runtime:
         store = runtime.store
-        if isinstance(store, PostgresStore):
+        if not isinstance(store, StateFile):
             return await _daemon(settings, runtime, make_leased(runtime)).run()
         with store.locked():
             return await _daemon(settings, runtime, make_notifier(runtime)).run()

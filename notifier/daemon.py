@@ -10,7 +10,7 @@ import ssl
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import aiohttp
 import structlog
@@ -22,10 +22,8 @@ from notifier import __version__
 from notifier.datafold import DatafoldClient
 from notifier.detect import DetectionPolicy
 from notifier.health import HealthTracker
-from notifier.leadership import LeasedNotifier
 from notifier.metrics import Metrics
 from notifier.models import Notification
-from notifier.pgstate import PostgresStore
 from notifier.routing import (
     RouteDecision,
     Routes,
@@ -42,6 +40,10 @@ from notifier.sinks.webhook import WebhookSink
 from notifier.state import StateError, StateFile
 from notifier.status_server import serve_status, status_app
 from notifier.systemd import SystemdNotify
+
+if TYPE_CHECKING:  # psycopg costs ~20 MB: imported only when NOTIFIER_STATE_URL is set
+    from notifier.leadership import LeasedNotifier
+    from notifier.pgstate import PostgresStore
 
 log = structlog.get_logger(__name__)
 
@@ -191,6 +193,8 @@ async def open_store(settings: Settings) -> AsyncIterator[StateFile | PostgresSt
     if settings.state_url is None:
         yield StateFile(settings.state_file)
         return
+    from notifier.pgstate import PostgresStore
+
     store = PostgresStore(
         settings.state_url.get_secret_value(),
         holder=settings.replica,
@@ -241,13 +245,24 @@ def make_notifier(
 
 def make_leased(runtime: Runtime, *, spread: bool = True) -> LeasedNotifier:
     """The notifier of one replica sharing PostgreSQL: it acts only while holding the lease."""
+    from notifier.leadership import LeasedNotifier
+
     pg = runtime.store
-    if not isinstance(pg, PostgresStore):
+    if isinstance(pg, StateFile):
         raise TypeError("a leased notifier needs the PostgreSQL store")
     return LeasedNotifier(
         pg,
         lambda store: make_notifier(runtime, spread=spread, store=store, may_deliver=pg.has_lease),
     )
+
+
+@runtime_checkable
+class Leader(Protocol):
+    """A cycle runner that must hold a lease to act (`LeasedNotifier`)."""
+
+    async def keep_lease(self, elected: Callable[[], None]) -> None: ...
+
+    async def release(self) -> None: ...
 
 
 class CycleRunner(Protocol):
@@ -326,7 +341,7 @@ class Daemon:
             scheduler.add_listener(self._on_skipped, EVENT_JOB_MAX_INSTANCES)
             scheduler.start()
             stack.callback(scheduler.shutdown, wait=False)
-            if isinstance(self._notifier, LeasedNotifier):
+            if isinstance(self._notifier, Leader):
                 keeper = asyncio.create_task(
                     self._notifier.keep_lease(
                         lambda: scheduler.modify_job("poll-cycle", next_run_time=datetime.now(UTC))
@@ -351,7 +366,7 @@ class Daemon:
             log.error("state_save_failed", error=str(exc))
             return 2  # the state file cannot be used, as for the other commands
         finally:
-            if isinstance(self._notifier, LeasedNotifier):
+            if isinstance(self._notifier, Leader):
                 await self._notifier.release()
         log.info("daemon_stopped")
         return 0

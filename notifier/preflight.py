@@ -10,11 +10,10 @@ from typing import TextIO
 from notifier.daemon import Runtime, open_runtime
 from notifier.datafold import ApiKeyRefused, DatafoldError
 from notifier.models import MonitorInfo, Mute, NotifierState
-from notifier.pgstate import PostgresStore
 from notifier.routing import Routes, explain, quiet_hours_summary
 from notifier.settings import Settings
 from notifier.sinks.checks import CheckResult
-from notifier.state import StateError
+from notifier.state import StateError, StateFile
 
 
 async def run_checks(
@@ -156,7 +155,7 @@ async def _check_state(runtime: Runtime) -> tuple[list[CheckResult], list[Mute]]
     store = runtime.store
     lead = ""
     try:
-        if isinstance(store, PostgresStore):
+        if not isinstance(store, StateFile):
             where = f"PostgreSQL {store.where}"
             state: NotifierState | None = await store.export_state()
             lease = await store.lease()

@@ -286,3 +286,53 @@ to = ["am"]
     assert (firing["status"], resolved["status"]) == ("firing", "resolved")
     assert firing["alerts"][0]["fingerprint"] == resolved["alerts"][0]["fingerprint"]
     assert resolved["alerts"][0]["endsAt"] != "0001-01-01T00:00:00Z"
+
+
+def within_block_kit_limits(message: PostedMessage) -> bool:
+    """Every Block Kit limit the notifier promises to respect, checked on what Slack received."""
+    blocks = message.blocks or []
+    if len(blocks) > 50 or len(message.text or "") > 4000:
+        return False
+    for block in blocks:
+        text = (block.get("text") or {}).get("text", "")
+        if block["type"] == "header" and len(text) > 150:
+            return False
+        if block["type"] == "section":
+            fields = block.get("fields", [])
+            if len(text) > 3000 or len(fields) > 10:
+                return False
+            if any(len(f["text"]) > 2000 for f in fields):
+                return False
+        if block["type"] == "context" and len(block.get("elements", [])) > 10:
+            return False
+    return True
+
+
+async def test_long_errors_are_split_and_big_digests_packed_within_block_kit_limits(
+    world: World, tmp_path: Path
+) -> None:
+    ids = list(range(1, 41))
+    for m in ids[2:]:
+        world.sim.add_monitor(m, name=f"monitor number {m} " + "x" * 120)
+    env = {**routed_env(world, tmp_path), "NOTIFIER_MONITOR_IDS": ",".join(map(str, ids))}
+    env["NOTIFIER_ROUTES_FILE"] = str(tmp_path / "split.toml")
+    (tmp_path / "split.toml").write_text(
+        ROUTES.replace("digest_threshold = 3", "digest_threshold = 5")
+    )
+    await once(env)
+    long_error = "\n".join(f"line {i}: " + "relation does not exist " * 8 for i in range(40))
+    world.sim.add_run(1, state="error", started_at=world.now(), error=long_error)
+    await once(env)
+    [single] = world.slack.messages
+    assert within_block_kit_limits(single)
+    error_sections = [b for b in single.blocks or [] if "*Error*" in json.dumps(b)]
+    assert len(error_sections) >= 3  # split over sections, not cut to one
+    assert "line 39" in json.dumps(single.blocks)  # nothing lost below the 12,000 cap
+
+    for m in ids[2:]:
+        world.sim.add_run(m, state="alert", started_at=world.now())
+    await once(env)
+    digest = world.slack.messages[1:]  # 38 long-named groups: packed, never over a limit
+    assert digest and all(within_block_kit_limits(m) for m in digest)
+    body = json.dumps([m.blocks for m in digest])
+    assert all(f"monitor number {m} " in body for m in ids[2:])
