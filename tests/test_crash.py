@@ -14,7 +14,6 @@ import ctypes
 import json
 import os
 import random
-import re
 import resource
 import signal
 import subprocess
@@ -29,14 +28,19 @@ import pytest
 from notifier.models import IN_PROGRESS_STATES, NotifierState
 from tests.fakes.cli import CLI, World, cli
 from tests.fakes.crash_receiver import CrashReceiver
-from tests.fakes.slack import PostedMessage
+from tests.fakes.delivery_audit import (
+    DESTINATIONS,
+    NOTIFY_STATES,
+    deliveries_per_run,
+    delivery_problems,
+    log_problems,
+    slack_run_id,
+)
 from tests.fakes.subprocess_daemon import Daemon, Event
 from tests.fakes.webhook import Reply
 
 #: On PYTHONPATH of every daemon: a `sitecustomize` that can hold a state write before its rename.
 PAUSE_HOOK = Path(__file__).parent / "fakes" / "crash_sitecustomize"
-DESTINATIONS = ("slack", "webhook")
-NOTIFY_STATES = ("alert", "error")
 #: Events that must never appear, whatever is killed when.
 BROKEN = {"cycle_failed", "crashed", "state_file_corrupt", "state_save_failed", "daemon_killed"}
 
@@ -50,18 +54,6 @@ async def reaper() -> AsyncIterator[list[Daemon]]:
         if daemon.proc.returncode is None:
             daemon.proc.kill()
             await daemon.proc.wait()
-
-
-def slack_run_id(message: PostedMessage) -> int:
-    """The run a Slack message is about: its "Run ID" field, else the fallback text."""
-    for block in message.blocks or []:
-        for item in block.get("fields", []):
-            found = re.fullmatch(r"\*Run ID\*\n(\d+)", item.get("text", ""))
-            if found:
-                return int(found[1])
-    found = re.search(r"run (\d+)$", message.text or "")
-    assert found, f"no run ID in Slack message {message}"
-    return int(found[1])
 
 
 def destination(sink_name: str) -> str:
@@ -125,18 +117,7 @@ class CrashTrial:
         self.pause_flag.write_text(json.dumps(sorted(runs)))
 
     def received(self) -> dict[str, Counter[int]]:
-        """Alert and error deliveries per run (recoveries are counted by their own tests)."""
-        webhook = Counter(
-            int(hook_id.split("-")[1])
-            for hook_id in self.receiver.accepted
-            if hook_id.split("-")[-1] in NOTIFY_STATES
-        )
-        slack = Counter(
-            slack_run_id(message)
-            for message in self.world.slack.messages
-            if "Recovered" not in (message.text or "")
-        )
-        return {"slack": slack, "webhook": webhook}
+        return deliveries_per_run(self.receiver.accepted, self.world.slack)
 
     def saved_state(self) -> NotifierState:
         """The state file as a restart would read it; it must always parse."""
@@ -217,31 +198,9 @@ class CrashTrial:
 
     def problems(self) -> list[str]:
         """Everything wrong with the outcome, as readable lines."""
-        found = []
-        received = self.received()
-        for dest in DESTINATIONS:
-            sent = set(received[dest])
-            if sent & self.quiet:
-                found.append(f"{dest}: history/ok runs sent: {sorted(sent & self.quiet)}")
-            if sent - self.quiet - set(self.notify):
-                found.append(f"{dest}: unknown runs sent: {sorted(sent - set(self.notify))}")
-            for run_id in sorted(self.notify):
-                count, exposed = received[dest][run_id], self.exposures[(run_id, dest)]
-                if count == 0:
-                    found.append(f"{dest}: run {run_id} lost")
-                elif count > min(2, 1 + exposed):
-                    found.append(
-                        f"{dest}: run {run_id} received {count} times, {exposed} kill(s) "
-                        "came between a delivery and its save"
-                    )
-        for number, daemon in enumerate(self.daemons):
-            found += [f"daemon {number}: loose line {line!r}" for line in daemon.loose]
-            found += [
-                f"daemon {number}: {event}"
-                for event in daemon.events
-                if event.get("event") in BROKEN or "exception" in event
-            ]
-        return found
+        return delivery_problems(
+            self.received(), self.notify, self.exposures, self.quiet
+        ) + log_problems(self.daemons, BROKEN)
 
     def stray_temp_files(self) -> list[str]:
         pattern = f".{self.state_file.name}.*.tmp"

@@ -9,7 +9,6 @@ between the file and PostgreSQL re-notifies nothing. No output ever shows the da
 from __future__ import annotations
 
 import asyncio
-import re
 import signal
 import time
 from collections import Counter
@@ -25,13 +24,18 @@ import pytest
 from notifier.models import NotifierState
 from tests.fakes.cli import World, cli
 from tests.fakes.crash_receiver import CrashReceiver
+from tests.fakes.delivery_audit import (
+    DESTINATIONS,
+    deliveries_per_run,
+    delivery_problems,
+    log_problems,
+)
 from tests.fakes.postgres import (
     PASSWORD,
     PostgresServer,
     postgres_server_fixture,  # noqa: F401  # the fixture, registered by importing it
     postgres_url_fixture,  # noqa: F401
 )
-from tests.fakes.slack import PostedMessage
 from tests.fakes.subprocess_daemon import Daemon, Event
 from tests.fakes.webhook import Reply
 
@@ -41,27 +45,8 @@ pytestmark = [pytest.mark.postgres, pytest.mark.timeout(60)]
 INTERVAL = 1.0
 #: What a takeover may take beyond two intervals: process start-up noise on a busy machine.
 ALLOWANCE = 0.75
-DESTINATIONS = ("slack", "webhook")
-NOTIFY_STATES = ("alert", "error")
 #: Events that must never appear in any replica's log.
 BROKEN = {"cycle_failed", "crashed", "daemon_killed", "notification_expired"}
-
-
-def slack_run_id(message: PostedMessage) -> int:
-    """The run a Slack message is about: its "Run ID" field, else the fallback text."""
-    for block in message.blocks or []:
-        for item in block.get("fields", []):
-            found = re.fullmatch(r"\*Run ID\*\n(\d+)", item.get("text", ""))
-            if found:
-                return int(found[1])
-    found = re.search(r"run (\d+)$", message.text or "")
-    assert found, f"no run ID in Slack message {message}"
-    return int(found[1])
-
-
-def is_recovery(message: PostedMessage) -> bool:
-    text = message.text or ""
-    return "Recovered" in text or "Resolved" in text
 
 
 async def eventually(
@@ -114,18 +99,7 @@ class Cluster:
         return run_id
 
     def received(self) -> dict[str, Counter[int]]:
-        """Alert and error deliveries per run; recoveries are not counted."""
-        webhook = Counter(
-            int(hook_id.split("-")[1])
-            for hook_id in self.receiver.accepted
-            if hook_id.split("-")[-1] in NOTIFY_STATES
-        )
-        slack = Counter(
-            slack_run_id(message)
-            for message in self.world.slack.messages
-            if not is_recovery(message)
-        )
-        return {"slack": slack, "webhook": webhook}
+        return deliveries_per_run(self.receiver.accepted, self.world.slack)
 
     def delivered_everywhere(self) -> bool:
         received = self.received()
@@ -179,28 +153,8 @@ class Cluster:
 
     def problems(self) -> list[str]:
         """Everything wrong with the outcome, as readable lines."""
-        found = []
-        received = self.received()
-        for dest in DESTINATIONS:
-            unknown = set(received[dest]) - set(self.notify)
-            if unknown:
-                found.append(f"{dest}: runs sent that were never news: {sorted(unknown)}")
-            for run_id in sorted(self.notify):
-                count, exposed = received[dest][run_id], self.exposures[(run_id, dest)]
-                if count == 0:
-                    found.append(f"{dest}: run {run_id} lost")
-                elif count > min(2, 1 + exposed):
-                    found.append(
-                        f"{dest}: run {run_id} received {count} times after {exposed} crash(es) "
-                        "between its delivery and its save"
-                    )
-        for number, daemon in enumerate(self.daemons):
-            found += [f"replica {number}: loose line {line!r}" for line in daemon.loose]
-            found += [
-                f"replica {number}: {event}"
-                for event in daemon.events
-                if event.get("event") in BROKEN or "exception" in event
-            ]
+        found = delivery_problems(self.received(), self.notify, self.exposures)
+        found += log_problems(self.daemons, BROKEN)
         found += [
             f"password shown: {text[:200]!r}"
             for text in [*self.outputs, *(d.output for d in self.daemons)]
