@@ -48,24 +48,17 @@ class StateFile:
     @contextlib.contextmanager
     def locked(self) -> Iterator[None]:
         """Hold the lock that keeps a second daemon off this file."""
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._lock.acquire()
-        except Timeout:
-            raise StateError(
-                f"state file {self.path} is in use by another datafold-notifier "
-                f"(lock {self._lock.lock_file})"
-            ) from None
-        except OSError as exc:
-            raise StateError(f"cannot lock state file {self.path}: {exc.strerror}") from None
-        # With the lock held no one else writes here: a temp file is what a save killed before its
-        # rename left behind (the state file itself is whole either way).
-        for stale in self.path.parent.glob(f".{self.path.name}.*.tmp"):
-            stale.unlink(missing_ok=True)
-        try:
+        busy = (
+            f"state file {self.path} is in use by another datafold-notifier "
+            f"(lock {self._lock.lock_file})"
+        )
+        with _holding(self._lock, self.path, busy):
+            # Under the write lock no one else writes here: a temp file is what a save killed
+            # before its rename left behind (the state file itself is whole either way).
+            with self._exclusive_write():
+                for stale in self.path.parent.glob(f".{self.path.name}.*.tmp"):
+                    stale.unlink(missing_ok=True)
             yield
-        finally:
-            self._lock.release()
 
     def peek(self) -> NotifierState | None:
         """Read without side effects (for `check`): None when there is no file yet."""
@@ -156,21 +149,10 @@ class StateFile:
             return None
         return (stat.st_ino, stat.st_size, stat.st_mtime_ns)
 
-    @contextlib.contextmanager
-    def _exclusive_write(self) -> Iterator[None]:
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._write_lock.acquire()
-        except Timeout:
-            raise StateError(
-                f"state file {self.path}: timed out waiting for {self._write_lock.lock_file}"
-            ) from None
-        except OSError as exc:
-            raise StateError(f"cannot lock state file {self.path}: {exc.strerror}") from None
-        try:
-            yield
-        finally:
-            self._write_lock.release()
+    def _exclusive_write(self) -> contextlib.AbstractContextManager[None]:
+        """The short lock around every write (the daemon's saves, `mute`, `unmute`)."""
+        busy = f"state file {self.path}: timed out waiting for {self._write_lock.lock_file}"
+        return _holding(self._write_lock, self.path, busy)
 
     def save(self, state: NotifierState) -> bool:
         """Write atomically (temp file, fsync, rename) when the content changed; True if written.
@@ -228,6 +210,22 @@ class StateFile:
             consequence="starting afresh: monitors are re-baselined, the old outbox is not sent",
         )
         return NotifierState()
+
+
+@contextlib.contextmanager
+def _holding(lock: FileLock, path: Path, busy: str) -> Iterator[None]:
+    """Hold `lock` (creating the state's directory first); `busy` is the error when it is taken."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        lock.acquire()
+    except Timeout:
+        raise StateError(busy) from None
+    except OSError as exc:
+        raise StateError(f"cannot lock state file {path}: {exc.strerror}") from None
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 @contextlib.contextmanager

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import stat
+import subprocess
+import sys
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -146,3 +149,31 @@ def test_taking_the_lock_removes_temp_files_of_an_interrupted_save(tmp_path: Pat
     with StateFile(path).locked():
         assert not leftover.exists() and unrelated.exists()
     assert StateFile(path).load() == sample_state()
+
+
+def test_stale_temp_files_are_removed_only_between_writes(tmp_path: Path) -> None:
+    """`mute` may be writing (holding only the write lock) when a daemon starts: the daemon's
+    clean-up of temp files waits for that write instead of deleting its temp file."""
+    path = tmp_path / "s.json"
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from filelock import FileLock; "
+            "lock = FileLock(sys.argv[1]); lock.acquire(); print('held', flush=True); "
+            "time.sleep(1.0)",
+            f"{path}.write.lock",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+    writing = tmp_path / ".s.json.abc.tmp"
+    writing.write_text("{}")
+    started = time.monotonic()
+    with StateFile(path).locked():
+        waited = time.monotonic() - started
+    holder.wait(timeout=10)
+    holder.stdout.close()
+    assert waited >= 0.5, "the clean-up did not wait for the writer's lock"
+    assert not writing.exists()  # the writer was gone by then: its leftover is cleaned up
