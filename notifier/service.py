@@ -237,8 +237,7 @@ class Notifier:
             )
             await self._remind(now, report, wakeups)
             polling_done.set()
-            for wakeup in wakeups.values():
-                wakeup.set()
+            _wake(wakeups)
             await asyncio.gather(*drains)
         except BaseException:
             for drain in drains:
@@ -339,8 +338,7 @@ class Notifier:
             detection.state.feed_key = feed_key
         if notifications:
             self._enqueue(notifications, now, report)
-            for wakeup in wakeups.values():
-                wakeup.set()
+            _wake(wakeups)
 
     async def _remind(
         self, now: datetime, report: CycleReport, wakeups: Mapping[str, asyncio.Event]
@@ -369,8 +367,7 @@ class Notifier:
             notifications.append(self._reminder(incident, info, error, now))
         if notifications:
             self._enqueue(notifications, now, report)
-            for wakeup in wakeups.values():
-                wakeup.set()
+            _wake(wakeups)
 
     def _reminder(
         self, incident: Incident, monitor: MonitorInfo, error: str | None, now: datetime
@@ -524,7 +521,6 @@ class Notifier:
             if entry.pending:
                 kept.append(entry)
         self.state.outbox = kept
-        self._prune_messages()
 
     def _prune_messages(self) -> None:
         """Message anchors are kept while their incident is open or something about it waits."""
@@ -843,6 +839,12 @@ class Notifier:
         report.sent_by_destination[name] += 1
         bound.info("notification_sent", kind=notification.event_kind)
         return True
+
+
+def _wake(wakeups: Mapping[str, asyncio.Event]) -> None:
+    """Tell every destination's worker that the outbox may have something for it."""
+    for wakeup in wakeups.values():
+        wakeup.set()
 
 
 def poll_offset(monitor_id: int, spread: float) -> float:
