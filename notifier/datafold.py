@@ -267,9 +267,7 @@ class DatafoldClient:
         # whole cycle of listings. In flight at most: max_concurrency + max_concurrency // 4 + 1.
         self._detail_semaphore = asyncio.Semaphore(max_concurrency // 4 + 1)
         # An optional cap on the request rate, for accounts with tight limits (leaky bucket).
-        self._limiter = (
-            AsyncLimiter(max_requests_per_second, 1) if max_requests_per_second else None
-        )
+        self._limiter = _rate_limiter(max_requests_per_second)
         self._max_attempts = max_attempts
         self._backoff_initial = backoff_initial
         self._backoff_max = backoff_max

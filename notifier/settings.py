@@ -53,6 +53,9 @@ _ECHOABLE = {
     "NOTIFIER_FEED_SWEEP_SECONDS",
     "NOTIFIER_MAX_REQUESTS_PER_SECOND",
     "NOTIFIER_HEALTH_PORT",
+    "NOTIFIER_MAX_RESPONSE_BYTES",
+    "NOTIFIER_MAX_RETRY_AFTER_SECONDS",
+    "NOTIFIER_OUTBOX_MAX_ENTRIES",
     "NOTIFIER_HEALTH_HOST",
     "SLACK_CHANNEL",
     "NOTIFIER_LOG_LEVEL",
@@ -176,6 +179,21 @@ class Settings(BaseSettings):
     )
     max_requests_per_second: float | None = Field(
         None, gt=0.0, le=10_000.0, validation_alias="NOTIFIER_MAX_REQUESTS_PER_SECOND"
+    )
+    #: Bytes of one Datafold answer, counted after decompression; past it the monitor fails.
+    max_response_bytes: int = Field(
+        4 * 1024 * 1024,
+        ge=64 * 1024,
+        le=1024 * 1024 * 1024,
+        validation_alias="NOTIFIER_MAX_RESPONSE_BYTES",
+    )
+    #: The longest wait a server may ask for (Retry-After); unset: the poll interval.
+    max_retry_after_seconds: float | None = Field(
+        None, ge=0.0, le=86400.0, validation_alias="NOTIFIER_MAX_RETRY_AFTER_SECONDS"
+    )
+    #: Notifications the outbox holds at most; past it the oldest are dropped (logged, counted).
+    outbox_max_entries: int = Field(
+        5000, ge=10, le=1_000_000, validation_alias="NOTIFIER_OUTBOX_MAX_ENTRIES"
     )
     health_port: int | None = Field(None, ge=0, le=65535, validation_alias="NOTIFIER_HEALTH_PORT")
     health_host: str = Field("127.0.0.1", validation_alias="NOTIFIER_HEALTH_HOST")
@@ -419,6 +437,14 @@ class Settings(BaseSettings):
     def replica(self) -> str:
         """This replica's name in the lease: NOTIFIER_REPLICA_NAME, or host name and PID."""
         return self.replica_name or f"{socket.gethostname()}:{os.getpid()}"
+
+    @property
+    def retry_after_cap(self) -> float:
+        """The longest server-asked wait honoured: NOTIFIER_MAX_RETRY_AFTER_SECONDS, or the
+        poll interval."""
+        if self.max_retry_after_seconds is not None:
+            return self.max_retry_after_seconds
+        return self.poll_interval_seconds
 
     @property
     def lease(self) -> float:
