@@ -7,14 +7,14 @@ The only module that talks to Datafold. It returns `notifier.models` types and r
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
-import math
 import random
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 from typing import Any, TypeVar
 
 import aiohttp
@@ -30,7 +30,8 @@ from tenacity import (
 from yarl import URL
 
 from notifier import __version__
-from notifier.models import MonitorInfo, MonitorRun, MonitorSummary, RunDetail, RunPage, as_utc
+from notifier.bounded_http import BodyTooLarge, read_capped, retry_after_seconds
+from notifier.models import MonitorInfo, MonitorRun, MonitorSummary, RunDetail, as_utc
 
 _log = structlog.get_logger(__name__)
 _stdlib_log = logging.getLogger(__name__)
@@ -38,6 +39,8 @@ _stdlib_log = logging.getLogger(__name__)
 #: Answers worth another attempt: rate limiting and the server or a proxy being briefly unwell.
 RETRYABLE_STATUSES: frozenset[int] = frozenset({429, 500, 502, 503, 504})
 _MESSAGE_MAX = 200
+#: Of an error answer only the start is read: its `detail` is all that is used.
+_ERROR_BODY_MAX = 64 * 1024
 _REDACTED = "***"
 
 
@@ -72,6 +75,12 @@ class MalformedAnswer(DatafoldError):
     """A 2xx answer we cannot use: not JSON, not the documented schema, or pages without end."""
 
     kind = "malformed"
+
+
+class AnswerTooLarge(DatafoldError):
+    """A 2xx answer larger than NOTIFIER_MAX_RESPONSE_BYTES (decompressed); reading stopped."""
+
+    kind = "too_large"
 
 
 class ApiUnavailable(DatafoldError):
@@ -116,6 +125,19 @@ class _Subject:
         return {key: value for key, value in fields.items() if value is not None}
 
 
+class RunPage(BaseModel):
+    """One page of `GET /api/v1/monitors/{id}/runs`, its runs still raw: each is read on its own,
+    so one run that cannot be understood does not cost the others."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    count: int
+    page: int
+    page_size: int
+    total_pages: int
+    runs: list[Any]
+
+
 class _MonitorPage(BaseModel):
     """One page of `GET /api/v1/monitors`; only the adapter needs this shape."""
 
@@ -134,24 +156,20 @@ MONITORS_MAX_PAGES = 1000
 
 _Model = TypeVar("_Model", bound=BaseModel)
 _Page = TypeVar("_Page", RunPage, _MonitorPage)
+#: At most this many distinct runs in one monitor's listing (a sane one holds a few hundred).
+RUNS_MAX = 20_000
+#: At most this many monitors in one listing: an account with more is beyond one process anyway.
+MONITORS_MAX = 100_000
+#: Unreadable runs already logged, remembered so each is logged once, not every cycle.
+_UNREADABLE_MEMORY = 10_000
 
 
-def retry_after_seconds(value: str | None, now: datetime) -> float | None:
-    """Seconds a `Retry-After` value (delta-seconds or an HTTP-date) asks for; None if unusable."""
-    if value is None:
-        return None
-    text = value.strip()
-    try:
-        seconds = float(text)
-    except ValueError:
-        try:
-            when = parsedate_to_datetime(text)
-        except (TypeError, ValueError, IndexError):
-            return None
-        seconds = (as_utc(when) - as_utc(now)).total_seconds()
-    if not math.isfinite(seconds):
-        return None
-    return max(0.0, seconds)
+def _int_field(item: Any, key: str) -> int | None:
+    """A whole-number field of a raw run, if it has a usable one."""
+    value = item.get(key) if isinstance(item, dict) else None
+    if isinstance(value, str) and value.strip().lstrip("-").isdigit() and len(value) < 30:
+        value = int(value.strip())
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def _iso_z(value: datetime) -> str:
@@ -236,6 +254,7 @@ class DatafoldClient:
         backoff_max: float = 10.0,
         max_retry_after: float = 30.0,
         request_timeout: float = 30.0,
+        max_response_bytes: int = 4 * 1024 * 1024,
     ) -> None:
         url = URL(host.rstrip("/"))
         if url.scheme not in ("http", "https") or not url.host:
@@ -272,6 +291,8 @@ class DatafoldClient:
         self._backoff_initial = backoff_initial
         self._backoff_max = backoff_max
         self._max_retry_after = max_retry_after
+        self._max_response_bytes = max_response_bytes
+        self._unreadable_logged: OrderedDict[tuple[int, int | str], None] = OrderedDict()
         self._request_timeout = request_timeout
         self._timeout = aiohttp.ClientTimeout(total=request_timeout)
         self.requests_made = 0
@@ -285,6 +306,9 @@ class DatafoldClient:
         """Every run of the monitor started in [since, until], across all pages, one per run_id.
 
         Assumes no order; a run listed twice keeps its later copy; other monitors' runs are dropped.
+        Runs are read one by one: one that cannot be understood is logged once and skipped, or,
+        when its run_id is readable, listed with no state, so that it is tracked as unfinished
+        and looked at again (directly, once it leaves the window) until it reads well.
         """
         subject = _Subject(monitor_id)
         params = {"page_size": str(self._page_size), "start_time": _iso_z(since)}
@@ -293,17 +317,63 @@ class DatafoldClient:
         runs: dict[int, MonitorRun] = {}
         path = f"/api/v1/monitors/{monitor_id}/runs"
         async for page in self._each_page(subject, path, params, RunPage, lambda p: len(p.runs)):
-            for run in page.runs:
-                if run.monitor_id != monitor_id:
-                    _log.warning(
-                        "datafold.foreign_run_dropped",
-                        monitor_id=monitor_id,
-                        run_id=run.run_id,
-                        run_monitor_id=run.monitor_id,
-                    )
-                    continue
-                runs[run.run_id] = run
+            for item in page.runs:
+                run = self._read_run(monitor_id, item)
+                if run is not None:
+                    runs[run.run_id] = run
+            if len(runs) > RUNS_MAX:
+                raise MalformedAnswer(f"{subject.label}: more than {RUNS_MAX} runs listed")
         return list(runs.values())
+
+    def _read_run(self, monitor_id: int, item: Any) -> MonitorRun | None:
+        """One listed run; None for another monitor's run or one without a readable run_id."""
+        try:
+            run = MonitorRun.model_validate(item)
+        except ValidationError as exc:
+            run_id = _int_field(item, "run_id")
+            owner = _int_field(item, "monitor_id")
+            foreign = owner is not None and owner != monitor_id
+            self._log_unreadable(monitor_id, run_id, item, _schema_problem(exc), foreign)
+            if run_id is None or foreign:
+                return None
+            return MonitorRun(run_id=run_id, monitor_id=monitor_id)
+        if run.monitor_id != monitor_id:
+            _log.warning(
+                "datafold.foreign_run_dropped",
+                monitor_id=monitor_id,
+                run_id=run.run_id,
+                run_monitor_id=run.monitor_id,
+            )
+            return None
+        return run
+
+    def _log_unreadable(
+        self, monitor_id: int, run_id: int | None, item: Any, problem: str, foreign: bool
+    ) -> None:
+        """Once per run (bounded memory), not every cycle it is listed."""
+        identity: int | str
+        if run_id is not None:
+            identity = run_id
+        else:
+            text = repr(item)[:4096].encode("utf-8", "replace")
+            identity = hashlib.blake2b(text, digest_size=8).hexdigest()
+        key = (monitor_id, identity)
+        if key in self._unreadable_logged:
+            return
+        self._unreadable_logged[key] = None
+        if len(self._unreadable_logged) > _UNREADABLE_MEMORY:
+            self._unreadable_logged.popitem(last=False)
+        if run_id is None or foreign:
+            action = "skipped"
+        else:
+            action = "tracked as unfinished until it reads well"
+        _log.warning(
+            "datafold.run_unreadable",
+            monitor_id=monitor_id,
+            run_id=run_id,
+            problem=self._redact(problem),
+            action=action,
+        )
 
     async def get_monitor(self, monitor_id: int) -> MonitorInfo:
         """The monitor's name, type, tags and owner, for the notification."""
@@ -346,6 +416,8 @@ class DatafoldClient:
         ):
             for monitor in page.monitors:
                 monitors[monitor.id] = monitor
+            if len(monitors) > MONITORS_MAX:
+                raise MalformedAnswer(f"{subject.label}: more than {MONITORS_MAX} monitors listed")
         return list(monitors.values())
 
     async def _each_page(
@@ -431,7 +503,7 @@ class DatafoldClient:
                 ) as response:
                     status = response.status
                     retry_after = response.headers.get("Retry-After")
-                    body = await response.read()
+                    body = await self._read_body(subject, response)
             except TimeoutError as exc:
                 self._debug(subject, path, attempt, error="timeout")
                 raise _Transient(f"timed out after {self._request_timeout:g}s") from exc
@@ -440,6 +512,22 @@ class DatafoldClient:
                 raise _Transient(type(exc).__name__) from exc
         self._debug(subject, path, attempt, status=status)
         return self._interpret(subject, status, body, retry_after)
+
+    async def _read_body(self, subject: _Subject, response: aiohttp.ClientResponse) -> bytes:
+        """At most NOTIFIER_MAX_RESPONSE_BYTES (decompressed) of a 2xx answer; of any other, the
+        start only (the error detail), since nothing else of it is used."""
+        if 200 <= response.status < 300:
+            try:
+                return await read_capped(response, self._max_response_bytes)
+            except BodyTooLarge:
+                raise AnswerTooLarge(
+                    f"{subject.label}: answer larger than {self._max_response_bytes} bytes "
+                    "(NOTIFIER_MAX_RESPONSE_BYTES)"
+                ) from None
+        try:
+            return await read_capped(response, _ERROR_BODY_MAX)
+        except BodyTooLarge:
+            return b""
 
     @staticmethod
     def _debug(subject: _Subject, path: str, attempt: int, **fields: Any) -> None:
@@ -468,7 +556,15 @@ class DatafoldClient:
         if status == 404 and subject.monitor_id is not None:
             raise NotFound(subject.monitor_id, subject.run_id)
         if status in RETRYABLE_STATUSES:
-            raise _Transient(f"HTTP {status}", retry_after_seconds(retry_after, datetime.now(UTC)))
+            wait = retry_after_seconds(retry_after, datetime.now(UTC))
+            if wait is not None and wait > self._max_retry_after:
+                # Waiting that long would hold up the cycle: this monitor fails now instead.
+                raise ApiUnavailable(
+                    f"{subject.label}: Datafold at {self._host_label} asked to wait {wait:.3g} s "
+                    f"(HTTP {status}, Retry-After), more than {self._max_retry_after:g} s "
+                    "(NOTIFIER_MAX_RETRY_AFTER_SECONDS)"
+                )
+            raise _Transient(f"HTTP {status}", wait)
         if status >= 500:
             raise ApiUnavailable(
                 f"{subject.label}: Datafold at {self._host_label} failed (HTTP {status})"

@@ -18,6 +18,30 @@ QUIET_STATES: frozenset[str] = frozenset({"ok", "skipped", "cancelled"})
 DEFAULT_NOTIFY_STATES: frozenset[str] = frozenset({"alert", "error"})
 KNOWN_STATES: frozenset[str] = IN_PROGRESS_STATES | QUIET_STATES | DEFAULT_NOTIFY_STATES
 
+#: Everything kept and sent is bounded, whatever Datafold answers: texts are cut to these lengths when read (an error message keeps its start and says what was
+#: cut), and a monitor keeps at most `TAGS_MAX` tags.
+STATE_MAX = 64
+NAME_MAX = 300
+TAG_MAX = 200
+TAGS_MAX = 100
+OWNER_MAX = 320
+ERROR_MAX = 2000
+WARNINGS_MAX = 20
+WARNING_MAX = 500
+
+
+def cut_text(value: str, limit: int) -> str:
+    """`value` if it fits, else its start and a note of how much was cut, `limit` chars in all."""
+    if len(value) <= limit:
+        return value
+    note = f" … [{len(value) - limit} more characters cut]"
+    return value[: max(0, limit - len(note))] + note
+
+
+def _bounded(value: Any, limit: int) -> Any:
+    """A string cut to `limit` (for `mode="before"` validators); other values pass untouched."""
+    return cut_text(value, limit) if isinstance(value, str) else value
+
 
 def is_in_progress(state: str | None) -> bool:
     """A run with no state yet counts as just created."""
@@ -55,7 +79,8 @@ class MonitorRun(BaseModel):
 
     run_id: int
     monitor_id: int
-    state: str | None = None
+    #: A state longer than this is no state Datafold has: the run is unreadable.
+    state: str | None = Field(None, max_length=STATE_MAX)
     started_at: datetime | None = None
     diff_id: int | None = None
 
@@ -65,28 +90,25 @@ class MonitorRun(BaseModel):
         return _tolerant_datetime(value)
 
 
-class RunPage(BaseModel):
-    """One page of `GET /api/v1/monitors/{id}/runs`."""
-
-    model_config = ConfigDict(extra="ignore")
-
-    count: int
-    page: int
-    page_size: int
-    total_pages: int
-    runs: list[MonitorRun]
-
-
 class RunDetail(MonitorRun):
     """`GET /api/v1/monitors/{id}/runs/{run_id}`: a run with its error message."""
 
     error: str | None = None
     warnings: list[str] = Field(default_factory=list)
 
+    @field_validator("error", mode="before")
+    @classmethod
+    def _cut_error(cls, value: Any) -> Any:
+        return _bounded(value, ERROR_MAX)
+
     @field_validator("warnings", mode="before")
     @classmethod
     def _null_warnings(cls, value: Any) -> Any:
-        return [] if value is None else value
+        if value is None:
+            return []
+        if isinstance(value, list):
+            return [_bounded(item, WARNING_MAX) for item in value[:WARNINGS_MAX]]
+        return value
 
 
 class MonitorInfo(BaseModel):
@@ -104,7 +126,26 @@ class MonitorInfo(BaseModel):
     @field_validator("tags", mode="before")
     @classmethod
     def _null_tags(cls, value: Any) -> Any:
-        return [] if value is None else value
+        if value is None:
+            return []
+        if isinstance(value, list):
+            return [_bounded(tag, TAG_MAX) for tag in value[:TAGS_MAX]]
+        return value
+
+    @field_validator("name", mode="before")
+    @classmethod
+    def _cut_name(cls, value: Any) -> Any:
+        return _bounded(value, NAME_MAX)
+
+    @field_validator("owner", mode="before")
+    @classmethod
+    def _cut_owner(cls, value: Any) -> Any:
+        return _bounded(value, OWNER_MAX)
+
+    @field_validator("monitor_type", mode="before")
+    @classmethod
+    def _cut_type(cls, value: Any) -> Any:
+        return _bounded(value, STATE_MAX)
 
     @property
     def title(self) -> str:
@@ -201,6 +242,11 @@ class Notification(BaseModel):
     error_message: str | None = None
     links: Links = Field(default_factory=Links)
     detected_at: datetime
+
+    @field_validator("error_message", mode="before")
+    @classmethod
+    def _cut_error(cls, value: Any) -> Any:
+        return _bounded(value, ERROR_MAX)
     #: The incident this notification belongs to, as of its detection (None: none tracked).
     incident: Incident | None = None
 

@@ -309,6 +309,44 @@ async def test_parsing_tolerates_nulls_unknown_states_and_extra_fields(
 LONG_MARKER = "BODY-MARKER-" * 50
 
 
+async def test_a_run_that_cannot_be_read_costs_only_itself(
+    serve: Serve, make_client: Callable[..., DatafoldClient]
+) -> None:
+    """Runs are read one by one: an alert beside malformed runs still comes through; a malformed
+    run with a readable run_id is listed without a state (so it is tracked as unfinished and
+    looked at again); one without is skipped; each is logged once, not every listing."""
+    runs: list[Any] = [
+        run(1, state="alert"),
+        run(2) | {"run_id": "abc", "note": LONG_MARKER},
+        run(3) | {"state": {"not": "a state"}},
+        run(4) | {"diff_id": "x" * 10_000},
+        run(5) | {"state": "s" * 1000},
+        "not even an object",
+        run(6) | {"monitor_id": 8, "state": ["x"]},
+        run(7, state="error") | {"started_at": ["not", "a", "time"], "diff_id": 1.5},
+    ]
+    _, url = await serve(status(200, page(runs, 1, 1)))
+    client = make_client(url)
+
+    with structlog.testing.capture_logs() as logs:
+        first = {r.run_id: r for r in await client.list_runs(7, SINCE)}
+        second = {r.run_id: r for r in await client.list_runs(7, SINCE)}
+
+    assert first == second
+    assert first[1].state == "alert"
+    assert {run_id: r.state for run_id, r in first.items()} == {
+        1: "alert",
+        3: None,
+        4: None,
+        5: None,
+        7: None,
+    }
+    unreadable = [e for e in logs if e["event"] == "datafold.run_unreadable"]
+    assert len(unreadable) == 7  # once each, though listed twice
+    assert {e["run_id"] for e in unreadable} == {None, 3, 4, 5, 6, 7}
+    assert all(LONG_MARKER not in str(e) and "x" * 100 not in str(e) for e in unreadable)
+
+
 @pytest.mark.parametrize(
     ("content_type", "body", "message"),
     [
@@ -317,9 +355,8 @@ LONG_MARKER = "BODY-MARKER-" * 50
         ("application/json", "", "monitor 7: answer is not JSON"),
         (
             "application/json",
-            json.dumps(page([run(1) | {"run_id": "abc", "note": LONG_MARKER}], 1, 1)),
-            "monitor 7: answer does not match the schema: runs.0.run_id: "
-            "Input should be a valid integer, unable to parse string as an integer",
+            json.dumps({**page([run(1)], 1, 1), "runs": {"0": run(1)}}),
+            "monitor 7: answer does not match the schema: runs: Input should be a valid list",
         ),
         (
             "application/json",
@@ -335,7 +372,7 @@ LONG_MARKER = "BODY-MARKER-" * 50
         (
             "application/json",
             json.dumps({"runs": [{"monitor_id": 7}]}),
-            "monitor 7: answer does not match the schema: count: Field required (and 4 more)",
+            "monitor 7: answer does not match the schema: count: Field required (and 3 more)",
         ),
     ],
 )
@@ -389,7 +426,7 @@ async def test_nonsense_total_pages_ends_after_the_page(
     ("retry_after", "max_retry_after", "low", "high"),
     [
         ("0.2", 30.0, 0.19, 0.6),
-        ("3600", 0.2, 0.19, 0.6),  # capped
+        ("0.2", 0.2, 0.19, 0.6),  # at the cap: still waited
     ],
 )
 async def test_429_waits_for_retry_after_then_succeeds(
@@ -413,6 +450,27 @@ async def test_429_waits_for_retry_after_then_succeeds(
     first, second = fake.requests
     assert low <= second.at - first.at < high
     assert client.requests_made == 2
+
+
+@pytest.mark.parametrize("retry_after", ["3600", "Fri, 31 Dec 2100 23:59:59 GMT"])
+async def test_a_wait_longer_than_the_cap_fails_the_request_at_once(
+    serve: Serve, make_client: Callable[..., DatafoldClient], retry_after: str
+) -> None:
+    """Waiting out a Retry-After past NOTIFIER_MAX_RETRY_AFTER_SECONDS would hold up the
+    cycle: the monitor fails now, in one line naming the limit, with no second request."""
+    handler = status(429, {"detail": "slow down"}, {"Retry-After": retry_after})
+    fake, url = await serve(handler)
+    client = make_client(url, max_retry_after=5.0)
+    started = time.monotonic()
+
+    with pytest.raises(ApiUnavailable) as caught:
+        await client.list_runs(7, SINCE)
+
+    assert time.monotonic() - started < 2.0
+    assert len(fake.requests) == 1
+    message = str(caught.value)
+    assert "\n" not in message
+    assert "asked to wait" in message and "NOTIFIER_MAX_RETRY_AFTER_SECONDS" in message
 
 
 @pytest.fixture

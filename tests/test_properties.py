@@ -35,6 +35,8 @@ from notifier.datafold import (
     MalformedAnswer,
     NotFound,
     RequestRejected,
+    RunPage,
+    retry_after_seconds,
 )
 from notifier.detect import CLOCK_SKEW_MARGIN, DetectionPolicy, detect, new_monitor_state
 from notifier.models import (
@@ -44,7 +46,6 @@ from notifier.models import (
     MonitorSummary,
     NotifierState,
     RunDetail,
-    RunPage,
     is_in_progress,
 )
 from notifier.service import Notifier, ServiceConfig
@@ -481,13 +482,26 @@ def list_runs(
 
 
 def _parsed(objects: Sequence[Any]) -> list[MonitorRun]:
+    """The runs as the client documents reading them: each on its own; one that does not parse
+    but has a readable run_id (and no other monitor's ID) is listed without a state."""
     runs = []
     for obj in objects:
         try:
             runs.append(MonitorRun.model_validate(obj))
         except ValidationError:
-            continue
+            if not isinstance(obj, dict):
+                continue
+            run_id, owner = _whole(obj.get("run_id")), _whole(obj.get("monitor_id"))
+            if run_id is not None and owner in (None, MONITOR):
+                runs.append(MonitorRun(run_id=run_id, monitor_id=MONITOR))
     return runs
+
+
+def _whole(value: Any) -> int | None:
+    """A raw ID the client can still read: a JSON integer, or a short string of digits."""
+    if isinstance(value, str) and value.strip().lstrip("-").isdigit() and len(value) < 30:
+        value = int(value.strip())
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 #: The statuses `DatafoldClient` documents as worth another attempt ("429/5xx" less 501, 505).
@@ -504,9 +518,14 @@ class Course:
 
 
 def documented_course(reply: Reply, page: int, attempt: int, setup: ClientSetup) -> Course:
-    """Retries 429/5xx, timeouts and cut connections up to `max_attempts`; follows pages until
+    """Retries 429/5xx, timeouts and cut connections up to `max_attempts`, unless Retry-After
+    asks for longer than `max_retry_after` (unavailable at once); follows pages until
     `total_pages` or an empty page; more than `max_pages`, or a 2xx that is not a page, is
     malformed; 401/403 refused, 404 not found, other 5xx unavailable, 3xx/4xx rejected."""
+    if reply.kind == "whole" and reply.status in RETRIED_STATUSES:
+        wait = retry_after_seconds(reply.retry_after, datetime.now(UTC))
+        if wait is not None and wait > MAX_WAIT:
+            return Course(outcome=ApiUnavailable)
     if reply.kind != "whole" or reply.status in RETRIED_STATUSES:
         return Course(page=page) if attempt < setup.max_attempts else Course(outcome=ApiUnavailable)
     if 200 <= reply.status < 300:

@@ -98,6 +98,7 @@ class Reply:
     status: int
     body: bytes
     kind: Literal["whole", "late", "cut"] = "whole"
+    retry_after: str | None = None
 
 
 @dataclass
@@ -161,7 +162,10 @@ class ScriptedApi:
             if isinstance(runs, list):
                 self.served_runs.extend(runs)
         text = json.dumps(answer.body)
-        self.replies.append(Reply(answer.status, text.encode(), kind=kind))
+        retry_after = next(
+            (value for key, value in answer.headers.items() if key.lower() == "retry-after"), None
+        )
+        self.replies.append(Reply(answer.status, text.encode(), kind=kind, retry_after=retry_after))
         return web.Response(
             text=text,
             status=answer.status,
