@@ -2,12 +2,16 @@
 
 Behaves as Slack does: API errors are HTTP 200 with `{"ok": false, "error": ...}`, rate limits are
 HTTP 429 with Retry-After, incoming webhooks answer plain-text codes (`ok`, `no_service`, ...).
+It refuses what Slack refuses: Block Kit that slack_sdk's own models reject (`block_kit_problems`),
+a reply to a thread or an update of a message it never posted, and, when asked (`enforce_rate`),
+more messages per channel than Slack's pace allows.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import math
 import time
 from collections import deque
 from collections.abc import AsyncIterator
@@ -16,6 +20,8 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from aiohttp import web
+from slack_sdk.errors import SlackObjectFormationError
+from slack_sdk.models.blocks import Block
 
 FaultKind = Literal["ratelimited", "server_error", "garbage", "api_error", "slow"]
 
@@ -29,6 +35,88 @@ WEBHOOK_ERROR_STATUS = {
     "channel_not_found": 404,
     "channel_is_archived": 410,
 }
+
+
+#: Slack's own caps that slack_sdk's models do not check: blocks in a message, text in a field.
+MESSAGE_BLOCKS_MAX = 50
+FIELD_TEXT_MAX = 2000
+#: How early (in seconds) a message may arrive under `enforce_rate`: network jitter, not a burst.
+RATE_JITTER = 0.05
+
+
+def block_kit_problems(blocks: list[dict[str, Any]]) -> list[str]:
+    """Why Slack would answer `invalid_blocks` to these blocks, worded as Slack does; [] if none.
+
+    Each block must be one slack_sdk knows (`Block.parse`), within its limits (`validate_json`), and
+    come back from `to_dict` unchanged (an unknown or misspelt key does not); a section field
+    holds at most 2,000 characters, a text object at least one; a message has at most 50 blocks.
+    """
+    problems = []
+    if len(blocks) > MESSAGE_BLOCKS_MAX:
+        problems.append(f"no more than {MESSAGE_BLOCKS_MAX} items allowed [json-pointer:/blocks]")
+    for index, block in enumerate(blocks):
+        where = f"/blocks/{index}"
+        try:
+            parsed = Block.parse(block)
+            if parsed is None:
+                problems.append(f"unsupported type: {block.get('type')!r} [json-pointer:{where}]")
+                continue
+            parsed.validate_json()
+            echoed = parsed.to_dict()
+        except (SlackObjectFormationError, TypeError, ValueError, AttributeError) as error:
+            problems.append(f"{error} [json-pointer:{where}]")
+            continue
+        empty = [pointer for pointer, text in _texts(block, where) if not text]
+        if empty:  # `to_dict` drops an empty text: tell this apart from an unknown key
+            problems += [f"must be more than 0 characters [json-pointer:{p}]" for p in empty]
+            continue
+        if echoed != block:
+            problems.append(f"unknown or malformed keys [json-pointer:{where}]")
+            continue
+        for number, item in enumerate(block.get("fields") or []):
+            if len(str(item.get("text", ""))) > FIELD_TEXT_MAX:
+                limit = FIELD_TEXT_MAX + 1
+                pointer = f"{where}/fields/{number}/text"
+                problems.append(f"must be less than {limit} characters [json-pointer:{pointer}]")
+    return problems
+
+
+def _texts(value: object, pointer: str) -> list[tuple[str, str]]:
+    """Every text object's text under `value` (plain_text and mrkdwn), with its JSON pointer."""
+    found: list[tuple[str, str]] = []
+    if isinstance(value, dict):
+        if value.get("type") in ("plain_text", "mrkdwn") and isinstance(value.get("text"), str):
+            found.append((f"{pointer}/text", value["text"]))
+        for key, item in value.items():
+            found += _texts(item, f"{pointer}/{key}")
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            found += _texts(item, f"{pointer}/{index}")
+    return found
+
+
+def _blocks_argument(raw: object) -> tuple[list[dict[str, Any]] | None, str | None]:
+    """The `blocks` argument decoded (form callers send a JSON string), or Slack's error code."""
+    if raw is None:
+        return None, None
+    if isinstance(raw, str):
+        try:
+            raw = json.loads(raw)
+        except ValueError:
+            return None, "invalid_blocks_format"
+    if not isinstance(raw, list) or not all(isinstance(block, dict) for block in raw):
+        return None, "invalid_blocks_format"
+    return raw, None
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """A request Slack refused because of what it asked (not a scripted fault): the API method or
+    "webhook", Slack's error code and, for `invalid_blocks`, why."""
+
+    call: str
+    error: str
+    problems: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -74,6 +162,8 @@ class FakeSlack:
     """The Slack endpoints the notifier uses. Serve it with `async with fake.serve() as base_url`.
 
     API base URL: `base_url + "/api/"`; incoming webhook: `base_url + FakeSlack.WEBHOOK_PATH`.
+    With `enforce_rate`, a channel (or the webhook) takes that many messages per second after a
+    burst of `enforce_burst`; one more gets HTTP 429 with Retry-After, as Slack's own limit does.
     """
 
     WEBHOOK_PATH = "/services/T000/B000/XXXX"
@@ -93,10 +183,19 @@ class FakeSlack:
     users: dict[str, str] = field(default_factory=dict)
     #: Every email `users.lookupByEmail` was asked about, in order.
     lookups: list[str] = field(default_factory=list)
+    #: Messages per second per channel beyond which Slack answers 429 (None: no limit).
+    enforce_rate: float | None = None
+    enforce_burst: int = 1
+    #: Requests refused for what they asked (invalid blocks, unknown thread, too fast, ...).
+    refused: list[Refusal] = field(default_factory=list)
     _next_ts: int = 1
     #: Every request, in order: API method name or "webhook".
     calls: list[str] = field(default_factory=list)
     _faults: deque[Fault] = field(default_factory=deque)
+    #: (channel ID, ts) of every message posted and not deleted: what threads and updates may name.
+    _issued: set[tuple[str, str]] = field(default_factory=set)
+    #: Per rate key, when the next message is due at the enforced pace (GCRA), monotonic seconds.
+    _due: dict[str, float] = field(default_factory=dict)
 
     def fail_next(self, fault: Fault, times: int = 1) -> None:
         """The next `times` requests misbehave as `fault` says, then service resumes."""
@@ -125,6 +224,10 @@ class FakeSlack:
     def slow(self, delay: float, times: int = 1) -> None:
         """Answer normally, but only after `delay` seconds."""
         self.fail_next(Fault("slow", delay=delay), times)
+
+    def delete_message(self, channel_id: str, ts: str) -> None:
+        """As a user deleting it would: replies to it and updates of it are refused from now on."""
+        self._issued.discard((channel_id, ts))
 
     def app(self) -> web.Application:
         """The aiohttp application: `/api/{method}` and the incoming-webhook path."""
@@ -205,26 +308,66 @@ class FakeSlack:
         channel_id = self._channel_id(channel)
         if channel_id is None:
             return _api_error("channel_not_found")
-        blocks = args.get("blocks")
-        if isinstance(blocks, str):  # form-encoded callers send blocks as a JSON string
-            blocks = json.loads(blocks)
+        too_fast = self._pace(channel_id)
+        if too_fast is not None:
+            return self._refuse_api("chat.postMessage", "ratelimited", retry_after=too_fast)
+        blocks, format_error = _blocks_argument(args.get("blocks"))
+        if format_error is not None:
+            return self._refuse_api("chat.postMessage", format_error)
         if not args.get("text") and not blocks:
             return _api_error("no_text")
-        thread_ts = args.get("thread_ts")
+        thread_ts = str(args["thread_ts"]) if args.get("thread_ts") else None
+        if thread_ts is not None and (channel_id, thread_ts) not in self._issued:
+            return self._refuse_api("chat.postMessage", "thread_not_found")
+        problems = block_kit_problems(blocks or [])
+        if problems:
+            return self._refuse_api("chat.postMessage", "invalid_blocks", problems)
         ts = f"1700000000.{self._next_ts:06d}"
         self._next_ts += 1
+        self._issued.add((channel_id, ts))
         self.messages.append(
             PostedMessage(
                 channel=channel,
                 text=args.get("text"),
                 blocks=blocks,
-                thread_ts=str(thread_ts) if thread_ts else None,
+                thread_ts=thread_ts,
                 reply_broadcast=args.get("reply_broadcast") in (True, "true", "1", 1),
                 ts=ts,
                 at=time.monotonic(),
             )
         )
         return web.json_response({"ok": True, "channel": channel_id, "ts": ts})
+
+    def _pace(self, key: str) -> str | None:
+        """None if a message to `key` may go now under `enforce_rate`, else its Retry-After.
+
+        GCRA: each message books 1/rate s; up to `enforce_burst` may be booked ahead of now.
+        """
+        if self.enforce_rate is None:
+            return None
+        now, interval = time.monotonic(), 1 / self.enforce_rate
+        due = max(self._due.get(key, now), now)
+        ahead = due - now
+        if ahead > (self.enforce_burst - 1) * interval + RATE_JITTER:
+            return str(max(1, math.ceil(ahead - (self.enforce_burst - 1) * interval)))
+        self._due[key] = due + interval
+        return None
+
+    def _refuse_api(
+        self,
+        call: str,
+        error: str,
+        problems: list[str] | None = None,
+        *,
+        retry_after: str | None = None,
+    ) -> web.Response:
+        self.refused.append(Refusal(call, error, tuple(problems or ())))
+        body: dict[str, Any] = {"ok": False, "error": error}
+        if problems:
+            body["response_metadata"] = {"messages": [f"[ERROR] {p}" for p in problems]}
+        if retry_after is not None:
+            return web.json_response(body, status=429, headers={"Retry-After": retry_after})
+        return web.json_response(body)
 
     def ts_of(self, message: PostedMessage) -> tuple[str, str]:
         """Where a posted message is: (channel ID, ts), as `chat.update` takes them."""
@@ -238,14 +381,16 @@ class FakeSlack:
         channel, ts = str(args.get("channel", "")), str(args.get("ts", ""))
         if channel not in self.channels:
             return _api_error("channel_not_found")
-        posted = {self.ts_of(m) for m in self.messages if m.ts is not None}
-        if (channel, ts) not in posted:
-            return _api_error("message_not_found")
-        blocks = args.get("blocks")
-        if isinstance(blocks, str):
-            blocks = json.loads(blocks)
+        if (channel, ts) not in self._issued:
+            return self._refuse_api("chat.update", "message_not_found")
+        blocks, format_error = _blocks_argument(args.get("blocks"))
+        if format_error is not None:
+            return self._refuse_api("chat.update", format_error)
         if not args.get("text") and not blocks:
             return _api_error("no_text")
+        problems = block_kit_problems(blocks or [])
+        if problems:
+            return self._refuse_api("chat.update", "invalid_blocks", problems)
         self.updates.append(UpdatedMessage(channel, ts, args.get("text"), blocks, time.monotonic()))
         return web.json_response({"ok": True, "channel": channel, "ts": ts})
 
@@ -298,11 +443,21 @@ class FakeSlack:
             return web.Response(status=400, text="invalid_payload")
         if not isinstance(body, dict):
             return web.Response(status=400, text="invalid_payload")
-        if not body.get("text") and not body.get("blocks"):
+        too_fast = self._pace("webhook")
+        if too_fast is not None:
+            self.refused.append(Refusal("webhook", "rate_limited"))
+            return web.Response(status=429, text="rate_limited", headers={"Retry-After": too_fast})
+        blocks, format_error = _blocks_argument(body.get("blocks"))
+        if format_error is not None:
+            self.refused.append(Refusal("webhook", "invalid_blocks"))
+            return web.Response(status=400, text="invalid_blocks")
+        if not body.get("text") and not blocks:
             return web.Response(status=400, text="no_text")
-        self.messages.append(
-            PostedMessage(None, body.get("text"), body.get("blocks"), at=time.monotonic())
-        )
+        problems = block_kit_problems(blocks or [])
+        if problems:
+            self.refused.append(Refusal("webhook", "invalid_blocks", tuple(problems)))
+            return web.Response(status=400, text="invalid_blocks")
+        self.messages.append(PostedMessage(None, body.get("text"), blocks, at=time.monotonic()))
         return web.Response(text="ok")
 
 
