@@ -18,8 +18,9 @@ QUIET_STATES: frozenset[str] = frozenset({"ok", "skipped", "cancelled"})
 DEFAULT_NOTIFY_STATES: frozenset[str] = frozenset({"alert", "error"})
 KNOWN_STATES: frozenset[str] = IN_PROGRESS_STATES | QUIET_STATES | DEFAULT_NOTIFY_STATES
 
-#: Everything kept and sent is bounded, whatever Datafold answers: texts are cut to these lengths when read (an error message keeps its start and says what was
-#: cut), and a monitor keeps at most `TAGS_MAX` tags.
+#: Everything kept and sent is bounded, whatever Datafold answers: texts are cut to these
+#: lengths when read (an error message keeps its start and says what was cut), and a monitor
+#: keeps at most `TAGS_MAX` tags.
 STATE_MAX = 64
 NAME_MAX = 300
 TAG_MAX = 200
@@ -247,6 +248,7 @@ class Notification(BaseModel):
     @classmethod
     def _cut_error(cls, value: Any) -> Any:
         return _bounded(value, ERROR_MAX)
+
     #: The incident this notification belongs to, as of its detection (None: none tracked).
     incident: Incident | None = None
 
