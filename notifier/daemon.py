@@ -19,6 +19,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
 from notifier import __version__
+from notifier.bounded_http import BoundedResponse
 from notifier.datafold import DatafoldClient
 from notifier.detect import DetectionPolicy
 from notifier.health import HealthTracker
@@ -76,6 +77,8 @@ def service_config(settings: Settings, *, spread: bool = True) -> ServiceConfig:
             if settings.reminder_interval_seconds > 0
             else None
         ),
+        retry_after_cap=timedelta(seconds=settings.retry_after_cap),
+        outbox_max=settings.outbox_max_entries,
     )
 
 
@@ -168,6 +171,8 @@ async def open_runtime(
         headers={"User-Agent": f"datafold-notifier/{__version__}"},
         timeout=aiohttp.ClientTimeout(total=settings.request_timeout_seconds),
         trust_env=trust_env,
+        # Slack's answers are read through it: none may be larger than a megabyte.
+        response_class=BoundedResponse,
     )
     try:
         client = DatafoldClient(
@@ -178,6 +183,8 @@ async def open_runtime(
             max_concurrency=settings.max_concurrency,
             max_requests_per_second=settings.max_requests_per_second,
             request_timeout=settings.request_timeout_seconds,
+            max_retry_after=settings.retry_after_cap,
+            max_response_bytes=settings.max_response_bytes,
         )
         routes = routes if routes is not None else routes_from_settings(settings)
         sinks = {**(extra_sinks or {}), **build_sinks(routes, settings, session)}

@@ -60,6 +60,14 @@ class HealthTracker:
             body["monitors_polled"] = len(latest.polled)
             body["monitors_failed"] = len(latest.failed)
             body["outbox"] = latest.outbox_size
+            deferred = {
+                name: {"until": _iso(d.until), "reason": d.reason}
+                for name, d in latest.deferred.items()
+                if d.until > now
+            }
+            if deferred:
+                # Waiting at a destination's own request is not ill health, but worth seeing.
+                body["destinations_deferred"] = deferred
         if self.status == "stopping":
             return Verdict(True, body)
         reference = self.last_finished or self.started_at

@@ -23,6 +23,7 @@ class Metrics:
     """The daemon's counters; `render()` is the /metrics text."""
 
     def __init__(self) -> None:
+        self._deferred_seen: set[str] = set()
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.cycles = Counter(f"{PREFIX}_poll_cycles", "Poll cycles finished.", registry=r)
@@ -75,7 +76,22 @@ class Metrics:
             "Unix time of the last cycle in which at least one monitor was polled.",
             registry=r,
         )
-        self.monitors = Gauge(f"{PREFIX}_monitors", "Monitors configured.", registry=r)
+        self.monitors = Gauge(
+            f"{PREFIX}_monitors", "Monitors watched (configured and found by tag).", registry=r
+        )
+        self.dropped = Counter(
+            f"{PREFIX}_notifications_dropped",
+            "Notifications dropped undelivered, by reason (outbox_full: the oldest go first).",
+            ["reason"],
+            registry=r,
+        )
+        self.deferred_until = Gauge(
+            f"{PREFIX}_destination_deferred_until_timestamp_seconds",
+            "Unix time until which a destination is left alone at its own request (Retry-After); "
+            "0 when it is not deferred.",
+            ["destination"],
+            registry=r,
+        )
         self.silenced = Counter(
             f"{PREFIX}_notifications_silenced",
             "Events not sent, by reason: mute, or quiet hours of every route they matched.",
@@ -109,6 +125,14 @@ class Metrics:
         for name, count in report.failed_by_destination.items():
             self.failed.labels(destination=name).inc(count)
         self.expired.inc(report.expired)
+        if report.dropped:
+            self.dropped.labels(reason="outbox_full").inc(report.dropped)
+        self.monitors.set(report.monitors)
+        for name in self._deferred_seen - set(report.deferred):
+            self.deferred_until.labels(destination=name).set(0)
+        for name, deferral in report.deferred.items():
+            self.deferred_until.labels(destination=name).set(deferral.until.timestamp())
+        self._deferred_seen |= set(report.deferred)
         if report.muted:
             self.silenced.labels(reason="mute").inc(report.muted)
         if report.quieted:

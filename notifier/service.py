@@ -106,6 +106,10 @@ class ServiceConfig:
     discovery_interval: timedelta = timedelta(minutes=5)
     #: An incident with nothing queued about it for this long is re-notified; None: never.
     reminder_interval: timedelta | None = None
+    #: The longest a destination's Retry-After defers it (NOTIFIER_MAX_RETRY_AFTER_SECONDS).
+    retry_after_cap: timedelta = timedelta(seconds=60)
+    #: Notifications waiting at most; past it the oldest are dropped (NOTIFIER_OUTBOX_MAX_ENTRIES).
+    outbox_max: int = 5000
 
 
 @dataclass
@@ -135,7 +139,13 @@ class CycleReport:
     sent_by_destination: Counter[str] = field(default_factory=Counter)
     failed_by_destination: Counter[str] = field(default_factory=Counter)
     expired: int = 0
+    #: Notifications dropped undelivered because the outbox was full (the oldest go first).
+    dropped: int = 0
     outbox_size: int = 0
+    #: Monitors watched this cycle (configured and found by tag).
+    monitors: int = 0
+    #: Destinations that asked to be left alone (Retry-After), with until when and why.
+    deferred: dict[str, Deferral] = field(default_factory=dict)
     state_saved: bool = False
     started_at: datetime | None = None
     finished_at: datetime | None = None
@@ -146,6 +156,22 @@ class CycleReport:
     def all_failed(self) -> bool:
         """No monitor could be polled at all (and there was one to poll, or to discover)."""
         return not self.polled and bool(self.failed or self.discovery_failed)
+
+
+@dataclass(frozen=True)
+class Deferral:
+    """A destination asked to wait (HTTP 429 or 503 with Retry-After): it is not tried before
+    `until`; its notifications wait in the outbox, and nothing else waits for it."""
+
+    until: datetime
+    reason: str
+
+
+#: A wait this short is taken inside the destination's own worker and the send tried again;
+#: a longer one defers the destination to a later cycle.
+INLINE_WAIT_MAX = timedelta(seconds=2)
+#: At most this many such short waits per destination per cycle.
+INLINE_WAITS_MAX = 3
 
 
 @dataclass
@@ -189,6 +215,8 @@ class Notifier:
         self._discovered: set[int] | None = None
         self._discovered_at: datetime | None = None
         self._missing: dict[int, int] = {}
+        #: Destinations deferred by their own Retry-After, until when.
+        self._deferred: dict[str, Deferral] = {}
         self.state = store.load()
 
     @property
@@ -207,6 +235,7 @@ class Notifier:
         report = CycleReport(started_at=now)
         await self._refresh_mutes()
         monitor_ids = await self.monitor_set(now, report)
+        report.monitors = len(monitor_ids)
         self._housekeeping(now, report, monitor_ids)
         polling_done = asyncio.Event()
         wakeups = {name: asyncio.Event() for name in self._sinks}
@@ -248,6 +277,7 @@ class Notifier:
             self.state.outbox = [entry for entry in self.state.outbox if entry.pending]
             self._prune_messages()
             report.outbox_size = len(self.state.outbox)
+            report.deferred = dict(self._deferred)
             report.finished_at = self._clock()
             report.state_saved = await self.save()
         log.info(
@@ -521,6 +551,27 @@ class Notifier:
             if entry.pending:
                 kept.append(entry)
         self.state.outbox = kept
+        self._trim_outbox(report)
+
+    def _trim_outbox(self, report: CycleReport) -> None:
+        """Keep at most `outbox_max` notifications waiting: the oldest are dropped first, each
+        logged and counted. Entries are emptied, not removed, so that the delivery workers'
+        positions in the outbox stay valid; the cycle's end removes them."""
+        waiting = [entry for entry in self.state.outbox if entry.pending]
+        for entry in waiting[: max(0, len(waiting) - self._config.outbox_max)]:
+            notification = entry.notification
+            log.error(
+                "notification_dropped",
+                reason="outbox_full",
+                limit=self._config.outbox_max,
+                notification_id=notification.id,
+                monitor_id=notification.event.monitor_id,
+                run_id=notification.event.run_id,
+                undelivered_to=list(entry.pending),
+                attempts=entry.attempts,
+            )
+            entry.pending.clear()
+            report.dropped += 1
 
     def _prune_messages(self) -> None:
         """Message anchors are kept while their incident is open or something about it waits."""
@@ -705,6 +756,7 @@ class Notifier:
             if decision.quiet:
                 bound.info("notification_quiet", routes=decision.quiet, still_sent_to=pending)
             self.state.outbox.append(OutboxEntry(notification=notification, pending=pending))
+        self._trim_outbox(report)
 
     async def _drain(
         self,
@@ -719,6 +771,8 @@ class Notifier:
         Entries are only appended during a cycle, so a position in the outbox stays valid. A
         failure of the whole destination ends its turn until the next cycle.
         """
+        if self._still_deferred(name):
+            return
         if isinstance(sink, DigestSink) and sink.digest_threshold is not None:
             # Whether a storm needs a digest is known only once every monitor was polled.
             await polling_done.wait()
@@ -727,18 +781,68 @@ class Notifier:
                 await self._send_digest(name, sink, waiting, report)
                 return
         position = 0
+        inline_waits = 0
         while True:
             outbox = self.state.outbox
             while position < len(outbox):
                 entry = outbox[position]
-                position += 1
-                if name in entry.pending and not await self._send(name, sink, entry, report):
+                if name not in entry.pending:
+                    position += 1
+                    continue
+                if await self._send(name, sink, entry, report):
+                    position += 1
+                    continue
+                # The destination failed as a whole: try again soon if it asked for a short
+                # wait, else leave it until a later cycle.
+                wait = self._short_wait(name)
+                if wait is None or inline_waits >= INLINE_WAITS_MAX:
                     return
+                inline_waits += 1
+                await asyncio.sleep(wait)
+                self._deferred.pop(name, None)
             if polling_done.is_set():
                 return
             wakeup.clear()
             if position >= len(self.state.outbox):
                 await wakeup.wait()
+
+    def _still_deferred(self, name: str) -> bool:
+        """Whether `name` asked to be left alone until later than now (its Retry-After)."""
+        deferral = self._deferred.get(name)
+        if deferral is None:
+            return False
+        if self._clock() < deferral.until:
+            log.debug("destination_still_deferred", destination=name, until=deferral.until)
+            return True
+        del self._deferred[name]
+        return False
+
+    def _defer(self, name: str, error: DeliveryError) -> None:
+        """Honour a destination's Retry-After, capped: it is left alone until then."""
+        if error.retry_after is None:
+            return
+        wait = min(timedelta(seconds=error.retry_after), self._config.retry_after_cap)
+        until = self._clock() + wait
+        self._deferred[name] = Deferral(until=until, reason=error.reason)
+        if wait > INLINE_WAIT_MAX:
+            log.warning(
+                "destination_deferred",
+                destination=name,
+                reason=error.reason,
+                asked_seconds=round(error.retry_after, 3),
+                until=until.isoformat(),
+                capped=error.retry_after > self._config.retry_after_cap.total_seconds(),
+                notifications_kept="in the outbox",
+            )
+
+    def _short_wait(self, name: str) -> float | None:
+        """Seconds to wait before trying `name` again within this cycle, if it asked for a
+        wait that short; None when it did not ask, or asked for longer."""
+        deferral = self._deferred.get(name)
+        if deferral is None:
+            return None
+        left = deferral.until - self._clock()
+        return max(0.0, left.total_seconds()) if left <= INLINE_WAIT_MAX else None
 
     async def _send_digest(
         self, name: str, sink: DigestSink, entries: list[OutboxEntry], report: CycleReport
@@ -753,6 +857,7 @@ class Notifier:
             await sink.send_digest(notifications)
         except DeliveryError as exc:
             delivered = exc.delivered
+            self._defer(name, exc)
             report.delivery_failures += 1
             report.failed_by_destination[name] += 1
             bound.warning(
@@ -809,6 +914,7 @@ class Notifier:
         except DeliveryError as exc:
             entry.attempts += 1
             entry.last_error = f"{name}: {exc.reason}"
+            self._defer(name, exc)
             report.delivery_failures += 1
             report.failed_by_destination[name] += 1
             bound.warning(

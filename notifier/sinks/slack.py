@@ -1,16 +1,20 @@
 """Slack sinks: a bot token (`chat.postMessage`) or an incoming webhook, both via slack_sdk.
 
-Rate limits (HTTP 429 + Retry-After) are waited out by slack_sdk's retry handlers. Errors name
-Slack's error code and never the token or the webhook URL.
+A rate limit (HTTP 429 + Retry-After) of at most `RATE_LIMIT_INLINE_MAX` seconds is waited out
+here; a longer one fails the send with `retry_after`, and the cycle leaves the destination alone
+until then (nothing else waits). Errors name Slack's error code, never the token or the URL.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import random
 import re
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, ClassVar
 
 import aiohttp
@@ -20,14 +24,17 @@ from slack_sdk.errors import SlackApiError, SlackClientError
 from slack_sdk.http_retry.async_handler import AsyncRetryHandler
 from slack_sdk.http_retry.builtin_async_handlers import (
     AsyncConnectionErrorRetryHandler,
-    AsyncRateLimitErrorRetryHandler,
     AsyncServerErrorRetryHandler,
 )
+from slack_sdk.http_retry.request import HttpRequest
+from slack_sdk.http_retry.response import HttpResponse
+from slack_sdk.http_retry.state import RetryState
 from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.web.async_slack_response import AsyncSlackResponse
 from slack_sdk.webhook.async_client import AsyncWebhookClient
 
 from notifier import render
+from notifier.bounded_http import BodyTooLarge, retry_after_seconds
 from notifier.models import MessageRef, Notification
 from notifier.sinks import DeliveryError
 from notifier.sinks.checks import CheckResult
@@ -54,27 +61,73 @@ OWNER_RETRY_SECONDS = 300.0
 log = structlog.get_logger(__name__)
 
 
+#: The longest rate-limit wait taken inside a send; a longer one defers the destination.
+RATE_LIMIT_INLINE_MAX = 2.0
+
+
+class _ShortRateLimitRetry(AsyncRetryHandler):
+    """Retries an HTTP 429 only when its Retry-After is at most `max_wait` seconds.
+
+    slack_sdk's own handler sleeps for whatever Slack asks, inside the send (and fails on a
+    Retry-After that is not a whole number); a long wait must not hold up anything else.
+    """
+
+    def __init__(self, max_retry_count: int, max_wait: float = RATE_LIMIT_INLINE_MAX) -> None:
+        super().__init__(max_retry_count=max_retry_count)
+        self._max_wait = max_wait
+
+    async def _can_retry_async(
+        self,
+        *,
+        state: RetryState,
+        request: HttpRequest,
+        response: HttpResponse | None = None,
+        error: Exception | None = None,
+    ) -> bool:
+        if response is None or response.status_code != 429:
+            return False
+        wait = _retry_after(response.headers)
+        return wait is None or wait <= self._max_wait
+
+    async def prepare_for_next_attempt_async(
+        self,
+        *,
+        state: RetryState,
+        request: HttpRequest,
+        response: HttpResponse | None = None,
+        error: Exception | None = None,
+    ) -> None:
+        wait = _retry_after(response.headers) if response is not None else None
+        state.next_attempt_requested = True
+        await asyncio.sleep(
+            min(self._max_wait, 1.0 if wait is None else wait) + random.random() / 10
+        )
+        state.increment_current_attempt()
+
+
 def _retry_handlers(max_rate_limit_retries: int) -> list[AsyncRetryHandler]:
     return [
-        AsyncRateLimitErrorRetryHandler(max_retry_count=max_rate_limit_retries),
+        _ShortRateLimitRetry(max_retry_count=max_rate_limit_retries),
         AsyncServerErrorRetryHandler(max_retry_count=1),
         AsyncConnectionErrorRetryHandler(max_retry_count=1),
     ]
 
 
 def _unreachable(error: BaseException) -> str:
+    if isinstance(error, BodyTooLarge):
+        return f"Slack's answer was larger than {error.limit} bytes"
     # aiohttp's messages carry the URL (for a webhook, a secret): name the class only.
     return f"could not reach Slack: {type(error).__name__}"
 
 
 def _retry_after(headers: Mapping[str, Any] | None) -> float | None:
-    value = headers.get("Retry-After") if headers is not None else None
+    value = None
+    for key, found in (headers or {}).items():
+        if key.lower() == "retry-after":
+            value = found
     if isinstance(value, list):
         value = value[0] if value else None
-    try:
-        return max(0.0, float(value)) if value is not None else None
-    except ValueError:
-        return None
+    return retry_after_seconds(value, datetime.now(UTC)) if isinstance(value, str) else None
 
 
 #: Slack errors about one message (its content), not the token, channel or service: later

@@ -9,7 +9,6 @@ import base64
 import binascii
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 from typing import Literal
 
 import aiohttp
@@ -17,6 +16,7 @@ from standardwebhooks import Webhook
 
 from notifier import __version__, webhook_payload
 from notifier.alertmanager import notification_body
+from notifier.bounded_http import retry_after_seconds
 from notifier.models import MessageRef, Notification, as_utc
 from notifier.routing import webhook_destination_name
 from notifier.sinks import DeliveryError
@@ -135,7 +135,7 @@ class WebhookSink:
         raise DeliveryError(
             self.name,
             f"HTTP {status}",
-            retry_after=self._retry_after_seconds(retry_after),
+            retry_after=retry_after_seconds(retry_after, as_utc(self._clock())),
             whole_destination=status not in _MESSAGE_REFUSED,
         )
 
@@ -152,19 +152,3 @@ class WebhookSink:
             return [CheckResult(self.name, False, f"webhook answered HEAD with HTTP {status}")]
         signing = "signed" if self.signed else "unsigned: no signing secret is set"
         return [CheckResult(self.name, True, f"webhook reachable (HEAD: HTTP {status}; {signing})")]
-
-    def _retry_after_seconds(self, value: str | None) -> float | None:
-        """Retry-After as delay-seconds or an HTTP date; None when absent or unreadable."""
-        if value is None:
-            return None
-        try:
-            return max(0.0, float(value))
-        except ValueError:
-            pass
-        try:
-            when = parsedate_to_datetime(value)
-        except (TypeError, ValueError):
-            return None
-        if when.tzinfo is None:
-            when = when.replace(tzinfo=UTC)
-        return max(0.0, (when - as_utc(self._clock())).total_seconds())
