@@ -1,7 +1,9 @@
 """A local stand-in for the Datafold Monitors API, for `datafold-notifier demo` and the tests.
 
 It speaks the published spec (auth, pagination, time filters, FastAPI-style errors), lists runs in
-no particular time order, and can be told to misbehave. Runs follow a clock that tests may fake.
+no particular time order, and can be told to misbehave. It only says what the spec allows: run
+states and monitor types outside its enums are refused when they are set. Runs follow a clock
+that tests may fake.
 """
 
 from __future__ import annotations
@@ -34,6 +36,19 @@ ENDPOINTS: dict[str, str] = {
 MAX_PAGE_SIZE = 1000
 RUNS_PAGE_SIZE = 10
 MONITORS_PAGE_SIZE = 20
+#: The spec's enums: `MonitorRunState` and a monitor's `monitor_type`.
+RUN_STATES: tuple[str, ...] = (
+    "ok",
+    "alert",
+    "error",
+    "learning",
+    "checking",
+    "created",
+    "skipped",
+    "cancelled",
+    "queued",
+)
+MONITOR_TYPES: tuple[str, ...] = ("diff", "metric", "schema", "test")
 
 #: Outcomes of a scheduled run when the monitor has no script: mostly quiet, sometimes not.
 _DEFAULT_OUTCOMES: dict[str, float] = {"ok": 0.8, "alert": 0.12, "error": 0.08}
@@ -255,6 +270,11 @@ def _validation_error(errors: _Errors) -> web.Response:
     return web.json_response({"detail": errors}, status=HTTPStatus.UNPROCESSABLE_ENTITY)
 
 
+def _check_state(state: str) -> None:
+    if state not in RUN_STATES:
+        raise ValueError(f"a run state is one of {RUN_STATES} (the spec's MonitorRunState)")
+
+
 def _page(items: Sequence[Any], page: int, page_size: int) -> tuple[list[Any], int]:
     """One page of `items` and the number of pages (0 when there is nothing)."""
     return list(items[(page - 1) * page_size : page * page_size]), math.ceil(len(items) / page_size)
@@ -324,6 +344,10 @@ class Simulator:
         """
         if monitor_id in self._monitors:
             raise ValueError(f"monitor {monitor_id} already exists")
+        if monitor_type not in MONITOR_TYPES:
+            raise ValueError(f"monitor_type must be one of {MONITOR_TYPES} (the spec's)")
+        for outcome in outcomes or ():
+            _check_state(outcome)
         if every is not None and every <= 0:
             raise ValueError("every must be positive")
         if duration < 0:
@@ -372,6 +396,8 @@ class Simulator:
         A run without `started_at` is filtered by its creation time, which is the clock's now.
         """
         monitor = self._monitor(monitor_id)
+        if state is not None:
+            _check_state(state)
         self.advance()
         if run_id is None:
             run_id = self._next_run_id
@@ -393,6 +419,8 @@ class Simulator:
         self, monitor_id: int, run_id: int, state: str | None, *, error: str | None = None
     ) -> None:
         """Set a run's state and error message; a scheduled run stops following its plan."""
+        if state is not None:
+            _check_state(state)
         try:
             run = self._monitor(monitor_id).runs[run_id]
         except KeyError:
@@ -608,6 +636,12 @@ class Simulator:
         run = monitor.runs.get(run_id)
         if run is None:
             return _detail(HTTPStatus.NOT_FOUND, "Run not found")
+        if run.state is None:
+            # The spec's ApiPublicMonitorRunResultOut requires a state (the listing does not):
+            # FastAPI fails such an answer against its response model, and Starlette sends this.
+            return web.Response(
+                status=HTTPStatus.INTERNAL_SERVER_ERROR, text="Internal Server Error"
+            )
         return web.json_response({**run.listed(), "error": run.error, "warnings": run.warnings})
 
 

@@ -4,78 +4,78 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
 from typing import Any
 
 import aiohttp
-import jsonschema
 import pytest
+import yaml
+from jsonschema import Draft202012Validator, FormatChecker
+from referencing import Registry, Resource
+from referencing.jsonschema import DRAFT202012
 
+from notifier import simulator
 from notifier.simulator import Simulator, demo_simulator, serve
 
 KEY = "test-key"
 T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
-STATES = [
-    "ok",
-    "alert",
-    "error",
-    "learning",
-    "checking",
-    "created",
-    "skipped",
-    "cancelled",
-    "queued",
-]
 
-# Copied from the published OpenAPI spec (state enum plus `queued`), to hold the answers to it.
-RUN: dict[str, Any] = {
-    "type": "object",
-    "required": ["run_id", "monitor_id"],
-    "properties": {
-        "run_id": {"type": "integer"},
-        "monitor_id": {"type": "integer"},
-        "state": {"enum": [*STATES, None]},
-        "started_at": {"type": ["string", "null"], "pattern": r"Z$"},
-        "diff_id": {"type": ["integer", "null"]},
-    },
-}
-RUN_DETAIL: dict[str, Any] = {
-    **RUN,
-    "required": ["run_id", "monitor_id", "state", "warnings"],
-    "properties": {
-        **RUN["properties"],
-        "error": {"type": ["string", "null"]},
-        "warnings": {"type": "array", "items": {"type": "string"}},
-    },
-}
-MONITOR: dict[str, Any] = {
-    "type": "object",
-    "required": ["id", "name", "monitor_type", "created_at", "modified_at", "enabled"],
-    "properties": {
-        "id": {"type": "integer"},
-        "name": {"type": ["string", "null"]},
-        "monitor_type": {"enum": ["diff", "metric", "schema", "test", None]},
-        "tags": {"type": ["array", "null"], "items": {"type": "string"}},
-        "owner": {"type": ["string", "null"]},
-        "enabled": {"type": "boolean"},
-        "last_run": {"type": ["string", "null"]},
-        "last_alert": {"type": ["string", "null"]},
-        "state": {"enum": [*STATES, None]},
-    },
-}
-MONITOR_FULL: dict[str, Any] = {**MONITOR, "required": [*MONITOR["required"], "schedule"]}
+#: The vendored spec, whose schemas the simulator's answers are held to (not a copy of them).
+SPEC_PATH = Path(__file__).resolve().parent.parent / "contract" / "datafold-monitors-openapi.yml"
+SPEC: dict[str, Any] = yaml.safe_load(SPEC_PATH.read_text(encoding="utf-8"))
+SCHEMAS: dict[str, Any] = SPEC["components"]["schemas"]
+SPEC_URI = "urn:datafold-monitors-openapi"
+#: RFC 3339 `date-time`, as JSON Schema means it (jsonschema checks it only with an extra package).
+DATE_TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d)", re.IGNORECASE)
+FORMATS = FormatChecker(formats=())
 
 
-def page_of(key: str, item: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "type": "object",
-        "required": ["count", key, "page", "page_size", "total_pages"],
-        "properties": {
-            **{name: {"type": "integer"} for name in ("count", "page", "page_size", "total_pages")},
-            key: {"type": "array", "items": item},
-        },
-    }
+@FORMATS.checks("date-time", raises=ValueError)
+def _is_date_time(value: object) -> bool:
+    if not isinstance(value, str):
+        return True
+    datetime.fromisoformat(value.upper().replace("Z", "+00:00"))  # a real date: no 13th month
+    return DATE_TIME.fullmatch(value) is not None
+
+
+def _closed(schema: Any) -> Any:
+    """The schema with every object closed: an answer may carry no field the spec leaves out."""
+    if isinstance(schema, list):
+        return [_closed(item) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    closed = {key: _closed(value) for key, value in schema.items()}
+    if "properties" in schema and "additionalProperties" not in schema:
+        closed["additionalProperties"] = False
+    return closed
+
+
+def _registry(spec: dict[str, Any]) -> Registry[Any]:
+    resource = Resource.from_contents(spec, default_specification=DRAFT202012)
+    return Registry().with_resource(SPEC_URI, resource)
+
+
+OPEN, CLOSED = _registry(SPEC), _registry(_closed(SPEC))
+
+
+def answer_validator(template: str, status: int, *, closed: bool = True) -> Draft202012Validator:
+    """The spec's schema for a GET of `template` answered with `status` (which it must document).
+
+    Closed for successful answers: the simulator invents no field. Open for 422s, which carry
+    FastAPI's `input` and `ctx` besides the documented `loc`, `msg` and `type`.
+    """
+    responses = SPEC["paths"][template]["get"]["responses"]
+    assert str(status) in responses, f"the spec documents no {status} for GET {template}"
+    escaped = template.replace("~", "~0").replace("/", "~1")
+    pointer = f"/paths/{escaped}/get/responses/{status}/content/application~1json/schema"
+    return Draft202012Validator(
+        {"$ref": f"{SPEC_URI}#{pointer}"},
+        registry=CLOSED if closed else OPEN,
+        format_checker=FORMATS,
+    )
 
 
 class FakeClock:
@@ -225,20 +225,156 @@ async def test_validation_comes_before_the_404(api: Api) -> None:
     assert [error["loc"][1] for error in body["detail"]] == ["page", "page_size"]
 
 
-async def test_answers_follow_the_published_schemas(api: Api, sim: Simulator) -> None:
-    run_id = sim.add_run(1, state="error", started_at=T0, diff_id=5, error="boom")
-    sim.add_run(2, state=None)
-    checks = [
-        ("/api/v1/monitors/1/runs", page_of("runs", RUN)),
-        ("/api/v1/monitors/2/runs", page_of("runs", RUN)),
-        (f"/api/v1/monitors/1/runs/{run_id}", RUN_DETAIL),
-        ("/api/v1/monitors/1", MONITOR_FULL),
-        ("/api/v1/monitors", page_of("monitors", MONITOR)),
+def test_the_spec_is_openapi_3_1() -> None:
+    """3.1 schemas are JSON Schema 2020-12 (`type: 'null'`, no 3.0 `nullable`): validated as is."""
+    assert SPEC["openapi"].startswith("3.1.")
+    assert "nullable" not in json.dumps(SPEC)
+
+
+@pytest.mark.parametrize(
+    ("ours", "theirs"),
+    [
+        (simulator.RUN_STATES, SCHEMAS["MonitorRunState"]["enum"]),
+        (
+            simulator.MONITOR_TYPES,
+            SCHEMAS["ApiPublicGetMonitorOut"]["properties"]["monitor_type"]["anyOf"][0]["enum"],
+        ),
+    ],
+)
+def test_the_simulators_enums_are_the_specs(ours: tuple[str, ...], theirs: list[str]) -> None:
+    assert sorted(ours) == sorted(theirs)
+
+
+@pytest.mark.parametrize(
+    ("template", "good", "bad"),
+    [
+        (
+            "/api/v1/monitors/{id}/runs",
+            {"count": 0, "page": 1, "page_size": 10, "total_pages": 0, "runs": []},
+            {"count": 0, "page": 1, "page_size": 10, "total_pages": 0, "runs": [], "next": None},
+        ),
+        (
+            "/api/v1/monitors/{id}/runs/{run_id}",
+            {"run_id": 1, "monitor_id": 1, "state": "ok", "warnings": []},
+            {"run_id": 1, "monitor_id": 1, "state": None, "warnings": []},
+        ),
+        (
+            "/api/v1/monitors/{id}/runs/{run_id}",
+            {
+                "run_id": 1,
+                "monitor_id": 1,
+                "state": "ok",
+                "warnings": [],
+                "started_at": "2024-05-01T12:00:00Z",
+            },
+            {
+                "run_id": 1,
+                "monitor_id": 1,
+                "state": "ok",
+                "warnings": [],
+                "started_at": "2024-13-01T12:00:00Z",
+            },
+        ),
+        (
+            "/api/v1/monitors/{id}/runs/{run_id}",
+            {"run_id": 1, "monitor_id": 1, "state": "queued", "warnings": []},
+            {"run_id": 1, "monitor_id": 1, "state": "paused", "warnings": []},
+        ),
+    ],
+)
+def test_the_validator_refuses_what_the_spec_refuses(
+    template: str, good: dict[str, Any], bad: dict[str, Any]
+) -> None:
+    """The check below has teeth: an extra field, a null state, a bad date, an unknown state."""
+    validator = answer_validator(template, 200)
+    validator.validate(good)
+    assert not validator.is_valid(bad)
+
+
+async def test_answers_follow_the_published_schemas(
+    api: Api, sim: Simulator, clock: FakeClock
+) -> None:
+    """Every kind of answer the simulator gives, held to the response schema the spec documents
+    for that operation and status, loaded from the vendored YAML with its `$ref`s resolved."""
+    sim.add_monitor(3, name=None, monitor_type="schema", tags=[], every=10, duration=4)
+    sim.add_monitor(4, name="a test", monitor_type="test", owner="o@example.com")
+    runs = [
+        sim.add_run(1, state=state, started_at=T0 + timedelta(minutes=i), diff_id=i, error="x")
+        for i, state in enumerate(simulator.RUN_STATES)
     ]
-    for path, schema in checks:
-        status, body = await api.get(path)
-        assert status == 200
-        jsonschema.validate(body, schema)
+    runs.append(sim.add_run(1, state="created", started_at=None))
+    sim.add_run(2, state=None)
+    clock.tick(35)  # monitor 3's scheduled runs: finished, checking, created
+    scheduled = [f"/api/v1/monitors/3/runs/{run_id}" for run_id in (await api.all_runs(3))]
+    answers: list[tuple[str, str, dict[str, Any], int]] = [
+        ("/api/v1/monitors", "/api/v1/monitors", {}, 200),
+        ("/api/v1/monitors", "/api/v1/monitors", {"tags": "prod", "page_size": 1, "page": 2}, 200),
+        ("/api/v1/monitors", "/api/v1/monitors", {"page": 9}, 200),
+        *(
+            ("/api/v1/monitors/{id}", f"/api/v1/monitors/{monitor_id}", {}, 200)
+            for monitor_id in (1, 2, 3, 4)
+        ),
+        *(
+            ("/api/v1/monitors/{id}/runs", f"/api/v1/monitors/{monitor_id}/runs", {}, 200)
+            for monitor_id in (1, 2, 3, 4)
+        ),
+        (
+            "/api/v1/monitors/{id}/runs",
+            "/api/v1/monitors/1/runs",
+            {"page": 2, "page_size": 3, "start_time": "2024-05-01T12:02:00Z"},
+            200,
+        ),
+        *(
+            ("/api/v1/monitors/{id}/runs/{run_id}", f"/api/v1/monitors/1/runs/{run_id}", {}, 200)
+            for run_id in runs
+        ),
+        *(("/api/v1/monitors/{id}/runs/{run_id}", path, {}, 200) for path in scheduled),
+        ("/api/v1/monitors", "/api/v1/monitors", {"page": "x"}, 422),
+        ("/api/v1/monitors/{id}", "/api/v1/monitors/abc", {}, 422),
+        ("/api/v1/monitors/{id}/runs", "/api/v1/monitors/1/runs", {"page_size": "0"}, 422),
+        ("/api/v1/monitors/{id}/runs", "/api/v1/monitors/1/runs", {"end_time": "soon"}, 422),
+        ("/api/v1/monitors/{id}/runs/{run_id}", "/api/v1/monitors/1/runs/x", {}, 422),
+    ]
+    for template, path, params, expected in answers:
+        status, body = await api.get(path, **params)
+        assert status == expected, (path, params, body)
+        answer_validator(template, status, closed=status == 200).validate(body)
+
+
+async def test_a_run_without_a_state_is_listed_but_its_detail_fails_as_fastapi_would(
+    api: Api, sim: Simulator
+) -> None:
+    """The listing allows a null state; the single run's schema does not. FastAPI refuses to send
+    an answer its response model rejects: the simulator answers the same 500."""
+    run_id = sim.add_run(1, state=None)
+    [listed] = await api.runs(1)
+    assert listed["state"] is None
+    async with api.session.get(
+        f"{api.base}/api/v1/monitors/1/runs/{run_id}", headers={"Authorization": f"Key {KEY}"}
+    ) as resp:
+        assert (resp.status, await resp.text()) == (500, "Internal Server Error")
+
+
+@pytest.mark.parametrize(
+    ("call", "kwargs"),
+    [
+        ("add_run", {"state": "paused"}),
+        ("add_run", {"state": "ALERT"}),
+        ("add_monitor", {"monitor_type": "freshness"}),
+        ("add_monitor", {"monitor_type": "diff", "every": 1, "outcomes": ["ok", "broken"]}),
+    ],
+)
+def test_the_simulator_refuses_what_the_spec_cannot_say(call: str, kwargs: dict[str, Any]) -> None:
+    sim = Simulator(KEY)
+    sim.add_monitor(1)
+    with pytest.raises(ValueError, match="spec"):
+        if call == "add_run":
+            sim.add_run(1, **kwargs)
+        else:
+            sim.add_monitor(2, **kwargs)
+    run_id = sim.add_run(1, state="ok")
+    with pytest.raises(ValueError, match="spec"):
+        sim.set_run_state(1, run_id, "paused")
 
 
 @pytest.mark.parametrize(
