@@ -1,9 +1,9 @@
 """A local stand-in for the Datafold Monitors API, for `datafold-notifier demo` and the tests.
 
-It speaks the published spec (auth, pagination, time filters, FastAPI-style errors), lists runs in
-no particular time order, and can be told to misbehave. It only says what the spec allows: run
-states and monitor types outside its enums are refused when they are set. Runs follow a clock
-that tests may fake.
+It speaks the published spec (auth, pagination, time filters, the monitors listing's order_by and
+sort_order, FastAPI-style errors), lists runs in no particular time order, and can be told to
+misbehave. It only says what the spec allows: run states and monitor types outside its enums are
+refused when they are set. Runs follow a clock that tests may fake.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ ENDPOINTS: dict[str, str] = {
 MAX_PAGE_SIZE = 1000
 RUNS_PAGE_SIZE = 10
 MONITORS_PAGE_SIZE = 20
-#: The spec's enums: `MonitorRunState` and a monitor's `monitor_type`.
+#: The spec's enums: `MonitorRunState`, a monitor's `monitor_type`, `SortableFields`, `sort_order`.
 RUN_STATES: tuple[str, ...] = (
     "ok",
     "alert",
@@ -49,6 +49,8 @@ RUN_STATES: tuple[str, ...] = (
     "queued",
 )
 MONITOR_TYPES: tuple[str, ...] = ("diff", "metric", "schema", "test")
+SORTABLE_FIELDS: tuple[str, ...] = ("id", "name", "last_triggered", "last_run", "created_by")
+SORT_ORDERS: tuple[str, ...] = ("asc", "desc")
 
 #: Outcomes of a scheduled run when the monitor has no script: mostly quiet, sometimes not.
 _DEFAULT_OUTCOMES: dict[str, float] = {"ok": 0.8, "alert": 0.12, "error": 0.08}
@@ -154,10 +156,26 @@ class _Monitor:
     def latest_run(self) -> _Run | None:
         return max(self.runs.values(), key=lambda r: (r.timestamp, r.run_id), default=None)
 
+    def last_alert(self) -> datetime | None:
+        return max((r.timestamp for r in self.runs.values() if r.state == "alert"), default=None)
+
+    def sort_value(self, order_by: str) -> str | int | datetime | None:
+        """What `order_by` orders by. The spec names the fields only: "last_triggered" is taken
+        as the last alert and "created_by" as the owner, the simulator's only author."""
+        if order_by == "name":
+            return self.name
+        if order_by == "last_triggered":
+            return self.last_alert()
+        if order_by == "last_run":
+            latest = self.latest_run()
+            return latest.timestamp if latest else None
+        if order_by == "created_by":
+            return self.owner
+        return self.id
+
     def summary(self) -> dict[str, Any]:
         """ApiPublicGetMonitorOut, as `GET /api/v1/monitors` lists it."""
         latest = self.latest_run()
-        alerts = [r.timestamp for r in self.runs.values() if r.state == "alert"]
         return {
             "id": self.id,
             "name": self.name,
@@ -168,7 +186,7 @@ class _Monitor:
             "created_at": _iso(self.created_at),
             "modified_at": _iso(self.created_at),
             "last_run": _iso(latest.timestamp) if latest else None,
-            "last_alert": _iso(max(alerts)) if alerts else None,
+            "last_alert": _iso(self.last_alert()),
             "state": latest.state if latest else None,
         }
 
@@ -250,6 +268,43 @@ def _int_param(
             }
         )
     return value
+
+
+def _choice_param(
+    errors: _Errors, name: str, raw: str | None, choices: Sequence[str], *, enum: bool
+) -> str | None:
+    """A value from `choices`, as pydantic words a refusal: an Enum field's ("enum") or a
+    Literal's ("literal_error")."""
+    if raw is None or raw in choices:
+        return raw
+    quoted = [f"'{choice}'" for choice in choices]
+    expected = f"{', '.join(quoted[:-1])} or {quoted[-1]}"
+    errors.append(
+        {
+            "type": "enum" if enum else "literal_error",
+            "loc": ["query", name],
+            "msg": f"Input should be {expected}",
+            "input": raw,
+            "ctx": {"expected": expected},
+        }
+    )
+    return None
+
+
+def _sorted_monitors(
+    monitors: Sequence[_Monitor], order_by: str | None, sort_order: str
+) -> list[_Monitor]:
+    """As SQL would order them: nulls after every value going up and before them going down,
+    ties by ID in the same direction. Without `order_by`, by ID going up whatever `sort_order`
+    says (the spec leaves that order open; this one is stable for paging)."""
+    if order_by is None:
+        return sorted(monitors, key=lambda m: m.id)
+
+    def key(monitor: _Monitor) -> tuple[bool, Any, int]:
+        value = monitor.sort_value(order_by)
+        return (value is None, value if value is not None else 0, monitor.id)
+
+    return sorted(monitors, key=key, reverse=sort_order == "desc")
 
 
 def _time_param(errors: _Errors, name: str, raw: str | None) -> datetime | None:
@@ -554,17 +609,26 @@ class Simulator:
         return app
 
     async def _list_monitors(self, request: web.Request) -> web.Response:
-        """Tags filter: a monitor is listed when it has every tag asked for (order: by ID)."""
+        """Tags filter: a monitor is listed when it has every tag asked for. Order: `order_by` and
+        `sort_order` (default "desc"), see `_sorted_monitors`."""
         errors: _Errors = []
-        page = _int_param(errors, "query", "page", request.query.get("page"), 1)
+        query = request.query
+        page = _int_param(errors, "query", "page", query.get("page"), 1)
         page_size = _int_param(
-            errors, "query", "page_size", request.query.get("page_size"), MONITORS_PAGE_SIZE
+            errors, "query", "page_size", query.get("page_size"), MONITORS_PAGE_SIZE
+        )
+        order_by = _choice_param(
+            errors, "order_by", query.get("order_by"), SORTABLE_FIELDS, enum=True
+        )
+        sort_order = _choice_param(
+            errors, "sort_order", query.get("sort_order"), SORT_ORDERS, enum=False
         )
         if errors:
             return _validation_error(errors)
         page_size = min(page_size, MAX_PAGE_SIZE)
-        wanted = {tag.strip() for tag in request.query.get("tags", "").split(",") if tag.strip()}
-        monitors = [m for _, m in sorted(self._monitors.items()) if wanted <= set(m.tags)]
+        wanted = {tag.strip() for tag in query.get("tags", "").split(",") if tag.strip()}
+        listed = [m for m in self._monitors.values() if wanted <= set(m.tags)]
+        monitors = _sorted_monitors(listed, order_by, sort_order or "desc")
         chunk, total_pages = _page(monitors, page, page_size)
         return web.json_response(
             {

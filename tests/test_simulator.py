@@ -239,6 +239,15 @@ def test_the_spec_is_openapi_3_1() -> None:
             simulator.MONITOR_TYPES,
             SCHEMAS["ApiPublicGetMonitorOut"]["properties"]["monitor_type"]["anyOf"][0]["enum"],
         ),
+        (simulator.SORTABLE_FIELDS, SCHEMAS["SortableFields"]["enum"]),
+        (
+            simulator.SORT_ORDERS,
+            next(
+                p["schema"]["enum"]
+                for p in SPEC["paths"]["/api/v1/monitors"]["get"]["parameters"]
+                if p["name"] == "sort_order"
+            ),
+        ),
     ],
 )
 def test_the_simulators_enums_are_the_specs(ours: tuple[str, ...], theirs: list[str]) -> None:
@@ -311,6 +320,11 @@ async def test_answers_follow_the_published_schemas(
         ("/api/v1/monitors", "/api/v1/monitors", {"tags": "prod", "page_size": 1, "page": 2}, 200),
         ("/api/v1/monitors", "/api/v1/monitors", {"page": 9}, 200),
         *(
+            ("/api/v1/monitors", "/api/v1/monitors", {"order_by": field, "sort_order": order}, 200)
+            for field in simulator.SORTABLE_FIELDS
+            for order in simulator.SORT_ORDERS
+        ),
+        *(
             ("/api/v1/monitors/{id}", f"/api/v1/monitors/{monitor_id}", {}, 200)
             for monitor_id in (1, 2, 3, 4)
         ),
@@ -329,7 +343,8 @@ async def test_answers_follow_the_published_schemas(
             for run_id in runs
         ),
         *(("/api/v1/monitors/{id}/runs/{run_id}", path, {}, 200) for path in scheduled),
-        ("/api/v1/monitors", "/api/v1/monitors", {"page": "x"}, 422),
+        ("/api/v1/monitors", "/api/v1/monitors", {"page": "x", "order_by": "owner"}, 422),
+        ("/api/v1/monitors", "/api/v1/monitors", {"sort_order": "up"}, 422),
         ("/api/v1/monitors/{id}", "/api/v1/monitors/abc", {}, 422),
         ("/api/v1/monitors/{id}/runs", "/api/v1/monitors/1/runs", {"page_size": "0"}, 422),
         ("/api/v1/monitors/{id}/runs", "/api/v1/monitors/1/runs", {"end_time": "soon"}, 422),
@@ -637,6 +652,90 @@ async def test_monitors_listing_filters_by_all_tags(
     assert status == 200
     assert [monitor["id"] for monitor in body["monitors"]] == expected
     assert (body["count"], body["page"], body["page_size"]) == (len(expected), 1, 20)
+
+
+@pytest.fixture
+def four_monitors(sim: Simulator) -> Simulator:
+    """Monitors 1-4 whose names, owners, last runs and last alerts sort differently, with nulls.
+
+    1 "orders diff", no owner, last run 12:20, last alert 12:05
+    2 "revenue", a@, no runs
+    3 no name, c@, last run and last alert 12:30
+    4 "alpha", b@, last run 12:01, no alert
+    """
+    sim.add_run(1, state="alert", started_at=T0 + timedelta(minutes=5))
+    sim.add_run(1, state="ok", started_at=T0 + timedelta(minutes=20))
+    sim.add_monitor(3, name=None, owner="c@example.com")
+    sim.add_run(3, state="alert", started_at=T0 + timedelta(minutes=30))
+    sim.add_monitor(4, name="alpha", owner="b@example.com")
+    sim.add_run(4, state="ok", started_at=T0 + timedelta(minutes=1))
+    return sim
+
+
+@pytest.mark.parametrize(
+    ("params", "expected"),
+    [
+        ({"order_by": "id", "sort_order": "asc"}, [1, 2, 3, 4]),
+        ({"order_by": "id", "sort_order": "desc"}, [4, 3, 2, 1]),
+        ({"order_by": "id"}, [4, 3, 2, 1]),  # sort_order defaults to desc
+        ({"order_by": "name", "sort_order": "asc"}, [4, 1, 2, 3]),  # no name: last going up
+        ({"order_by": "name", "sort_order": "desc"}, [3, 2, 1, 4]),  # ... and first going down
+        ({"order_by": "last_run", "sort_order": "asc"}, [4, 1, 3, 2]),
+        ({"order_by": "last_run", "sort_order": "desc"}, [2, 3, 1, 4]),
+        ({"order_by": "last_triggered", "sort_order": "asc"}, [1, 3, 2, 4]),  # ties by ID
+        ({"order_by": "last_triggered", "sort_order": "desc"}, [4, 2, 3, 1]),
+        ({"order_by": "created_by", "sort_order": "asc"}, [2, 4, 3, 1]),
+        ({"order_by": "created_by", "sort_order": "desc"}, [1, 3, 4, 2]),
+        ({}, [1, 2, 3, 4]),  # no order_by: by ID, the simulator's stable choice
+        ({"sort_order": "desc"}, [1, 2, 3, 4]),
+    ],
+)
+async def test_monitors_listing_honours_order_by_and_sort_order(
+    api: Api, four_monitors: Simulator, params: dict[str, str], expected: list[int]
+) -> None:
+    status, body = await api.get("/api/v1/monitors", **params)
+    assert status == 200
+    assert [monitor["id"] for monitor in body["monitors"]] == expected
+    pages = []
+    for page in (1, 2):
+        _, part = await api.get("/api/v1/monitors", page=page, page_size=3, **params)
+        pages += [monitor["id"] for monitor in part["monitors"]]
+    assert pages == expected  # pages follow the same order
+
+
+async def test_monitors_listing_order_goes_with_the_tags_filter(
+    api: Api, four_monitors: Simulator
+) -> None:
+    four_monitors.set_tags(4, ["prod"])
+    _, body = await api.get("/api/v1/monitors", tags="prod", order_by="name", sort_order="asc")
+    assert [monitor["id"] for monitor in body["monitors"]] == [4, 1, 2]
+
+
+@pytest.mark.parametrize(
+    ("params", "loc", "error_type", "msg"),
+    [
+        (
+            {"order_by": "owner"},
+            ["query", "order_by"],
+            "enum",
+            "Input should be 'id', 'name', 'last_triggered', 'last_run' or 'created_by'",
+        ),
+        (
+            {"sort_order": "DESC"},
+            ["query", "sort_order"],
+            "literal_error",
+            "Input should be 'asc' or 'desc'",
+        ),
+    ],
+)
+async def test_monitors_listing_refuses_an_order_the_spec_does_not_list(
+    api: Api, params: dict[str, str], loc: list[str], error_type: str, msg: str
+) -> None:
+    status, body = await api.get("/api/v1/monitors", **params)
+    assert status == 422
+    [error] = body["detail"]
+    assert (error["loc"], error["type"], error["msg"]) == (loc, error_type, msg)
+    answer_validator("/api/v1/monitors", 422, closed=False).validate(body)
 
 
 async def test_monitors_listing_pages(api: Api, sim: Simulator) -> None:
