@@ -1,22 +1,28 @@
 """The `datafold-notifier` command: run, once, check, demo, simulate.
 
 Exit codes: 0 success; 1 the work failed (no monitor could be polled, a check failed); 2 the
-configuration or the state file cannot be used (invalid, locked by another daemon, unwritable).
+configuration, an argument or the state file cannot be used (invalid, locked by another daemon,
+unwritable); 141 the output went to a closed pipe (`| head`).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import math
 import os
 import re
 import secrets
 import signal
+import stat
 import sys
 import tempfile
-from collections.abc import Sequence
+import unicodedata
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import NoReturn
 
 import structlog
 from dotenv import dotenv_values
@@ -41,16 +47,26 @@ from notifier.settings import ConfigError, Settings, load_settings
 from notifier.simulator import demo_simulator, serve
 from notifier.sinks import Sink
 from notifier.sinks.console import ConsoleSink
-from notifier.state import StateError, StateFile
+from notifier.state import StateError, StateFile, read_state_file, write_state_file
 from notifier.systemd import SystemdNotify
 
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
+#: What a shell reports for a process killed by SIGPIPE: `datafold-notifier check | head -1`.
+EXIT_BROKEN_PIPE = 128 + signal.SIGPIPE
 
 log = structlog.get_logger("notifier.cli")
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with its errors on one line; the usage is one `--help` away."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_CONFIG, f"{self.prog}: error: {_clip(message)} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    """Every command and option; each value is checked here, before any command acts on it."""
+    parser = _Parser(
         prog="datafold-notifier",
         description=(
             "Polls Datafold monitor runs and sends each new alert and error run to Slack and "
@@ -62,7 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument(
         "--env-file",
-        type=Path,
+        type=_env_file,
         default=None,
         help="read settings from this file instead of ./.env (environment variables still win)",
     )
@@ -84,11 +100,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="run the daemon against the built-in Datafold simulator, printing notifications",
     )
     demo.add_argument(
-        "--interval", type=float, default=5.0, help="poll interval in seconds (default 5)"
+        "--interval",
+        type=_seconds(*_setting_range("poll_interval_seconds")),
+        default=5.0,
+        help="poll interval in seconds (default 5, from 1 to 86400)",
     )
     demo.add_argument(
         "--duration",
-        type=float,
+        type=_seconds(0.0, DEMO_MAX, above=True),
         default=None,
         help="stop after this many seconds (default: run until Ctrl-C)",
     )
@@ -98,8 +117,8 @@ def build_parser() -> argparse.ArgumentParser:
         "a running daemon applies it from its next cycle",
     )
     target = mute.add_mutually_exclusive_group(required=True)
-    target.add_argument("--monitor", type=int, metavar="ID", help="the monitor's ID")
-    target.add_argument("--tag", help="every monitor with this tag (case ignored)")
+    target.add_argument("--monitor", type=_monitor_id, metavar="ID", help="the monitor's ID")
+    target.add_argument("--tag", type=_tag, help="every monitor with this tag (case ignored)")
     mute.add_argument(
         "--for",
         dest="duration",
@@ -108,12 +127,18 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DURATION",
         help="how long: 90s, 30m, 2h, 1d, 1h30m (at most 90d)",
     )
-    mute.add_argument("--reason", help="shown by `check` and in the log of each muted event")
+    mute.add_argument(
+        "--reason",
+        type=_reason,
+        help=f"shown by `check` and in the log of each muted event (at most {TEXT_MAX} characters)",
+    )
     unmute = commands.add_parser("unmute", help="lift the mutes of a monitor, a tag, or one mute")
     which = unmute.add_mutually_exclusive_group(required=True)
-    which.add_argument("--monitor", type=int, metavar="ID")
-    which.add_argument("--tag")
-    which.add_argument("--id", dest="mute_id", metavar="MUTE_ID", help="as `check` shows it")
+    which.add_argument("--monitor", type=_monitor_id, metavar="ID")
+    which.add_argument("--tag", type=_tag)
+    which.add_argument(
+        "--id", dest="mute_id", type=_mute_id, metavar="MUTE_ID", help="as `check` shows it"
+    )
     state = commands.add_parser(
         "state",
         help="move the state between the file and PostgreSQL (NOTIFIER_STATE_URL) without "
@@ -137,15 +162,36 @@ def build_parser() -> argparse.ArgumentParser:
     simulate = commands.add_parser(
         "simulate", help="serve the built-in Datafold simulator only, for trying things out"
     )
-    simulate.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
-    simulate.add_argument("--port", type=int, default=8300, help="port (default 8300)")
     simulate.add_argument(
-        "--api-key", default="demo-key", help="the API key it accepts (default demo-key)"
+        "--host", type=_host, default="127.0.0.1", help="address to bind (default 127.0.0.1)"
+    )
+    simulate.add_argument("--port", type=_port, default=8300, help="port (default 8300)")
+    simulate.add_argument(
+        "--api-key",
+        type=_api_key,
+        default="demo-key",
+        help="the API key it accepts (default demo-key)",
     )
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """The `datafold-notifier` command; its exit code.
+
+    Output into a closed pipe (`check | head -1`) ends quietly with 141, as a process killed by
+    SIGPIPE would, instead of a traceback (Python ignores SIGPIPE; see its "Note on SIGPIPE").
+    """
+    try:
+        try:
+            return _command(argv)
+        finally:
+            sys.stdout.flush()  # where the pipe's closing shows when the output was buffered
+    except BrokenPipeError:
+        _silence_stdout()
+        return EXIT_BROKEN_PIPE
+
+
+def _command(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
     try:
         if args.command == "simulate":
@@ -192,6 +238,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(str(exc))
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        raise  # stdout's reader went away: `main` ends quietly
     except Exception:
         # A bug: report it as one structured event, not loose traceback lines.
         log.exception("crashed", command=args.command)
@@ -200,18 +248,137 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 _DURATION = re.compile(r"(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?")
 MUTE_MAX = timedelta(days=90)
+#: IDs fit PostgreSQL's bigint, where the mutes of the high-availability store are kept.
+ID_MAX = 2**63 - 1
+#: The longest tag, reason, mute ID, host or API key an option takes.
+TEXT_MAX = 200
+#: The longest `demo --duration`: a year.
+DEMO_MAX = 365 * 86400.0
+#: The largest env file read: settings take a few kilobytes.
+ENV_FILE_MAX = 1024 * 1024
+_MUTE_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
 def parse_duration(text: str) -> timedelta:
     """`90s`, `30m`, `2h`, `1d`, `1h30m`: a positive duration of at most 90 days."""
     found = _DURATION.fullmatch(text.strip().lower())
     if not found or not any(found.groups()):
-        raise argparse.ArgumentTypeError(f"{text!r} is not a duration (use e.g. 90s, 30m, 2h, 1d)")
+        raise _invalid(text, "is not a duration (use e.g. 90s, 30m, 2h, 1d)")
+    # A number of more digits than 90 days has seconds is too long whatever its unit, and would
+    # overflow timedelta (OverflowError, which argparse does not turn into a usage error).
+    if any(len(g) > 8 for g in found.groups() if g):
+        raise _invalid(text, "is out of range: give more than 0 and at most 90d")
     days, hours, minutes, seconds = (int(g or 0) for g in found.groups())
     duration = timedelta(days=days, hours=hours, minutes=minutes, seconds=seconds)
     if not timedelta(0) < duration <= MUTE_MAX:
-        raise argparse.ArgumentTypeError(f"{text!r}: give more than 0 and at most 90d")
+        raise _invalid(text, "is out of range: give more than 0 and at most 90d")
     return duration
+
+
+def _invalid(text: str, problem: str) -> argparse.ArgumentTypeError:
+    """The error for a bad option value: the value (clipped, escaped) and what is wrong."""
+    return argparse.ArgumentTypeError(f"{_clip(repr(text), 60)} {problem}")
+
+
+def _monitor_id(text: str) -> int:
+    """A monitor ID: a whole number from 1 to 2**63-1."""
+    try:
+        value = int(text) if len(text) <= 30 else None
+    except ValueError:
+        value = None
+    if value is None or not 1 <= value <= ID_MAX:
+        raise _invalid(text, f"is not a monitor ID (a whole number from 1 to {ID_MAX})")
+    return value
+
+
+def _printable(text: str, what: str, *, collapse: bool = False) -> str:
+    """`text` stripped (its runs of spaces collapsed too with `collapse`): not empty, at most
+    `TEXT_MAX` characters, and nothing a terminal or a log line would misread (control
+    characters, undecodable bytes)."""
+    cleaned = " ".join(text.split()) if collapse else text.strip()
+    if not cleaned:
+        raise _invalid(text, f"is no {what}: give one")
+    if len(cleaned) > TEXT_MAX:
+        raise _invalid(text, f"is too long for a {what}: at most {TEXT_MAX} characters")
+    if any(unicodedata.category(char).startswith("C") for char in cleaned):
+        raise _invalid(text, f"is no {what}: it has control characters or undecodable bytes")
+    return cleaned
+
+
+def _tag(text: str) -> str:
+    return _printable(text, "tag")
+
+
+def _reason(text: str) -> str:
+    return _printable(text, "reason", collapse=True)
+
+
+def _mute_id(text: str) -> str:
+    if not _MUTE_ID.fullmatch(text):
+        raise _invalid(text, "is not a mute ID (letters and digits, as `check` shows them)")
+    return text
+
+
+def _api_key(text: str) -> str:
+    return _printable(text, "API key")
+
+
+def _host(text: str) -> str:
+    if len(text) > 253 or not text or any(char.isspace() or ord(char) < 32 for char in text):
+        raise _invalid(text, "is not a host name or address")
+    return text
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text) if len(text) <= 10 else None
+    except ValueError:
+        value = None
+    if value is None or not 0 <= value <= 65535:
+        raise _invalid(text, "is not a port (a whole number from 0 to 65535; 0 picks a free one)")
+    return value
+
+
+def _setting_range(name: str) -> tuple[float, float]:
+    """The bounds (ge, le) `Settings` puts on a numeric setting, so an option keeps to them."""
+    low, high = -math.inf, math.inf
+    for bound in Settings.model_fields[name].metadata:  # annotated_types.Ge, Le
+        low = float(getattr(bound, "ge", low))
+        high = float(getattr(bound, "le", high))
+    return low, high
+
+
+def _seconds(low: float, high: float, *, above: bool = False) -> Callable[[str], float]:
+    """A type for a number of seconds from `low` (exclusive when `above`) to `high`."""
+
+    def seconds(text: str) -> float:
+        try:
+            value = float(text) if len(text) <= 30 else math.nan
+        except ValueError:
+            value = math.nan
+        within = (low < value if above else low <= value) and value <= high
+        if not within:  # NaN fails both comparisons
+            first = f"more than {low:g}" if above else f"from {low:g}"
+            raise _invalid(text, f"is not a number of seconds {first} to {high:g}")
+        return value
+
+    return seconds
+
+
+def _env_file(text: str) -> Path:
+    """An env file: a regular file of at most `ENV_FILE_MAX` bytes."""
+    path = Path(text)
+    try:
+        info = path.stat()
+    except OSError as exc:
+        raise _invalid(text, f"cannot be read: {exc.strerror or type(exc).__name__}") from None
+    if stat.S_ISDIR(info.st_mode):
+        raise _invalid(text, "is a directory, not an env file")
+    if not stat.S_ISREG(info.st_mode):
+        raise _invalid(text, "is not a regular file")
+    if info.st_size > ENV_FILE_MAX:
+        raise _invalid(text, f"is larger than an env file can be ({ENV_FILE_MAX} bytes)")
+    return path
 
 
 async def _mute(settings: Settings, args: argparse.Namespace) -> int:
@@ -219,13 +386,11 @@ async def _mute(settings: Settings, args: argparse.Namespace) -> int:
     mute = Mute(
         id=secrets.token_hex(4),
         monitor_id=args.monitor,
-        tag=args.tag.strip() if args.tag else None,
+        tag=args.tag,
         until=now + args.duration,
-        reason=" ".join(args.reason.split())[:200] if args.reason else None,
+        reason=args.reason,
         created_at=now,
     )
-    if mute.tag == "":
-        raise ConfigError("--tag: give a tag")
 
     def add(mutes: list[Mute]) -> list[Mute]:
         return [m for m in mutes if m.until > now] + [mute]
@@ -277,38 +442,48 @@ async def _unmute(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def _state(settings: Settings, args: argparse.Namespace) -> int:
-    """`state export FILE` / `state import FILE`: the whole state, mutes included, as JSON."""
+    """`state export FILE` / `state import FILE`: the whole state, mutes included, as JSON.
+
+    An import reads and validates the whole file before the store is opened: a file that is no
+    state of this version leaves the store as it was.
+    """
+    imported = read_state_file(args.file) if args.state_command == "import" else None
     async with open_store(settings) as store:
         where = str(store.path) if isinstance(store, StateFile) else f"PostgreSQL {store.where}"
-        if args.state_command == "export":
+        if imported is None:
             if not isinstance(store, StateFile):
                 state: NotifierState | None = await store.export_state()
             else:
                 state = store.peek()
             if state is None:
                 raise StateError(f"{where}: no state to export yet")
-            data = state.model_dump_json(indent=None)
             if str(args.file) == "-":
-                print(data)
-            else:
+                print(state.model_dump_json(indent=None))
+            elif _same_file(args.file, settings.state_file):
+                # Back to the file store: respect a daemon that may be using that file.
                 target = StateFile(args.file)
                 with target.locked():
-                    target.save(state)
+                    target.replace(state)
+            else:
+                write_state_file(args.file, state)
             print(_state_summary("exported", state, where), file=sys.stderr)
             return EXIT_OK
-        source = StateFile(args.file)
-        imported = source.peek()
-        if imported is None:
-            raise StateError(f"state file {args.file} does not exist")
         if not isinstance(store, StateFile):
             await store.import_state(imported, force=args.force)
         else:
-            if store.path.resolve() == args.file.resolve():
+            if _same_file(args.file, store.path):
                 raise StateError(f"{args.file} is already the state file")
             with store.locked():  # refuses while a daemon holds it
-                store.save(imported)
+                store.replace(imported)
         print(_state_summary("imported", imported, where), file=sys.stderr)
         return EXIT_OK
+
+
+def _same_file(one: Path, other: Path) -> bool:
+    try:
+        return one.resolve() == other.resolve()
+    except (OSError, RuntimeError):  # a symlink loop, a name too long
+        return False
 
 
 def _state_summary(verb: str, state: NotifierState, where: str) -> str:
@@ -323,8 +498,28 @@ def _when(moment: datetime) -> str:
 
 
 def _fail(message: str) -> int:
-    print(f"datafold-notifier: error: {REDACTOR.redact(message)}", file=sys.stderr)
+    print(f"datafold-notifier: error: {_one_line(REDACTOR.redact(message))}", file=sys.stderr)
     return EXIT_CONFIG
+
+
+def _one_line(text: str) -> str:
+    """`text` with control characters escaped (a file name may hold a newline)."""
+    return "".join(
+        repr(char)[1:-1] if unicodedata.category(char) in ("Cc", "Cs") else char for char in text
+    )
+
+
+def _clip(text: str, limit: int = 300) -> str:
+    """One line of at most `limit` characters (argparse echoes values, which may be huge)."""
+    text = _one_line(text)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null, so the interpreter's last flush cannot fail again."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
 
 
 def _load_routes(settings: Settings, env_file: Path | None) -> Routes:
@@ -437,7 +632,8 @@ async def _demo(env_file: Path | None, interval: float, duration: float | None) 
                 "within about a minute. Ctrl-C to stop.",
                 flush=True,
             )
-            console = ConsoleSink()
+            writer = _PipeWriter()
+            console = ConsoleSink(writer)
             extra: dict[str, Sink] = {console.name: console}
             async with open_runtime(
                 settings, routes, extra_sinks=extra, trust_env=_proxy_configured()
@@ -447,14 +643,41 @@ async def _demo(env_file: Path | None, interval: float, duration: float | None) 
                     raise StateError("the demo keeps its own state file")
                 with store.locked():
                     daemon = _daemon(settings, runtime, make_notifier(runtime))
+                    writer.stop = daemon.request_stop
                     if duration is not None:
                         asyncio.get_running_loop().call_later(duration, daemon.request_stop)
-                    return await daemon.run()
+                    code = await daemon.run()
+    return EXIT_BROKEN_PIPE if writer.closed else code
+
+
+class _PipeWriter:
+    """The demo's console output: when stdout's reader goes away (`demo | head`), the demo
+    stops, as a program writing into a closed pipe would."""
+
+    def __init__(self) -> None:
+        self.stop: Callable[[], None] = lambda: None
+        self.closed = False
+
+    def __call__(self, text: str) -> None:
+        if self.closed:
+            return
+        try:
+            sys.stdout.write(text + "\n")
+            sys.stdout.flush()
+        except BrokenPipeError:
+            self.closed = True
+            _silence_stdout()
+            self.stop()
 
 
 async def _simulate(host: str, port: int, api_key: str) -> int:
     sim = demo_simulator(api_key)
-    async with serve(sim, host, port) as url:
+    async with contextlib.AsyncExitStack() as stack:
+        try:
+            url = await stack.enter_async_context(serve(sim, host, port))
+        except (OSError, UnicodeError) as exc:  # in use, no such address, a malformed name
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            return _fail(f"simulate: cannot listen on {host}:{port}: {reason}")
         print(
             f"Datafold simulator at {url} (API key {api_key!r}); monitors "
             f"{', '.join(str(m) for m in sim.monitor_ids)}. Ctrl-C to stop.",
