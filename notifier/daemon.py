@@ -82,6 +82,24 @@ def service_config(settings: Settings, *, spread: bool = True) -> ServiceConfig:
     )
 
 
+#: Below this, our clock and Datafold's are taken to agree (its `Date` header has whole seconds).
+CLOCK_OFFSET_MIN = 2.0
+
+
+def datafold_clock(client: DatafoldClient) -> Callable[[], datetime]:
+    """Our clock corrected to Datafold's, as its `Date` headers show it: listing windows and
+    what counts as history are judged on the clock that stamps the runs, so a replica whose
+    clock runs an hour fast or slow neither lists Datafold's future nor takes history for news."""
+
+    def now() -> datetime:
+        offset = client.clock_offset
+        if offset is None or abs(offset) < CLOCK_OFFSET_MIN:
+            return datetime.now(UTC)
+        return datetime.now(UTC) + timedelta(seconds=offset)
+
+    return now
+
+
 def build_sinks(
     routes: Routes, settings: Settings, session: aiohttp.ClientSession
 ) -> dict[str, Sink]:
@@ -188,6 +206,14 @@ async def open_runtime(
         )
         routes = routes if routes is not None else routes_from_settings(settings)
         sinks = {**(extra_sinks or {}), **build_sinks(routes, settings, session)}
+        offset = await client.probe_clock()
+        if offset is not None and abs(offset) >= CLOCK_OFFSET_MIN:
+            log.warning(
+                "clock_offset",
+                against="datafold",
+                offset_seconds=round(offset, 1),
+                action="listing windows and history follow Datafold's clock",
+            )
         async with open_store(settings) as store:
             yield Runtime(settings, routes, session, client, sinks, store)
     finally:
@@ -244,6 +270,7 @@ def make_notifier(
         store,
         runtime.sinks,
         config,
+        clock=datafold_clock(runtime.client),
         route=route,
         hold_without_details=runtime.settings.routes_file is not None,
         may_deliver=may_deliver,

@@ -11,10 +11,12 @@ import hashlib
 import json
 import logging
 import random
-from collections import OrderedDict
+import statistics
+from collections import OrderedDict, deque
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from typing import Any, TypeVar
 
 import aiohttp
@@ -160,6 +162,8 @@ _Page = TypeVar("_Page", RunPage, _MonitorPage)
 RUNS_MAX = 20_000
 #: At most this many monitors in one listing: an account with more is beyond one process anyway.
 MONITORS_MAX = 100_000
+#: How many `Date` headers the clock offset is the median of.
+_OFFSET_SAMPLES = 5
 #: Unreadable runs already logged, remembered so each is logged once, not every cycle.
 _UNREADABLE_MEMORY = 10_000
 
@@ -295,10 +299,33 @@ class DatafoldClient:
         self._unreadable_logged: OrderedDict[tuple[int, int | str], None] = OrderedDict()
         self._request_timeout = request_timeout
         self._timeout = aiohttp.ClientTimeout(total=request_timeout)
+        #: Datafold's clock minus ours, from the last few answers' `Date` headers.
+        self._offsets: deque[float] = deque(maxlen=_OFFSET_SAMPLES)
+        self._last_date: str | None = None
         self.requests_made = 0
 
     def __repr__(self) -> str:
         return f"DatafoldClient(host={self._base!r})"
+
+    @property
+    def clock_offset(self) -> float | None:
+        """Seconds Datafold's clock is ahead of ours (negative: behind), the median of the last
+        few answers' `Date` headers (whole seconds, so about ±1 s); None before any answer."""
+        return statistics.median(self._offsets) if self._offsets else None
+
+    def _note_server_date(self, value: str | None) -> None:
+        """Take one `Date` header as a sample of Datafold's clock (once per distinct value)."""
+        if value is None or value == self._last_date:
+            return
+        self._last_date = value
+        try:
+            stamp = parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError, OverflowError):
+            return
+        if stamp.tzinfo is None:
+            stamp = stamp.replace(tzinfo=UTC)
+        # The header is truncated to the second: its middle is the best estimate.
+        self._offsets.append((stamp - datetime.now(UTC)).total_seconds() + 0.5)
 
     async def list_runs(
         self, monitor_id: int, since: datetime, until: datetime | None = None
@@ -374,6 +401,16 @@ class DatafoldClient:
             problem=self._redact(problem),
             action=action,
         )
+
+    async def probe_clock(self) -> float | None:
+        """One request, no retries, to read Datafold's clock before the first cycle judges what
+        is history; the offset (see `clock_offset`), or None when it could not be read."""
+        subject = _Subject()
+        try:
+            await self._attempt(subject, "/api/v1/monitors", {"page_size": "1", "page": "1"}, 1)
+        except (DatafoldError, _Transient):
+            pass
+        return self.clock_offset
 
     async def get_monitor(self, monitor_id: int) -> MonitorInfo:
         """The monitor's name, type, tags and owner, for the notification."""
@@ -503,6 +540,7 @@ class DatafoldClient:
                 ) as response:
                     status = response.status
                     retry_after = response.headers.get("Retry-After")
+                    self._note_server_date(response.headers.get("Date"))
                     body = await self._read_body(subject, response)
             except TimeoutError as exc:
                 self._debug(subject, path, attempt, error="timeout")

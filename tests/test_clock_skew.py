@@ -1,0 +1,84 @@
+"""Our clock an hour off Datafold's: listing windows and history follow Datafold's clock, read
+from its `Date` headers, so nothing is missed, delayed past one cycle, or taken for news."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
+from pathlib import Path
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from notifier.daemon import datafold_clock
+from notifier.datafold import DatafoldClient
+from notifier.service import Notifier
+from notifier.simulator import Simulator
+from notifier.state import StateFile
+from tests.fakes.cycle import cycle_config
+from tests.fakes.source import FakeSink
+
+
+class SkewedClock:
+    """Datafold's clock: ours plus `skew`."""
+
+    def __init__(self, skew: timedelta) -> None:
+        self.skew = skew
+
+    def __call__(self) -> datetime:
+        return datetime.now(UTC) + self.skew
+
+
+@pytest.fixture(params=[timedelta(hours=1), timedelta(hours=-1)], ids=["ours-slow", "ours-fast"])
+async def skewed(
+    request: pytest.FixtureRequest,
+) -> AsyncIterator[tuple[Simulator, str, SkewedClock]]:
+    clock = SkewedClock(request.param)
+    sim = Simulator("k", clock=clock)
+    sim.add_monitor(1, name="orders")
+    app = sim.app()
+
+    async def stamp(_: web.Request, response: web.StreamResponse) -> None:
+        response.headers["Date"] = format_datetime(clock(), usegmt=True)
+
+    app.on_response_prepare.append(stamp)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        yield sim, f"http://127.0.0.1:{runner.addresses[0][1]}", clock
+    finally:
+        await runner.cleanup()
+
+
+async def test_an_hour_of_skew_neither_misses_nor_invents_news(
+    skewed: tuple[Simulator, str, SkewedClock], tmp_path: Path
+) -> None:
+    sim, url, datafold_now = skewed
+    # History: an alert ten minutes ago by Datafold's clock, before watching began.
+    sim.add_run(1, state="alert", started_at=datafold_now() - timedelta(minutes=10))
+    sink = FakeSink("webhook")
+    async with aiohttp.ClientSession() as session:
+        client = DatafoldClient(session, url, "k")
+        offset = await client.probe_clock()
+        assert offset is not None and abs(offset - datafold_now.skew.total_seconds()) < 3
+        notifier = Notifier(
+            client,
+            StateFile(tmp_path / "state.json"),
+            {sink.name: sink},
+            cycle_config((1,)),
+            clock=datafold_clock(client),
+        )
+        first = await notifier.run_cycle()
+        assert first.polled == [1] and sink.sent == []  # history stays quiet
+
+        run_id = sim.add_run(1, state="alert", started_at=datafold_now() - timedelta(seconds=5))
+        second = await notifier.run_cycle()
+        assert sink.sent_keys == [f"1-{run_id}-alert"]  # found in the very next cycle
+        assert second.events == 1
+
+        await notifier.run_cycle()
+        assert sink.sent_keys == [f"1-{run_id}-alert"]
