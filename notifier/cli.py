@@ -593,7 +593,9 @@ async def _run(settings: Settings, routes: Routes) -> int:
             return await _daemon(settings, runtime, make_notifier(runtime)).run()
 
 
-def _daemon(settings: Settings, runtime: Runtime, notifier: CycleRunner) -> Daemon:
+def _daemon(
+    settings: Settings, runtime: Runtime, notifier: CycleRunner, *, stop_on_hangup: bool = False
+) -> Daemon:
     listener = None
     if settings.health_port is not None:
         listener = StatusListener(settings.health_host, settings.health_port)
@@ -603,6 +605,7 @@ def _daemon(settings: Settings, runtime: Runtime, notifier: CycleRunner) -> Daem
         grace=settings.shutdown_grace_seconds,
         listener=listener,
         systemd=SystemdNotify.from_environ(os.environ, os.getpid()),
+        stop_on_hangup=stop_on_hangup,
     )
 
 
@@ -642,7 +645,8 @@ async def _demo(env_file: Path | None, interval: float, duration: float | None) 
                 if not isinstance(store, StateFile):
                     raise StateError("the demo keeps its own state file")
                 with store.locked():
-                    daemon = _daemon(settings, runtime, make_notifier(runtime))
+                    # The demo runs in a terminal: when it closes (SIGHUP), the demo ends.
+                    daemon = _daemon(settings, runtime, make_notifier(runtime), stop_on_hangup=True)
                     writer.stop = daemon.request_stop
                     if duration is not None:
                         asyncio.get_running_loop().call_later(duration, daemon.request_stop)

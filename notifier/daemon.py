@@ -324,8 +324,9 @@ class Daemon:
 
     Cycles never overlap: a cycle still running when the next is due makes that one skipped and
     logged. A second signal exits at once; the state file is never half-written either way,
-    because every save is an atomic rename. Health, metrics and systemd notification hang off the
-    cycle reports.
+    because every save is an atomic rename. SIGHUP is logged and ignored (`stop_on_hangup`: a
+    graceful stop, for the demo, whose terminal is gone). Health, metrics and systemd
+    notification hang off the cycle reports.
     """
 
     def __init__(
@@ -337,6 +338,7 @@ class Daemon:
         listener: StatusListener | None = None,
         systemd: SystemdNotify | None = None,
         clock: Callable[[], datetime] | None = None,
+        stop_on_hangup: bool = False,
     ) -> None:
         self._notifier = notifier
         self._interval = interval
@@ -349,6 +351,7 @@ class Daemon:
         self._current: asyncio.Task[None] | None = None
         self._stop = asyncio.Event()
         self._signals = 0
+        self._stop_on_hangup = stop_on_hangup
 
     def request_stop(self) -> None:
         """Begin a graceful stop (what the first SIGTERM/SIGINT does)."""
@@ -361,6 +364,7 @@ class Daemon:
             await self._start_listener(stack)
             for signum in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(signum, self._on_signal, signum)
+            loop.add_signal_handler(signal.SIGHUP, self._on_hangup)
             stack.callback(_remove_signal_handlers, loop)
             scheduler = AsyncIOScheduler(timezone=UTC)
             scheduler.add_job(
@@ -465,9 +469,22 @@ class Daemon:
         log.info("signal_received", signal=signal.Signals(signum).name)
         self._stop.set()
 
+    def _on_hangup(self) -> None:
+        """SIGHUP (a closed terminal, `kill -HUP`, a reload by habit) would kill the daemon
+        undrained by default: it goes on instead."""
+        if self._stop_on_hangup:
+            self._on_signal(signal.SIGHUP)
+            return
+        log.info(
+            "signal_received",
+            signal="SIGHUP",
+            action="ignored",
+            reason="reload is not supported yet; the daemon goes on",
+        )
+
 
 def _remove_signal_handlers(loop: asyncio.AbstractEventLoop) -> None:
-    for signum in (signal.SIGTERM, signal.SIGINT):
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         loop.remove_signal_handler(signum)
 
 

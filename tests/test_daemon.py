@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
 import time
+from pathlib import Path
 from typing import Any
 
 from structlog.testing import capture_logs
@@ -13,6 +15,7 @@ from structlog.testing import capture_logs
 from notifier.daemon import Daemon
 from notifier.service import CycleReport
 from tests.fakes.cli import CLI, World, cli
+from tests.fakes.subprocess_daemon import Daemon as DaemonProcess
 from tests.fakes.webhook import Reply
 
 
@@ -110,3 +113,81 @@ async def test_second_signal_exits_at_once(world: World) -> None:
     assert time.monotonic() - started < 3
     assert proc.returncode == 128 + signal.SIGINT
     json.loads(world.state_file.read_text())  # whole, never half-written
+
+
+class HangupNotifier(SlowNotifier):
+    """Sends this process SIGHUP from its first cycle, when the daemon's handlers are in place."""
+
+    async def run_cycle(self) -> CycleReport:
+        if self.cycles == 0:
+            # Unhandled, SIGHUP would end the test run itself: fail instead.
+            assert signal.getsignal(signal.SIGHUP) not in (signal.SIG_DFL, None)
+            os.kill(os.getpid(), signal.SIGHUP)
+        return await super().run_cycle()
+
+
+async def test_sighup_is_logged_and_ignored() -> None:
+    notifier = HangupNotifier(duration=0.01)
+    daemon = Daemon(notifier, interval=0.2, grace=5)  # type: ignore[arg-type]
+    asyncio.get_running_loop().call_later(1.0, daemon.request_stop)
+    with capture_logs() as logs:
+        code = await daemon.run()
+    assert code == 0 and notifier.saves == 1
+    assert notifier.cycles >= 3  # it went on polling after the signal
+    [hangup] = [e for e in logs if e["event"] == "signal_received"]
+    assert hangup["signal"] == "SIGHUP" and hangup["action"] == "ignored"
+    assert "reload is not supported yet" in hangup["reason"]
+    assert not [e for e in logs if e["event"] == "daemon_killed"]
+
+
+async def test_sighup_stops_the_demo_gracefully() -> None:
+    notifier = HangupNotifier(duration=0.01)
+    daemon = Daemon(notifier, interval=60, grace=5, stop_on_hangup=True)  # type: ignore[arg-type]
+    with capture_logs() as logs:
+        code = await asyncio.wait_for(daemon.run(), timeout=10)
+    assert code == 0 and notifier.cycles == 1 and notifier.saves == 1
+    names = [e["event"] for e in logs]
+    assert names.index("signal_received") < names.index("daemon_stopping")
+
+
+async def test_sighup_leaves_a_running_daemon_polling_and_sigterm_still_drains(
+    world: World,
+) -> None:
+    daemon = await DaemonProcess.start(world.env)
+    first = await daemon.wait_event("cycle_finished")
+    daemon.proc.send_signal(signal.SIGHUP)
+    hangup = await daemon.wait_event("signal_received", first)
+    assert daemon.events[hangup]["signal"] == "SIGHUP"
+    assert daemon.events[hangup]["action"] == "ignored"
+    assert "reload is not supported yet" in daemon.events[hangup]["reason"]
+    world.sim.add_run(1, state="alert", started_at=world.now())
+    await daemon.wait_event("cycle_finished", hangup + 1, where=lambda e: e["delivered"] >= 1)
+    assert await daemon.stop() == 0
+    names = [str(e["event"]) for e in daemon.events]
+    assert "daemon_stopped" in names and "daemon_killed" not in names
+    assert len(world.receiver.deliveries) == 1 and not daemon.loose
+
+
+async def test_sighup_ends_the_demo_in_its_closed_terminal(tmp_path: Path) -> None:
+    env = {"PATH": os.environ.get("PATH", ""), "NOTIFIER_LOG_FORMAT": "json"}
+    proc = await asyncio.create_subprocess_exec(
+        CLI,
+        "demo",
+        "--interval",
+        "1",
+        env=env,
+        cwd=tmp_path,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    assert proc.stderr is not None
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        line = await asyncio.wait_for(proc.stderr.readline(), timeout=15)
+        if json.loads(line)["event"] == "daemon_started":
+            break
+    proc.send_signal(signal.SIGHUP)
+    _, err = await asyncio.wait_for(proc.communicate(), timeout=15)
+    assert proc.returncode == 0, err.decode()[-2000:]
+    events = [json.loads(line)["event"] for line in err.decode().splitlines()]
+    assert "daemon_stopped" in events
