@@ -254,6 +254,8 @@ ID_MAX = 2**63 - 1
 TEXT_MAX = 200
 #: The longest `demo --duration`: a year.
 DEMO_MAX = 365 * 86400.0
+#: The longest error line: its start says what failed, its end why.
+FAIL_MAX = 500
 #: The largest env file read: settings take a few kilobytes.
 ENV_FILE_MAX = 1024 * 1024
 _MUTE_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
@@ -498,7 +500,11 @@ def _when(moment: datetime) -> str:
 
 
 def _fail(message: str) -> int:
-    print(f"datafold-notifier: error: {_one_line(REDACTOR.redact(message))}", file=sys.stderr)
+    line = _one_line(REDACTOR.redact(message))
+    if len(line) > FAIL_MAX:  # a path of thousands of characters: keep both ends
+        half = FAIL_MAX // 2
+        line = f"{line[:half]}…{line[-half:]}"
+    print(f"datafold-notifier: error: {line}", file=sys.stderr)
     return EXIT_CONFIG
 
 

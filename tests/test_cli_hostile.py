@@ -95,6 +95,7 @@ HOSTILE_ARGUMENTS = [
     (["state", "import", "{tmp}/missing.json"], "missing.json does not exist"),
     (["state", "import", "{tmp}"], "is a directory"),
     (["state", "import", "/dev/zero"], "/dev/zero is not a regular file"),
+    (["state", "import", "a" * 5000], "aaa: File name too long"),
     (["state"], "required: ACTION"),
     (["check", "extra"], "unrecognized arguments: extra"),
     (["bogus"], "invalid choice: 'bogus'"),
