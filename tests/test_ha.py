@@ -1,8 +1,9 @@
 """High availability end to end: `datafold-notifier run` replicas sharing a real PostgreSQL.
 
 One replica leads, the others stand by; a SIGKILL at any point of the leader's cycle, a database
-outage or a SIGTERM hands over to a standby within about two poll intervals, with every alert
-delivered at least once to each destination and at most once more per crash. Moving the state
+outage or a SIGTERM hands over to a standby, with every alert delivered at least once to each
+destination and at most once more per crash. The takeover times and the lease cadence the README
+states are asserted here, within the margin it states (`TAKEOVER_MARGIN`). Moving the state
 between the file and PostgreSQL re-notifies nothing. No output ever shows the database password.
 """
 
@@ -10,10 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import statistics
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import datetime
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -41,10 +45,17 @@ from tests.fakes.webhook import Reply
 
 pytestmark = [pytest.mark.postgres, pytest.mark.timeout(60)]
 
-#: Poll interval and lease length of every replica, in seconds.
-INTERVAL = 1.0
-#: What a takeover may take beyond two intervals: process start-up noise on a busy machine.
-ALLOWANCE = 0.75
+#: Poll interval and lease length of every replica, in seconds (the lease defaults to the interval).
+INTERVAL = LEASE = 1.0
+#: The README's figures. The lease is renewed every third of its length, so a dead leader's lease
+#: lapses 2/3 to 1 lease after its death, and a standby tries every third of it: it takes over
+#: within 4/3 of the lease. After a SIGTERM the leader releases it, so within a third of the lease.
+RENEWAL = LEASE / 3
+TAKEOVER_MAX = 4 / 3 * LEASE
+HANDOVER_MAX = LEASE / 3
+#: What the takeover itself may add to those bounds (the standby's query, loading the state, its
+#: first cycle's log line; after a SIGTERM, the leader's own shutdown), as the README states it.
+TAKEOVER_MARGIN = 0.3
 #: Events that must never appear in any replica's log.
 BROKEN = {"cycle_failed", "crashed", "daemon_killed", "notification_expired"}
 
@@ -184,7 +195,7 @@ async def cluster(world: World, postgres_url: str, reaper: list[Daemon]) -> Asyn
             "NOTIFIER_WEBHOOK_URLS": hook_url,
             "NOTIFIER_STATE_URL": postgres_url,
             "NOTIFIER_POLL_INTERVAL_SECONDS": f"{INTERVAL:g}",
-            "NOTIFIER_LEASE_SECONDS": f"{INTERVAL:g}",
+            "NOTIFIER_LEASE_SECONDS": f"{LEASE:g}",
         }
         yield Cluster(world, receiver, postgres_url, env, reaper)
 
@@ -206,11 +217,13 @@ async def elect(cluster: Cluster, *names: str) -> tuple[Daemon, list[Daemon]]:
 
 
 async def takeover(name: str, standby: Daemon, killed_at: float, within: float = 15) -> float:
-    """Wait for `standby` to lead after a leader went away at `killed_at`; the seconds it took."""
+    """Wait for `standby` to lead after a leader went away at `killed_at`; the seconds it took,
+    at most 4/3 of the lease plus the margin (1.63 s: within two poll intervals, as the README
+    says of the default lease, which is the interval)."""
     index = await standby.wait_event("leading", within=within)
     took = standby.arrived[index] - killed_at
     print(f"takeover after {name}: {took:.2f} s")  # `pytest -s` shows the figures
-    assert took <= 2 * INTERVAL + ALLOWANCE, f"takeover after {name} took {took:.2f} s"
+    assert took <= TAKEOVER_MAX + TAKEOVER_MARGIN, f"takeover after {name} took {took:.2f} s"
     return took
 
 
@@ -253,6 +266,30 @@ async def test_one_replica_leads_the_other_stands_by(cluster: Cluster) -> None:
     for daemon in (standby, leader):
         assert await daemon.stop() == 0
     assert cluster.problems() == []
+
+
+async def test_the_leader_renews_its_lease_every_third_of_its_length(cluster: Cluster) -> None:
+    """The cadence the takeover bounds rest on: each renewal sets the lease's end to the
+    database's now() plus the lease, so the steps between its successive ends are the gaps
+    between renewals, on the database's clock."""
+    leader = await cluster.start("replica-a")
+    await leader.wait_event("leading")
+    ends: set[datetime] = set()
+    async with await psycopg.AsyncConnection.connect(cluster.url, autocommit=True) as conn:
+        sampling_until = time.monotonic() + 12 * RENEWAL
+        while time.monotonic() < sampling_until:
+            cur = await conn.execute("SELECT expires_at FROM notifier_lease WHERE id = 1")
+            row = await cur.fetchone()
+            assert row is not None
+            ends.add(row[0])
+            await asyncio.sleep(0.01)
+    ordered = sorted(ends)
+    gaps = [(later - earlier).total_seconds() for earlier, later in pairwise(ordered)]
+    print(f"renewal gaps: {', '.join(f'{gap:.3f}' for gap in gaps)} s")
+    assert len(gaps) >= 8, gaps
+    assert abs(statistics.median(gaps) - RENEWAL) <= 0.05, gaps
+    assert max(gaps) <= RENEWAL + TAKEOVER_MARGIN, gaps  # a late renewal would shorten the lease
+    assert await leader.stop() == 0
 
 
 async def hold_state_row(url: str) -> psycopg.AsyncConnection[Any]:
@@ -379,7 +416,7 @@ async def test_a_leader_frozen_inside_its_save_is_replaced_in_time(cluster: Clus
     finally:
         await lock.rollback()  # the save goes on, and its transaction stays open
         await lock.close()
-    await takeover("frozen save", standby, paused_at, within=2 * INTERVAL + ALLOWANCE + 0.5)
+    await takeover("frozen save", standby, paused_at)
 
 
 async def test_database_outage_fences_the_leader_and_recovers(
@@ -427,7 +464,7 @@ async def test_sigterm_hands_over_at_once(cluster: Cluster) -> None:
     index = await standby.wait_event("leading", standby_seen, within=10)
     took = standby.arrived[index] - stopped_at
     print(f"takeover after SIGTERM: {took:.2f} s")
-    assert took <= INTERVAL / 3 + INTERVAL + ALLOWANCE, f"handover took {took:.2f} s"
+    assert took <= HANDOVER_MAX + TAKEOVER_MARGIN, f"handover took {took:.2f} s"
     cluster.add(2, "error")
     await cluster.until_quiet()
     await asyncio.sleep(2 * INTERVAL)  # time for a repeat, should there be one
