@@ -26,7 +26,7 @@ NAME_MAX = 300
 TAG_MAX = 200
 TAGS_MAX = 100
 OWNER_MAX = 320
-ERROR_MAX = 2000
+ERROR_MAX = 12_000
 WARNINGS_MAX = 20
 WARNING_MAX = 500
 
@@ -243,11 +243,6 @@ class Notification(BaseModel):
     error_message: str | None = None
     links: Links = Field(default_factory=Links)
     detected_at: datetime
-
-    @field_validator("error_message", mode="before")
-    @classmethod
-    def _cut_error(cls, value: Any) -> Any:
-        return _bounded(value, ERROR_MAX)
 
     #: The incident this notification belongs to, as of its detection (None: none tracked).
     incident: Incident | None = None
