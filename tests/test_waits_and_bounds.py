@@ -14,6 +14,7 @@ import aiohttp
 import pytest
 from structlog.testing import capture_logs
 
+from notifier.alertmanager import notification_body
 from notifier.health import HealthTracker
 from notifier.metrics import Metrics
 from notifier.models import ERROR_MAX, NAME_MAX, TAGS_MAX, MonitorInfo, RunDetail
@@ -21,6 +22,7 @@ from notifier.service import Notifier
 from notifier.sinks import Sink
 from notifier.sinks.slack import SlackBotSink
 from notifier.state import StateFile
+from notifier.webhook_payload import webhook_body
 from tests.fakes.cycle import T0, Clock, cycle_config
 from tests.fakes.slack import FakeSlack
 from tests.fakes.source import FakeSink, FakeSource
@@ -197,4 +199,6 @@ async def test_huge_texts_from_datafold_are_cut_before_they_are_kept(
     assert "more characters cut" in notification.error_message
     assert len(notification.monitor.title) == NAME_MAX
     assert len(notification.monitor.tags) == TAGS_MAX
-    assert store.path.stat().st_size < 50_000
+    assert store.path.stat().st_size < 100_000
+    assert len(webhook_body(notification)) < 100_000
+    assert len(notification_body(notification, receiver="am", external_url="https://x")) < 100_000
