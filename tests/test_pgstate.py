@@ -7,8 +7,10 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
+from urllib.parse import quote
 
 import psycopg
+import psycopg.sql
 import pytest
 
 from notifier.models import (
@@ -26,6 +28,7 @@ from notifier.pgstate import (
     LeaseLost,
     PostgresStateError,
     PostgresStore,
+    url_secrets,
 )
 from tests.fakes.postgres import (
     PASSWORD,
@@ -105,7 +108,10 @@ async def test_round_trip_with_outbox_and_unchanged_state_is_not_rewritten(
         assert await store.save(sample_state()) is True
         assert await store.save(sample_state()) is False
     async with opened(postgres_url, holder="a") as again:
-        assert await again.try_acquire()  # a restarted replica: acquire, then load
+        # A restarted replica is another process: it waits for its predecessor's lease to lapse.
+        assert not await again.try_acquire()
+        await asyncio.sleep(TTL.total_seconds())
+        assert await again.try_acquire()
         loaded = await again.load()
         assert loaded == sample_state()
         assert loaded.outbox[0].attempts == 2
@@ -269,10 +275,15 @@ async def test_export_import_round_trip_and_refusal_while_leased(postgres_url: s
         assert_clean(str(refused.value))
         assert await admin.export_state() == wanted
 
-        await admin.import_state(replacement, force=True)
+        assert await admin.import_state(replacement, force=True) == "leader"
         assert await admin.export_state() == replacement  # mutes replaced too: none
-        assert await leader.load() == replacement
-        assert await leader.save(wanted)  # the leader's view is forgotten after import
+        with pytest.raises(LeaseLost):  # fenced out: its view predates the import
+            await leader.save(wanted)
+        assert await admin.export_state() == replacement
+        assert await leader.try_acquire()  # retaken under a new fence, then read afresh
+        state, _ = await leader.load_leased()
+        assert state == replacement
+        assert await leader.save(wanted)
 
 
 async def test_server_stop_fails_fast_then_the_same_store_reconnects(
@@ -333,3 +344,77 @@ async def test_no_password_in_repr_or_connection_errors(
     with pytest.raises(PostgresStateError) as invalid:
         PostgresStore(postgres_url + "?sslmode=bogus&nope=1", holder="a", lease_ttl=TTL)
     assert_clean(str(invalid.value))
+
+
+#: Distinctive pieces a password is made of, so a test can find any fragment of it in a message.
+PIECES = ("Zq7k", "vexq", "ingz")
+
+
+@pytest.mark.parametrize("encoded", [True, False], ids=["encoded", "as-is"])
+@pytest.mark.parametrize("char", ["/", "@", ":", "%", "#"])
+async def test_no_fragment_of_any_password_in_any_message(
+    postgres_server: PostgresServer, char: str, encoded: bool
+) -> None:
+    """Whatever the password holds, written percent-encoded or not: the URL works, or is refused
+    up front; no message, repr or database name shows any piece of the password."""
+    password = char.join(PIECES)
+    role = f"special_{ord(char)}_{int(encoded)}"
+    with psycopg.connect(postgres_server.url, autocommit=True, connect_timeout=10) as conn:
+        conn.execute(
+            psycopg.sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(
+                psycopg.sql.Identifier(role), psycopg.sql.Literal(password)
+            )
+        )
+        conn.execute(
+            psycopg.sql.SQL("CREATE DATABASE {0} OWNER {0}").format(psycopg.sql.Identifier(role))
+        )
+    written = quote(password, safe="") if encoded else password
+    base = f"postgresql://{role}:{written}@127.0.0.1:{postgres_server.port}"
+    messages: list[str] = []
+    # libpq reads an unencoded / or @ as the end of the password, and % as an escape.
+    works = encoded or char in ":#"
+    try:
+        store = PostgresStore(f"{base}/{role}", holder="a", lease_ttl=TTL)
+    except PostgresStateError as refused:
+        assert not works, str(refused)
+        assert "percent-encode" in str(refused)
+        messages.append(str(refused))
+    else:
+        assert works
+        messages += [repr(store), store.where]
+        await store.open()
+        try:
+            assert await store.try_acquire()
+            assert await store.save(sample_state())
+        finally:
+            await store.close()
+        for url in (
+            f"{base}/nowhere",  # no such database
+            f"{base.replace(written, written + 'x')}/{role}",  # wrong password
+            f"{base.replace(f':{postgres_server.port}', ':1')}/{role}",  # nobody listening
+        ):
+            failing = PostgresStore(url, holder="a", lease_ttl=TTL, connect_timeout=2)
+            messages += [repr(failing), failing.where]
+            with pytest.raises(PostgresStateError) as failed:
+                await failing.open()
+            messages.append(str(failed.value))
+    for message in messages:
+        assert_clean(message)
+        assert not [piece for piece in PIECES if piece in message], message
+
+
+@pytest.mark.parametrize(
+    ("url", "secrets"),
+    [
+        ("postgresql://u:p%2Fw@h/db", {"p/w", "p%2Fw", "p%252Fw"}),
+        ("postgresql://u:p/w@h/db", {"p/w", "p%2Fw"}),
+        ("postgresql://u:p@w@h/db", {"p", "p@w", "p%40w"}),
+        ("postgresql://u:p#w@h/db", {"p#w", "p%23w"}),
+        ("postgresql://u@h/db", set()),
+        ("host=h user=u password=s3cret", {"s3cret"}),
+    ],
+)
+def test_url_secrets_cover_the_password_as_libpq_reads_it_and_as_written(
+    url: str, secrets: set[str]
+) -> None:
+    assert url_secrets(url) == secrets
