@@ -23,6 +23,10 @@ FIELD_TEXT_MAX: Final = 2000
 CONTEXT_ELEMENTS_MAX: Final = 10
 CONTEXT_TEXT_MAX: Final = 3000
 MESSAGE_BLOCKS_MAX: Final = 50
+#: Text in all of a digest message's blocks. Slack refuses too much with `msg_blocks_too_long`, a
+#: limit it does not document (reports: refused from 11,341 characters, accepted up to 13,297;
+#: 12,000 by Slack's SDK team), so a digest message keeps well below it.
+BLOCKS_TEXT_MAX: Final = 10_000
 #: Slack truncates a message's top-level `text` beyond this.
 FALLBACK_TEXT_MAX: Final = 4000
 #: The console shows only the start of a long error message.
@@ -270,6 +274,7 @@ def slack_digest(
         text=f"{headline}: {names}",
         mention=_mentions_text(mentions) if wants_mentions else "",
         continued=f"{headline} (continued)",
+        text_max=BLOCKS_TEXT_MAX,
     )
 
 
@@ -321,26 +326,38 @@ def _pack(
     text: str,
     mention: str,
     continued: str,
+    text_max: int | None = None,
 ) -> list[SlackMessage]:
-    """Units of blocks into messages of at most `MESSAGE_BLOCKS_MAX` blocks, a unit split only
-    when it alone is too big. A unit's IDs count as complete in the message with its last block.
+    """Units of blocks into messages of at most `MESSAGE_BLOCKS_MAX` blocks (and, if given,
+    `text_max` units of text in them all), a unit split only when it alone is too big. A unit's
+    IDs count as complete in the message with its last block.
 
     The first message starts with the mentions (fallback text and a section); each later one
     with a note that it continues the previous. Texts are given unescaped.
     """
     batches: list[tuple[list[dict[str, Any]], set[str]]] = []
     room = MESSAGE_BLOCKS_MAX - 1  # the mentions block or the continuation note
+    # Ditto: the mentions' most. A digest's blocks hold at most SECTION_TEXT_MAX, so each fits.
+    text_room = None if text_max is None else text_max - MENTIONS_TEXT_MAX
     blocks: list[dict[str, Any]] = []
+    used = 0
     done: set[str] = set()
+
+    def too_much(more_blocks: int, more_text: int) -> bool:
+        over_text = text_room is not None and used + more_text > text_room
+        return len(blocks) + more_blocks > room or over_text
+
     for unit, unit_ids in units:
-        if blocks and len(blocks) + len(unit) > room:
+        costs = [_text_units(block) for block in unit]
+        if blocks and too_much(len(unit), sum(costs)):
             batches.append((blocks, done))
-            blocks, done = [], set()
-        for block in unit:
-            if len(blocks) == room:
+            blocks, used, done = [], 0, set()
+        for block, cost in zip(unit, costs, strict=True):
+            if blocks and too_much(1, cost):
                 batches.append((blocks, done))
-                blocks, done = [], set()
+                blocks, used, done = [], 0, set()
             blocks.append(block)
+            used += cost
         done |= unit_ids
     batches.append((blocks, done))
     messages = []
@@ -356,6 +373,17 @@ def _pack(
             body = _fit(f"{continued} {note}", FALLBACK_TEXT_MAX, escape=True)
         messages.append(SlackMessage(body, head + batch, frozenset(ids)))
     return messages
+
+
+def _text_units(value: object) -> int:
+    """The text in a block: every text object's, in UTF-16 units."""
+    if isinstance(value, dict):
+        own = value.get("text")
+        nested = sum(_text_units(item) for item in value.values())
+        return nested + (_units(own) if isinstance(own, str) else 0)
+    if isinstance(value, list):
+        return sum(_text_units(item) for item in value)
+    return 0
 
 
 def _header(text: str) -> dict[str, Any]:
