@@ -40,7 +40,7 @@ from notifier.daemon import (
     open_store,
 )
 from notifier.logs import REDACTOR, configure_logging
-from notifier.models import Mute, NotifierState
+from notifier.models import TAG_MAX, Mute, NotifierState
 from notifier.preflight import run_checks
 from notifier.routing import Routes, RoutesError, load_routes, routes_from_settings
 from notifier.settings import ConfigError, Settings, load_settings
@@ -293,22 +293,22 @@ def _monitor_id(text: str) -> int:
     return value
 
 
-def _printable(text: str, what: str, *, collapse: bool = False) -> str:
+def _printable(text: str, what: str, *, collapse: bool = False, limit: int = TEXT_MAX) -> str:
     """`text` stripped (its runs of spaces collapsed too with `collapse`): not empty, at most
-    `TEXT_MAX` characters, and nothing a terminal or a log line would misread (control
+    `limit` characters, and nothing a terminal or a log line would misread (control
     characters, undecodable bytes)."""
     cleaned = " ".join(text.split()) if collapse else text.strip()
     if not cleaned:
         raise _invalid(text, f"is no {what}: give one")
-    if len(cleaned) > TEXT_MAX:
-        raise _invalid(text, f"is too long for a {what}: at most {TEXT_MAX} characters")
+    if len(cleaned) > limit:
+        raise _invalid(text, f"is too long for a {what}: at most {limit} characters")
     if any(unicodedata.category(char).startswith("C") for char in cleaned):
         raise _invalid(text, f"is no {what}: it has control characters or undecodable bytes")
     return cleaned
 
 
 def _tag(text: str) -> str:
-    return _printable(text, "tag")
+    return _printable(text, "tag", limit=TAG_MAX)  # a longer tag is cut when read: never matched
 
 
 def _reason(text: str) -> str:
