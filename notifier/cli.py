@@ -605,7 +605,7 @@ def _daemon(
     listener = None
     if settings.health_port is not None:
         listener = StatusListener(settings.health_host, settings.health_port)
-    return Daemon(
+    daemon = Daemon(
         notifier,
         interval=settings.poll_interval_seconds,
         grace=settings.shutdown_grace_seconds,
@@ -613,6 +613,8 @@ def _daemon(
         systemd=SystemdNotify.from_environ(os.environ, os.getpid()),
         stop_on_hangup=stop_on_hangup,
     )
+    daemon.metrics.watch_clock("datafold", lambda: runtime.client.clock_offset)
+    return daemon
 
 
 async def _demo(env_file: Path | None, interval: float, duration: float | None) -> int:

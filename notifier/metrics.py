@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from prometheus_client import (
     CollectorRegistry,
     Counter,
@@ -85,6 +87,13 @@ class Metrics:
             ["reason"],
             registry=r,
         )
+        self.clock_offset = Gauge(
+            f"{PREFIX}_clock_offset_seconds",
+            "How far a clock is ahead of this replica's (negative: behind), by whose: datafold "
+            "(its Date headers; listing windows follow it), database (PostgreSQL's now()).",
+            ["against"],
+            registry=r,
+        )
         self.deferred_until = Gauge(
             f"{PREFIX}_destination_deferred_until_timestamp_seconds",
             "Unix time until which a destination is left alone at its own request (Retry-After); "
@@ -108,6 +117,10 @@ class Metrics:
             "1 while this replica polls and delivers, 0 while it stands by (PostgreSQL state).",
             registry=r,
         )
+
+    def watch_clock(self, against: str, offset: Callable[[], float | None]) -> None:
+        """Expose how far `against`'s clock is ahead of ours (seconds), read at each scrape."""
+        self.clock_offset.labels(against=against).set_function(lambda: offset() or 0.0)
 
     def record(self, report: CycleReport) -> None:
         """Fold one finished cycle into the metrics."""

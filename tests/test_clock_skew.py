@@ -14,6 +14,7 @@ from aiohttp import web
 
 from notifier.daemon import datafold_clock
 from notifier.datafold import DatafoldClient
+from notifier.metrics import Metrics
 from notifier.service import Notifier
 from notifier.simulator import Simulator
 from notifier.state import StateFile
@@ -65,6 +66,14 @@ async def test_an_hour_of_skew_neither_misses_nor_invents_news(
         client = DatafoldClient(session, url, "k")
         offset = await client.probe_clock()
         assert offset is not None and abs(offset - datafold_now.skew.total_seconds()) < 3
+        metrics = Metrics()
+        metrics.watch_clock("datafold", lambda: client.clock_offset)
+        [line] = [
+            line
+            for line in metrics.render().decode().splitlines()
+            if line.startswith('datafold_notifier_clock_offset_seconds{against="datafold"}')
+        ]
+        assert abs(float(line.split()[-1]) - datafold_now.skew.total_seconds()) < 3
         notifier = Notifier(
             client,
             StateFile(tmp_path / "state.json"),
