@@ -40,12 +40,16 @@ STDERR_MAX = 32 * 1024
 LINE_MAX = 1_000
 
 
+#: A log line a scenario must write once: its event, fields it carries, fragments of its text.
+Line = tuple[str, dict[str, Any], tuple[str, ...]]
+
+
 @dataclass(frozen=True)
 class Expect:
     """What a scenario must log and deliver beyond the common checks."""
 
-    #: The one warning each: (event, fields it must carry, fragments of its error or reason).
-    lines: tuple[tuple[str, dict[str, Any], tuple[str, ...]], ...] = ()
+    #: The warnings, one line each (their error or reason holds the fragments).
+    lines: tuple[Line, ...] = ()
     #: Messages the fake Slack and deliveries the webhook receiver must get.
     slack: int = 1
     webhook: int = 1
@@ -59,12 +63,12 @@ class Expect:
     slack_calls: int | None = None
 
 
-def _too_large(monitor_id: int, limit: int = DEFAULT_LIMIT) -> tuple[str, dict[str, Any], tuple]:
+def _too_large(monitor_id: int, limit: int = DEFAULT_LIMIT) -> Line:
     fields = {"monitor_id": monitor_id, "kind": "too_large"}
     return ("poll_failed", fields, (f"monitor {monitor_id}", str(limit), "MAX_RESPONSE_BYTES"))
 
 
-def _slack_too_large() -> tuple[str, dict[str, Any], tuple[str, ...]]:
+def _slack_too_large() -> Line:
     fields = {"destination": "slack", "monitor_id": GOOD_MONITOR}
     return ("delivery_failed", fields, (f"larger than {DESTINATION_ANSWER_MAX_BYTES} bytes",))
 

@@ -674,7 +674,7 @@ SCENARIOS: tuple[Scenario, ...] = (
     ),
     Scenario(
         "dense_page",
-        "runs listing: as many runs as fit in 4 MiB (~140,000)",
+        "runs listing: as many runs as fit in 4 MiB (~130,000)",
         datafold={HOSTILE: Misbehaviour("dense_page")},
     ),
     Scenario(
