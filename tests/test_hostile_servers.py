@@ -162,6 +162,18 @@ EXPECTED: dict[str, Expect] = {
         kept_for=("slack",),
         slack_calls=1,
     ),
+    "slack_stall": Expect(
+        lines=(
+            (
+                "delivery_failed",
+                {"destination": "slack", "monitor_id": GOOD_MONITOR},
+                ("TimeoutError",),
+            ),
+        ),
+        slack=0,
+        kept_for=("slack",),
+        slack_calls=1,
+    ),
     "webhook_endless": Expect(),
     "webhook_stall": Expect(
         lines=(("delivery_failed", {"monitor_id": GOOD_MONITOR}, ("TimeoutError",)),),

@@ -65,7 +65,7 @@ RETRY_AFTER = "3600"
 #: What the gzip bomb inflates to, and the JSON-ish start it inflates to before the spaces.
 BOMB_INFLATED = 1024**3
 BOMB_PREFIX = b'{"ok": true, "count": 1, "page": 1, "page_size": 1, "total_pages": 1, "runs": ['
-#: Runs in the page of millions (about 95 bytes each: 450 MB if a client read it all).
+#: Runs in the page of millions (about 90 bytes each: 450 MB if a client read it all).
 MILLION_RUNS = 5_000_000
 #: The dense page is built to fill this many bytes, less a little: the client's default limit.
 DENSE_PAGE_BYTES = 4 * 1024 * 1024
@@ -86,9 +86,8 @@ class Misbehaviour:
     endpoint: Endpoint = "runs"
 
 
-def _gzip_header() -> bytes:
-    # Magic, deflate, no flags, no mtime, no extra flags, "unknown" OS (RFC 1952).
-    return b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"
+#: Magic, deflate, no flags, no mtime, no extra flags, "unknown" OS (RFC 1952).
+_GZIP_HEADER = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"
 
 
 @functools.cache
@@ -108,7 +107,7 @@ def gzip_bomb(inflated: int = BOMB_INFLATED, prefix: bytes = BOMB_PREFIX) -> byt
         crc = zlib.crc32(block, crc)
     crc = zlib.crc32(block[:tail], crc)
     trailer = struct.pack("<II", crc, inflated & 0xFFFFFFFF)
-    return _gzip_header() + b"".join(parts) + trailer
+    return _GZIP_HEADER + b"".join(parts) + trailer
 
 
 def _iso(value: datetime) -> str:
@@ -116,21 +115,15 @@ def _iso(value: datetime) -> str:
 
 
 def _million_runs(monitor_id: int, count: int = MILLION_RUNS) -> Iterator[bytes]:
-    """A page of `count` valid finished runs, produced a chunk at a time, never held whole."""
-    yield (
-        json.dumps({"count": count, "page": 1, "page_size": count, "total_pages": 1}).encode()[:-1]
-        + b', "runs": ['
-    )
-    batch: list[str] = []
-    for run_id in range(1, count + 1):
-        batch.append(
-            f'{{"run_id": {run_id}, "monitor_id": {monitor_id}, "state": "ok", '
-            f'"started_at": "2026-01-01T00:00:00Z", "diff_id": null}}'
-        )
-        if len(batch) == 700:
-            yield ("" if run_id == 700 else ", ").encode() + ", ".join(batch).encode()
-            batch = []
-    yield (", " + ", ".join(batch) if batch else "").encode() + b"]}"
+    """A page of `count` valid finished runs, produced 700 at a time, never held whole."""
+    head = {"count": count, "page": 1, "page_size": count, "total_pages": 1}
+    yield json.dumps(head)[:-1].encode() + b', "runs": ['
+    run = b'{"run_id": %d, "monitor_id": %d, "state": "ok", "started_at": "2026-01-01T00:00:00Z"}'
+    for first in range(1, count + 1, 700):
+        ids = range(first, min(first + 700, count + 1))
+        batch = b", ".join(run % (run_id, monitor_id) for run_id in ids)
+        yield (b", " if first > 1 else b"") + batch
+    yield b"]}"
 
 
 @functools.cache
@@ -208,7 +201,6 @@ async def _stall(
 ) -> web.StreamResponse:
     """Send nothing at all, or headers and the first bytes of a body, then nothing, until the
     client gives up (its handler is then cancelled) or `STALL_MAX_SECONDS` pass."""
-    tally[label] += 0
     if not headers_first:
         await asyncio.sleep(STALL_MAX_SECONDS)
         return web.Response(status=504)
@@ -256,7 +248,6 @@ async def misbehave(
         tally[label] += len(page)
         return web.Response(body=page, content_type="application/json")
     if kind == "retry_after":
-        tally[label] += 0
         body = {"ok": False, "error": "ratelimited", "detail": "Too Many Requests"}
         return web.json_response(body, status=429, headers={"Retry-After": RETRY_AFTER})
     return await _stall(request, headers_first=kind == "stall_headers", tally=tally, label=label)
@@ -621,6 +612,7 @@ async def run_scenario(scenario: Scenario, workdir: Path) -> Outcome:
             env.update(scenario.env)
             # Twice the budget: past the budget the test fails; past this it is killed.
             run = await run_cli("once", env=env, workdir=workdir, limit=2 * scenario.budget)
+    oversized_page.cache_clear()
     sent = datafold.sent.copy()
     if isinstance(slack, HostileSlack):
         sent.update(slack.sent)
@@ -727,6 +719,12 @@ SCENARIOS: tuple[Scenario, ...] = (
         "slack_retry_after",
         f"Slack answers 429, Retry-After {RETRY_AFTER}",
         slack=Misbehaviour("retry_after"),
+    ),
+    Scenario(
+        "slack_stall",
+        "Slack sends headers, then nothing; 1 s timeout",
+        slack=Misbehaviour("stall_headers"),
+        env={"NOTIFIER_REQUEST_TIMEOUT_SECONDS": "1"},
     ),
     Scenario(
         "webhook_endless",
