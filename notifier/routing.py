@@ -1,7 +1,8 @@
 """Routing: which named destinations an event goes to, from a TOML routes file or today's settings.
 
-Pure: stdlib, pydantic and the URL rules of `settings`. The environment comes in as a mapping;
-secrets are `SecretStr` and no repr or error message shows them. The time comes in as `now`.
+Pure: stdlib, pydantic, RE2 and the URL rules of `settings`. The environment comes in as a
+mapping; secrets are `SecretStr` and no repr or error message shows them. The time comes in as
+`now`. Monitor names come from Datafold: `NamePattern` matches them in bounded time.
 """
 
 from __future__ import annotations
@@ -11,25 +12,28 @@ import fnmatch
 import hashlib
 import re
 import tomllib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, time, timedelta
 from pathlib import Path
-from typing import Annotated, Any, Literal, Self
+from typing import Annotated, Any, Literal, Protocol, Self, cast
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
+import re2  # type: ignore[import-untyped]  # no type hints: `_Regexp` types the part used
 from pydantic import (
     AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
+    GetCoreSchemaHandler,
     SecretStr,
     ValidationError,
     ValidationInfo,
     field_validator,
     model_validator,
 )
+from pydantic_core import core_schema
 
 from notifier.models import EVENT_KINDS, EventKind, MonitorInfo
 from notifier.settings import Settings, http_url, is_loopback, split_list, whsec_problem
@@ -43,6 +47,14 @@ _MENTION = re.compile(r"[UWS][A-Z0-9]{2,}|@here|@channel")
 _HH_MM = re.compile(r"([01][0-9]|2[0-3]):([0-5][0-9])")
 #: Day names in `datetime.weekday()` order.
 _DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+#: Longest `name` glob or `name_regex` a routes file may give, in characters.
+PATTERN_MAX = 1000
+#: Longest monitor name matched against them; a longer one meets no name condition. With
+#: `PATTERN_MAX` and `_RE2_MAX_MEM` this bounds the time one match takes, whatever Datafold sends.
+NAME_MATCH_MAX = 1000
+#: Memory RE2 may use for one pattern (its program and DFA cache): a pattern that needs more is
+#: refused at load. The program size also bounds the time per character of a match.
+_RE2_MAX_MEM = 1 << 20
 
 
 class RoutesError(Exception):
@@ -221,6 +233,104 @@ def _checked_mentions(value: list[str]) -> list[str]:
     return value
 
 
+class _Regexp(Protocol):
+    """The part of a compiled `re2` pattern used here (google-re2 ships no type hints)."""
+
+    def search(self, text: bytes, /) -> object | None: ...
+
+
+def _re2_compile(pattern: str) -> _Regexp:
+    """`pattern` compiled by RE2 within `_RE2_MAX_MEM`; `ValueError` with RE2's reason if not."""
+    options = re2.Options()
+    options.max_mem = _RE2_MAX_MEM
+    options.log_errors = False  # RE2 would print to stderr; the reason is raised instead
+    try:
+        return cast(_Regexp, re2.compile(pattern, options))
+    except re2.error as exc:
+        reason = exc.args[0] if exc.args else "rejected"
+        if isinstance(reason, bytes):
+            reason = reason.decode(errors="replace")
+        raise ValueError(str(reason)[:80]) from None
+    except UnicodeError:
+        raise ValueError("not valid Unicode text") from None
+
+
+def _check_length(pattern: str) -> None:
+    if len(pattern) > PATTERN_MAX:
+        raise ValueError(f"{len(pattern)} characters long: at most {PATTERN_MAX} are accepted")
+
+
+class NamePattern:
+    """A `name` glob or `name_regex`, compiled when the routes load. Names come from Datafold,
+    untrusted: a regex runs on RE2 (linear time); a glob on `fnmatch`'s translation, which has no
+    nested repetition, so its time grows at most with name length times glob length."""
+
+    __slots__ = ("_folded", "_search", "source")
+
+    def __init__(self, source: str, search: Callable[[str], object], *, folded: bool) -> None:
+        self.source = source
+        self._search = search
+        self._folded = folded
+
+    @classmethod
+    def glob(cls, source: str) -> NamePattern:
+        """A glob (`*`, `?`, `[abc]`, `[!abc]`) on the whole name, ignoring case (both sides
+        casefolded). Raises `ValueError` in words for the routes file."""
+        _check_length(source)
+        if not source:
+            raise ValueError("an empty glob matches no name: give at least one character")
+        # `*` becomes an atomic `(?>.*?…)`: nothing to backtrack into (CPython 3.11+).
+        return cls(source, re.compile(fnmatch.translate(source.casefold())).match, folded=True)
+
+    @classmethod
+    def regex(cls, source: str) -> NamePattern:
+        """A regular expression in RE2 syntax, searched in the name; `(?i)` ignores case.
+        Raises `ValueError` in words for the routes file."""
+        _check_length(source)
+        try:
+            regexp = _re2_compile(source)
+        except ValueError as exc:
+            raise ValueError(
+                f"not a valid regular expression: {exc} (RE2 syntax: no backreferences or "
+                "lookaround; \\z, not \\Z, for the end)"
+            ) from None
+
+        def search(text: str) -> object:
+            # Bytes: no offsets to decode. A lone surrogate (JSON allows it) becomes "?".
+            return regexp.search(text.encode(errors="replace"))
+
+        return cls(source, search, folded=False)
+
+    def matches(self, name: str) -> bool:
+        """Whether `name` matches; never when it is longer than `NAME_MATCH_MAX` characters."""
+        if len(name) > NAME_MATCH_MAX:
+            return False
+        return self._search(name.casefold() if self._folded else name) is not None
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, NamePattern):
+            return NotImplemented
+        return (self.source, self._folded) == (other.source, other._folded)
+
+    def __hash__(self) -> int:
+        return hash((self.source, self._folded))
+
+    def __repr__(self) -> str:
+        return f"NamePattern.{'glob' if self._folded else 'regex'}({self.source!r})"
+
+    @classmethod
+    def __get_pydantic_core_schema__(
+        cls, source_type: Any, handler: GetCoreSchemaHandler
+    ) -> core_schema.CoreSchema:
+        # Built by the `Match` validators from the text; dumped back as that text.
+        return core_schema.is_instance_schema(
+            cls,
+            serialization=core_schema.plain_serializer_function_ser_schema(
+                lambda pattern: pattern.source, return_schema=core_schema.str_schema()
+            ),
+        )
+
+
 class Match(_Strict):
     """Conditions on a monitor and the event kind: every given one must hold; within a list, any
     value. Comparisons ignore case, except `name_regex` (write `(?i)` for that)."""
@@ -230,19 +340,19 @@ class Match(_Strict):
     all_tags: list[str] | None = Field(None, min_length=1)
     types: list[str] | None = Field(None, min_length=1)
     owners: list[str] | None = Field(None, min_length=1)
-    name: str | None = Field(None, min_length=1)
-    name_regex: re.Pattern[str] | None = None
+    name: NamePattern | None = None
+    name_regex: NamePattern | None = None
     kinds: list[EventKind] | None = Field(None, min_length=1)
+
+    @field_validator("name", mode="before")
+    @classmethod
+    def _compile_glob(cls, value: Any) -> Any:
+        return NamePattern.glob(value) if isinstance(value, str) else value
 
     @field_validator("name_regex", mode="before")
     @classmethod
-    def _compile(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            try:
-                return re.compile(value)
-            except re.error as exc:
-                raise ValueError(f"not a valid regular expression: {exc}") from None
-        return value
+    def _compile_regex(cls, value: Any) -> Any:
+        return NamePattern.regex(value) if isinstance(value, str) else value
 
     def matches(self, monitor: MonitorInfo, kind: str) -> bool:
         """Whether an event of `kind` about `monitor` meets every given condition."""
@@ -258,13 +368,14 @@ class Match(_Strict):
         )
 
     def _name_matches(self, name: str | None) -> bool:
-        """A name condition never matches a monitor without a name."""
+        """A name condition never matches a monitor without a name (or with a too long one)."""
         if self.name is None and self.name_regex is None:
             return True
         if name is None:
             return False
-        glob_ok = self.name is None or fnmatch.fnmatchcase(name.casefold(), self.name.casefold())
-        return glob_ok and (self.name_regex is None or bool(self.name_regex.search(name)))
+        return (self.name is None or self.name.matches(name)) and (
+            self.name_regex is None or self.name_regex.matches(name)
+        )
 
 
 def _folded(values: Iterable[str]) -> set[str]:
