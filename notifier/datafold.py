@@ -158,10 +158,10 @@ MONITORS_MAX_PAGES = 1000
 
 _Model = TypeVar("_Model", bound=BaseModel)
 _Page = TypeVar("_Page", RunPage, _MonitorPage)
-#: At most this many distinct runs in one monitor's listing (a sane one holds a few hundred).
-RUNS_MAX = 20_000
 #: At most this many monitors in one listing: an account with more is beyond one process anyway.
 MONITORS_MAX = 100_000
+#: The clock probe before the first cycle waits at most this long (and is never retried).
+PROBE_TIMEOUT = 5.0
 #: How many `Date` headers the clock offset is the median of.
 _OFFSET_SAMPLES = 5
 #: Unreadable runs already logged, remembered so each is logged once, not every cycle.
@@ -344,12 +344,17 @@ class DatafoldClient:
         runs: dict[int, MonitorRun] = {}
         path = f"/api/v1/monitors/{monitor_id}/runs"
         async for page in self._each_page(subject, path, params, RunPage, lambda p: len(p.runs)):
+            if len(page.runs) > self._page_size:
+                # Refused before a run object is built: a listing then holds at most
+                # page_size x max_pages runs, however the server packs its pages.
+                raise MalformedAnswer(
+                    f"{subject.label}: a page holds {len(page.runs)} runs, more than the "
+                    f"{self._page_size} asked for (NOTIFIER_PAGE_SIZE)"
+                )
             for item in page.runs:
                 run = self._read_run(monitor_id, item)
                 if run is not None:
                     runs[run.run_id] = run
-            if len(runs) > RUNS_MAX:
-                raise MalformedAnswer(f"{subject.label}: more than {RUNS_MAX} runs listed")
         return list(runs.values())
 
     def _read_run(self, monitor_id: int, item: Any) -> MonitorRun | None:
@@ -406,10 +411,12 @@ class DatafoldClient:
         """One request, no retries, to read Datafold's clock before the first cycle judges what
         is history; the offset (see `clock_offset`), or None when it could not be read."""
         subject = _Subject()
+        params = {"page_size": "1", "page": "1"}
+        limit = min(PROBE_TIMEOUT, self._request_timeout)
         try:
-            await self._attempt(subject, "/api/v1/monitors", {"page_size": "1", "page": "1"}, 1)
-        except (DatafoldError, _Transient):
-            pass
+            await self._attempt(subject, "/api/v1/monitors", params, 1, limit=limit)
+        except (DatafoldError, _Transient) as exc:
+            _log.info("datafold.clock_probe_failed", error=self._redact(str(exc)))
         return self.clock_offset
 
     async def get_monitor(self, monitor_id: int) -> MonitorInfo:
@@ -451,6 +458,11 @@ class DatafoldClient:
             lambda p: len(p.monitors),
             max_pages=MONITORS_MAX_PAGES,
         ):
+            if len(page.monitors) > page_size:
+                raise MalformedAnswer(
+                    f"{subject.label}: a page holds {len(page.monitors)} monitors, more than the "
+                    f"{page_size} asked for"
+                )
             for monitor in page.monitors:
                 monitors[monitor.id] = monitor
             if len(monitors) > MONITORS_MAX:
@@ -521,8 +533,15 @@ class DatafoldClient:
         )
 
     async def _attempt(
-        self, subject: _Subject, path: str, params: Mapping[str, str], attempt: int
+        self,
+        subject: _Subject,
+        path: str,
+        params: Mapping[str, str],
+        attempt: int,
+        *,
+        limit: float | None = None,
     ) -> Any:
+        """One request; `limit` overrides the request timeout (seconds)."""
         lane = self._semaphore if "page" in params else self._detail_semaphore
         async with lane:
             # The rate token is taken with the slot held, so waiting tasks cannot hoard tokens
@@ -535,7 +554,7 @@ class DatafoldClient:
                     self._base + path,
                     params=params,
                     headers=self._headers,
-                    timeout=self._timeout,
+                    timeout=self._timeout if limit is None else aiohttp.ClientTimeout(limit),
                     allow_redirects=False,
                 ) as response:
                     status = response.status

@@ -168,12 +168,16 @@ def listings(draw: st.DrawFn) -> Listing:
         if draw(st.integers(0, 3)) == 0:
             # Many minimal runs: what costs most to parse per byte.
             first = draw(st.integers(0, 10**6))
-            dense = range(first, first + draw(st.integers(100, 5_000)))
+            dense = range(first, first + draw(st.integers(100, 1_500)))
             runs += [f'{{"run_id":{run_id},"monitor_id":{MONITOR}}}' for run_id in dense]
         head = {"count": 0, "page": number, "page_size": len(runs), "total_pages": count}
         pages.append((_text(head)[:-1] + ', "runs": [' + ", ".join(runs) + "]}").encode())
     limit = draw(st.sampled_from((DEFAULT_LIMIT, SMALL_LIMIT)))
     return Listing(tuple(pages), limit)
+
+
+#: Runs a page is asked for: NOTIFIER_PAGE_SIZE's highest value, so that pages are large.
+PAGE_SIZE = 1000
 
 
 def documented_outcome(listing: Listing) -> type[DatafoldError] | list[MonitorRun]:
@@ -184,9 +188,12 @@ def documented_outcome(listing: Listing) -> type[DatafoldError] | list[MonitorRu
         if len(page) > listing.limit:
             return AnswerTooLarge
         try:
-            objects += json.loads(page)["runs"]
+            runs = json.loads(page)["runs"]
         except (ValueError, RecursionError):
             return MalformedAnswer
+        if len(runs) > PAGE_SIZE:  # more runs than asked for: refused before any is read
+            return MalformedAnswer
+        objects += runs
     latest: dict[int, MonitorRun] = {}
     for run in _parsed(objects):
         if run.monitor_id == MONITOR:
@@ -218,7 +225,12 @@ def test_hostile_listing_costs_only_itself(
     held in proportion to the bytes sent."""
     served.api.play([Raw(page) for page in listing.pages])
     client = DatafoldClient(
-        served.session, served.url, API_KEY, max_response_bytes=listing.limit, request_timeout=10
+        served.session,
+        served.url,
+        API_KEY,
+        page_size=PAGE_SIZE,
+        max_response_bytes=listing.limit,
+        request_timeout=10,
     )
 
     async def call() -> list[MonitorRun] | Exception:

@@ -96,11 +96,12 @@ EXPECTED: dict[str, Expect] = {
             (
                 "poll_failed",
                 {"monitor_id": HOSTILE, "kind": "malformed"},
-                ("monitor 2", "more than 20000 runs"),
+                ("monitor 2", "more than the 100 asked for", "NOTIFIER_PAGE_SIZE"),
             ),
         ),
         requests={("runs", HOSTILE): 1},
-        # About 130,000 runs under the 4 MiB limit are parsed before the run limit applies.
+        # About 130,000 runs under the 4 MiB limit are parsed as JSON, but no run object is
+        # built: the page is refused for holding more runs than asked for.
         rss_max_mb=RSS_MAX_MB,
     ),
     "retry_after": Expect(
@@ -258,23 +259,18 @@ async def test_hostile_server_costs_only_itself(
     assert _kept_destinations(outcome) == set(expect.kept_for)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason=(
-        "memory grows with monitors x RUNS_MAX: each monitor may hold 20,000 runs (~12 MB) while "
-        "it waits for its next page, and every monitor waits at once (notifier/datafold.py "
-        "list_runs; see the report of issue 11 point 9)"
-    ),
-)
 async def test_oversized_pages_of_many_monitors_stay_bounded(
     tmp_path: Path, record_property: Callable[[str, object], None]
 ) -> None:
-    """Pages a hundred times larger than asked for, each monitor's listing within RUNS_MAX."""
+    """Pages a hundred times larger than asked for, from as many monitors as requests in
+    flight: each is refused before its runs are built, so memory stays flat."""
     outcome = await run_scenario(BY_NAME["oversized_pages"], tmp_path)
     _report(outcome, record_property)
-    assert outcome.requests[("runs", HOSTILE)] == 2
-    assert sum(count for (_, m), count in outcome.requests.items() if m != GOOD_MONITOR) == 2 * MANY
-    assert not outcome.run.named("poll_failed")
-    _check_common(outcome, rss_max_mb=float("inf"))
-    assert outcome.run.peak_rss_mb < RSS_MAX_MB
+    assert outcome.requests[("runs", HOSTILE)] == 1
+    requests = outcome.requests.items()
+    hostile = [n for (kind, m), n in requests if kind == "runs" and m != GOOD_MONITOR]
+    assert sum(hostile) == MANY
+    failed = outcome.run.named("poll_failed")
+    assert len(failed) == MANY
+    assert all("more than the 100 asked for" in e["error"] for e in failed)
+    _check_common(outcome, rss_max_mb=RSS_FLAT_MB)

@@ -520,8 +520,9 @@ class Course:
 def documented_course(reply: Reply, page: int, attempt: int, setup: ClientSetup) -> Course:
     """Retries 429/5xx, timeouts and cut connections up to `max_attempts`, unless Retry-After
     asks for longer than `max_retry_after` (unavailable at once); follows pages until
-    `total_pages` or an empty page; more than `max_pages`, or a 2xx that is not a page, is
-    malformed; 401/403 refused, 404 not found, other 5xx unavailable, 3xx/4xx rejected."""
+    `total_pages` or an empty page; more than `max_pages`, a page of more runs than asked for, or
+    a 2xx that is not a page, is malformed; 401/403 refused, 404 not found, other 5xx
+    unavailable, 3xx/4xx rejected."""
     if reply.kind == "whole" and reply.status in RETRIED_STATUSES:
         wait = retry_after_seconds(reply.retry_after, datetime.now(UTC))
         if wait is not None and wait > MAX_WAIT:
@@ -532,6 +533,8 @@ def documented_course(reply: Reply, page: int, attempt: int, setup: ClientSetup)
         try:
             listing = RunPage.model_validate(json.loads(reply.body))
         except (ValueError, RecursionError):  # ValidationError is a ValueError
+            return Course(outcome=MalformedAnswer)
+        if len(listing.runs) > setup.page_size:  # more runs than asked for
             return Course(outcome=MalformedAnswer)
         if not listing.runs or page >= listing.total_pages:
             return Course(outcome=list)

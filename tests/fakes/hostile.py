@@ -69,8 +69,8 @@ BOMB_PREFIX = b'{"ok": true, "count": 1, "page": 1, "page_size": 1, "total_pages
 MILLION_RUNS = 5_000_000
 #: The dense page is built to fill this many bytes, less a little: the client's default limit.
 DENSE_PAGE_BYTES = 4 * 1024 * 1024
-#: Pages of `oversized_pages`, and runs in each: the whole listing is RUNS_MAX runs, allowed, in
-#: pages a hundred times larger than the 100 runs the client asks for.
+#: Pages of `oversized_pages`, and runs in each: pages a hundred times larger than the 100 runs
+#: the client asks for (refused before any run object is built).
 OVERSIZED_PAGES = 2
 OVERSIZED_PAGE_RUNS = 10_000
 #: The monitor that behaves, with one fresh alert run, in every scenario.
