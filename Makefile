@@ -42,6 +42,7 @@ BENCH_ARGS ?= --sizes 1000,5000,10000 --modes poll,feed
 bench: $(STAMP)
 	$(BIN)/python bench/run_bench.py $(BENCH_ARGS)
 	$(BIN)/python bench/state_io.py
+	$(BIN)/python bench/hostile.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check notifier tests contract bench

@@ -47,7 +47,7 @@ _CHANNEL_ID = re.compile(r"[CGD][A-Z0-9]{6,}")
 _WEBHOOK_ALIVE_CODES = frozenset({"no_text", "invalid_payload", "missing_text_or_fallback"})
 _DETAIL_MAX = 200
 #: An owner worth looking up in Slack: something shaped like an email address.
-_EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
+_EMAIL = re.compile(r"[^@\s]+@[^@\s.]+(?:\.[^@\s.]+)+")
 #: `chat.update` refusals meaning the incident's first message cannot be updated: post anew.
 _UPDATE_GONE = frozenset(
     {"message_not_found", "cant_update_message", "edit_window_closed", "channel_not_found"}
@@ -136,6 +136,7 @@ _MESSAGE_ERRORS = frozenset(
     {
         "invalid_blocks",
         "invalid_blocks_format",
+        "msg_blocks_too_long",
         "invalid_attachments",
         "invalid_payload",
         "msg_too_long",
