@@ -39,6 +39,7 @@ from notifier.daemon import (
     open_runtime,
     open_store,
 )
+from notifier.health import ClusterView
 from notifier.logs import REDACTOR, configure_logging
 from notifier.models import TAG_MAX, Mute, NotifierState
 from notifier.preflight import run_checks
@@ -614,6 +615,17 @@ def _daemon(
         stop_on_hangup=stop_on_hangup,
     )
     daemon.metrics.watch_clock("datafold", lambda: runtime.client.clock_offset)
+    store = runtime.store
+    if not isinstance(store, StateFile):
+        daemon.metrics.watch_clock("database", lambda: store.clock_offset)
+        daemon.metrics.watch_name_clashes(lambda: store.name_clashes)
+        daemon.health.cluster = lambda: ClusterView(
+            database_answered_at=store.last_reachable_at,
+            last_cycle_at=store.last_cycle_at,
+            last_cycle_by=store.last_cycle_by,
+            lease=store.lease_ttl,
+            patience=timedelta(seconds=store.connect_timeout),
+        )
     return daemon
 
 

@@ -286,7 +286,11 @@ def make_leased(runtime: Runtime, *, spread: bool = True) -> LeasedNotifier:
         raise TypeError("a leased notifier needs the PostgreSQL store")
     return LeasedNotifier(
         pg,
-        lambda store: make_notifier(runtime, spread=spread, store=store, may_deliver=pg.has_lease),
+        # Deliveries stop at the first check once the lease may have lapsed or a new lease
+        # began: the fence the state was loaded under must still be the lease's.
+        lambda elected: make_notifier(
+            runtime, spread=spread, store=elected, may_deliver=elected.may_deliver
+        ),
     )
 
 

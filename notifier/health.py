@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -13,6 +14,22 @@ from notifier.service import CycleReport
 FAILED_CYCLES_LIMIT = 3
 #: ...or when no cycle finished for this many intervals (plus the request timeout).
 STALL_INTERVALS = 3
+#: With PostgreSQL: unhealthy when the database has not answered for this many leases, or no
+#: replica at all has finished a cycle for that long (or `STALL_INTERVALS`, if longer).
+CLUSTER_LEASES = 3
+
+
+@dataclass(frozen=True)
+class ClusterView:
+    """What one replica sharing PostgreSQL knows of them all, by its own clock: when the database
+    last answered, and when any leader last finished a poll cycle."""
+
+    database_answered_at: datetime | None
+    last_cycle_at: datetime | None
+    last_cycle_by: str | None
+    lease: timedelta
+    #: How long one database operation may take before it counts as failed.
+    patience: timedelta = timedelta(seconds=10)
 
 
 @dataclass(frozen=True)
@@ -35,6 +52,8 @@ class HealthTracker:
     last_success: datetime | None = None
     cycles: int = 0
     status: str = "running"
+    #: With PostgreSQL (high availability): how the replicas as a whole are doing.
+    cluster: Callable[[], ClusterView] | None = None
 
     def record(self, report: CycleReport) -> None:
         """Take in a finished cycle."""
@@ -70,6 +89,10 @@ class HealthTracker:
                 body["destinations_deferred"] = deferred
         if self.status == "stopping":
             return Verdict(True, body)
+        if self.cluster is not None:
+            problem = self._cluster_problem(self.cluster(), now, body)
+            if problem is not None:
+                return Verdict(False, {**body, "status": "unhealthy", "reason": problem})
         reference = self.last_finished or self.started_at
         if now - reference > stall_limit:
             waited = int((now - reference).total_seconds())
@@ -90,6 +113,24 @@ class HealthTracker:
         if self.last_finished is None:
             body["status"] = "starting"
         return Verdict(True, body)
+
+    def _cluster_problem(
+        self, view: ClusterView, now: datetime, body: dict[str, Any]
+    ) -> str | None:
+        """A standby answers for the whole: the database gone quiet, or nobody polling, for
+        several leases is unhealthy on every replica, so that someone notices."""
+        body["database_answered_at"] = _iso(view.database_answered_at)
+        body["last_cycle_anywhere_at"] = _iso(view.last_cycle_at)
+        body["last_cycle_by"] = view.last_cycle_by
+        limit = CLUSTER_LEASES * view.lease + view.patience
+        quiet = now - max(view.database_answered_at or self.started_at, self.started_at)
+        if quiet > limit:
+            return f"the database has not answered for {int(quiet.total_seconds())} s"
+        limit = max(limit, STALL_INTERVALS * self.interval + self.slack)
+        idle = now - max(view.last_cycle_at or self.started_at, self.started_at)
+        if idle > limit:
+            return f"no replica has finished a poll cycle for {int(idle.total_seconds())} s"
+        return None
 
 
 def _iso(value: datetime | None) -> str | None:

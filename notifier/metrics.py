@@ -94,6 +94,12 @@ class Metrics:
             ["against"],
             registry=r,
         )
+        self.name_clashes = Gauge(
+            f"{PREFIX}_replica_name_clashes",
+            "Other live processes found holding the lease under this replica's name since start "
+            "(NOTIFIER_REPLICA_NAME must differ per replica; each is also logged).",
+            registry=r,
+        )
         self.deferred_until = Gauge(
             f"{PREFIX}_destination_deferred_until_timestamp_seconds",
             "Unix time until which a destination is left alone at its own request (Retry-After); "
@@ -121,6 +127,10 @@ class Metrics:
     def watch_clock(self, against: str, offset: Callable[[], float | None]) -> None:
         """Expose how far `against`'s clock is ahead of ours (seconds), read at each scrape."""
         self.clock_offset.labels(against=against).set_function(lambda: offset() or 0.0)
+
+    def watch_name_clashes(self, count: Callable[[], int]) -> None:
+        """Expose how many other live processes were found leading under this replica's name."""
+        self.name_clashes.set_function(lambda: float(count()))
 
     def record(self, report: CycleReport) -> None:
         """Fold one finished cycle into the metrics."""

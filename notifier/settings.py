@@ -14,7 +14,7 @@ import socket
 import ssl
 from pathlib import Path
 from typing import Annotated, Any, Literal
-from urllib.parse import quote, urlsplit
+from urllib.parse import urlsplit
 
 from pydantic import (
     Field,
@@ -427,10 +427,11 @@ class Settings(BaseSettings):
         values += [*self.webhook_urls, *self.webhook_secrets]
         found = [v.get_secret_value() for v in values if v is not None and v.get_secret_value()]
         if self.state_url is not None:
-            # The password, not the database name in the path: logs may name the database.
-            parts = urlsplit(self.state_url.get_secret_value())
-            if parts.password:
-                found += [parts.password, quote(parts.password, safe=""), parts.netloc]
+            # The password as libpq reads it and as written (an unencoded '/' or '@' in it makes
+            # the two differ), not the database name: logs may name the database.
+            from notifier.pgstate import url_secrets
+
+            found += sorted(url_secrets(self.state_url.get_secret_value()))
         return found
 
     @property

@@ -527,3 +527,34 @@ async def test_moving_the_state_between_file_and_postgres_notifies_nothing_again
     await daemon.wait_event("cycle_finished", len(daemon.events))
     assert await daemon.stop() == 0
     assert cluster.problems() == []
+
+
+async def test_healthz_turns_503_on_every_replica_while_the_database_is_away(
+    cluster: Cluster, postgres_server: PostgresServer
+) -> None:
+    """Standbys answer for the whole: with the database gone for three leases (plus one
+    operation's patience), the leader and the standby both say 503 with the reason; once it is
+    back, both say 200 again."""
+    cluster.env["NOTIFIER_REQUEST_TIMEOUT_SECONDS"] = "2"  # patience: 2 s per operation
+    leader, (standby,) = await elect(cluster, "replica-a", "replica-b")
+    for daemon in (leader, standby):
+        assert (await healthz(daemon))[0] == 200
+    await asyncio.to_thread(postgres_server.stop)
+    try:
+
+        async def both_unhealthy() -> bool:
+            codes = [(await healthz(leader))[0], (await healthz(standby))[0]]
+            return codes == [503, 503]
+
+        await eventually(both_unhealthy, "/healthz to turn 503 on both replicas", within=20)
+        for daemon in (leader, standby):
+            _, body = await healthz(daemon)
+            assert "the database has not answered for" in body["reason"], body
+    finally:
+        await asyncio.to_thread(postgres_server.start)
+
+    async def both_healthy() -> bool:
+        return [(await healthz(leader))[0], (await healthz(standby))[0]] == [200, 200]
+
+    await eventually(both_healthy, "/healthz to recover on both replicas", within=20)
+    assert [await leader.stop(), await standby.stop()] == [0, 0]

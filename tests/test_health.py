@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from notifier.health import HealthTracker
+from notifier.health import ClusterView, HealthTracker
 from notifier.metrics import Metrics
 from notifier.service import CycleReport
 
@@ -153,3 +153,76 @@ def test_a_standby_replica_is_healthy_and_says_so() -> None:
     assert verdict.healthy and verdict.body["status"] == "standby"
     tracker.record(CycleReport(polled=[1], started_at=T0, finished_at=T0 + timedelta(minutes=6)))
     assert tracker.verdict(T0 + timedelta(minutes=6)).body["status"] == "running"
+
+
+def standby(at: datetime) -> CycleReport:
+    return CycleReport(standby=True, started_at=at, finished_at=at)
+
+
+LEASE = timedelta(seconds=60)
+PATIENCE = timedelta(seconds=10)
+
+
+@pytest.mark.parametrize(
+    ("answered", "polled", "now", "reason"),
+    [
+        pytest.param(T0 + 3 * MINUTE, T0 + 3 * MINUTE, T0 + 4 * MINUTE, None, id="all-well"),
+        pytest.param(None, None, T0 + 2 * MINUTE, None, id="starting-within-the-limit"),
+        pytest.param(
+            T0 + MINUTE,
+            T0 + MINUTE,
+            T0 + MINUTE + 3 * LEASE + PATIENCE + timedelta(seconds=1),
+            "the database has not answered for 191 s",
+            id="database-gone",
+        ),
+        pytest.param(
+            None, None, T0 + 4 * MINUTE, "the database has not answered for 240 s", id="never"
+        ),
+        pytest.param(
+            T0 + 10 * MINUTE,
+            T0 + MINUTE,
+            T0 + 10 * MINUTE,
+            "no replica has finished a poll cycle for 540 s",
+            id="nobody-polls",
+        ),
+    ],
+)
+def test_every_replica_tells_the_truth_about_the_cluster(
+    answered: datetime | None, polled: datetime | None, now: datetime, reason: str | None
+) -> None:
+    """A standby's own cycles are fine by definition; with PostgreSQL it also answers 503 when
+    the database has not answered, or no replica has polled, for three leases (plus patience)."""
+    tracker = HealthTracker(started_at=T0, interval=MINUTE)
+    tracker.cluster = lambda: ClusterView(
+        database_answered_at=answered,
+        last_cycle_at=polled,
+        last_cycle_by="replica-a" if polled else None,
+        lease=LEASE,
+        patience=PATIENCE,
+    )
+    at = T0
+    while at + MINUTE <= now:
+        at += MINUTE
+        tracker.record(standby(at))
+    verdict = tracker.verdict(now)
+    assert verdict.healthy is (reason is None), verdict.body
+    assert verdict.body.get("reason") == reason
+    if polled is not None:
+        assert verdict.body["last_cycle_by"] == "replica-a"
+
+
+def test_name_clashes_and_clock_offsets_are_read_at_each_scrape() -> None:
+    clashes, offset = [0], [None]
+    metrics = Metrics()
+    metrics.watch_name_clashes(lambda: clashes[0])
+    metrics.watch_clock("database", lambda: offset[0])
+
+    def value(name: str) -> float:
+        families = text_string_to_metric_families(metrics.render().decode())
+        return next(s.value for f in families for s in f.samples if s.name == name)
+
+    assert value("datafold_notifier_replica_name_clashes") == 0
+    assert value("datafold_notifier_clock_offset_seconds") == 0
+    clashes[0], offset[0] = 2, -3600.5  # type: ignore[call-overload]
+    assert value("datafold_notifier_replica_name_clashes") == 2
+    assert value("datafold_notifier_clock_offset_seconds") == -3600.5
