@@ -384,14 +384,9 @@ class PostgresStore:
         current = self._fence
         if current is None:
             raise LeaseLost(f"{self.holder} does not hold the lease at {self.where}")
-        if fence is not None and fence != current:
-            log.warning(
-                "save_fenced", where=self.where, holder=self.holder, loaded=fence, fence=current
-            )
-            raise StaleFence(
-                f"{self.holder}: state loaded under fence {fence} at {self.where}, the lease is "
-                f"now at fence {current}; state not saved"
-            )
+        wanted = current if fence is None else fence
+        if wanted != current:
+            raise self._stale(wanted, current)
         if data == self._last_saved:
             return False
 
@@ -402,18 +397,21 @@ class PostgresStore:
                     "document": data.decode(),
                     "holder": self.holder,
                     "token": self.token,
-                    "fence": current,
+                    "fence": wanted,
                 },
             )
             if await cur.fetchone() is None:
                 raise LeaseLost(
-                    f"{self.holder} lost the lease at {self.where} (fence {current}); "
+                    f"{self.holder} lost the lease at {self.where} (fence {wanted}); "
                     "state not saved"
                 )
 
         try:
             await self._run("save", write)
         except LeaseLost:
+            if self._fence is not None and self._fence != wanted:
+                # A renewal took the lease again while this save waited: that lease stands.
+                raise self._stale(wanted, self._fence) from None
             self._lose_lease("save")
             raise
         self._last_saved = data
@@ -714,6 +712,15 @@ class PostgresStore:
             )
         self._fence = None
         self._deadline = None
+
+    def _stale(self, loaded: int, current: int) -> StaleFence:
+        log.warning(
+            "save_fenced", where=self.where, holder=self.holder, loaded=loaded, fence=current
+        )
+        return StaleFence(
+            f"{self.holder}: state loaded under fence {loaded} at {self.where}, the lease is "
+            f"now at fence {current}; state not saved"
+        )
 
     def _note_clock(self, reading: ClockReading) -> None:
         """Take in one reading of the database's clock: log the offset when it moved, and the

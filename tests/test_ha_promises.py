@@ -8,6 +8,9 @@ time (issue 12). The subprocess version of the pause runs real `datafold-notifie
 from __future__ import annotations
 
 import asyncio
+import glob
+import os
+import signal
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
@@ -29,13 +32,23 @@ from notifier.pgstate import (
     read_clock,
 )
 from notifier.service import Notifier
+from tests.fakes.cli import World
+from tests.fakes.crash_receiver import CrashReceiver
 from tests.fakes.cycle import Clock, cycle_config
+from tests.fakes.delivery_audit import (
+    DESTINATIONS,
+    deliveries_per_run,
+    delivery_problems,
+    log_problems,
+)
 from tests.fakes.postgres import (
     PostgresServer,
     postgres_server_fixture,  # noqa: F401  # the fixture, registered by importing it
     postgres_url_fixture,  # noqa: F401
 )
 from tests.fakes.source import FakeSource
+from tests.fakes.subprocess_daemon import Daemon
+from tests.fakes.webhook import Reply
 
 pytestmark = [pytest.mark.postgres, pytest.mark.timeout(60)]
 
@@ -250,6 +263,25 @@ async def test_a_stale_state_is_never_saved_nor_delivered_under_the_new_fence(
         fresh, new_fence = await a.load_leased()
         assert new_fence == fence + 2
         assert ElectedState(a, fresh, new_fence).may_deliver()
+
+
+async def test_a_stale_save_waiting_behind_a_retake_leaves_the_new_lease_alone(
+    postgres_url: str,
+) -> None:
+    """Resumed, a leader's renewal retakes the lease while its stale cycle's save waits for the
+    connection: the save is refused, and the lease just retaken stays ours."""
+    async with opened(postgres_url, "a") as a, opened(postgres_url, "b") as b:
+        assert await a.try_acquire()
+        loaded, fence = await a.load_leased()
+        await acquire_within(b, 3 * TTL.total_seconds())
+        await asyncio.sleep(TTL.total_seconds())  # B dies; its lease lapses
+        retake = asyncio.create_task(a.try_acquire())  # takes the connection first
+        await asyncio.sleep(0)
+        assert a.fence == fence  # the retake has not been answered yet: the save waits for it
+        with pytest.raises(StaleFence):
+            await a.save(loaded.model_copy(update={"version": 1}), fence=fence)
+        assert await retake
+        assert a.has_lease() and a.fence == fence + 2
 
 
 def events_of(logs: list[dict[str, object]], name: str) -> list[dict[str, object]]:
@@ -484,3 +516,193 @@ def test_clock_readings(
     assert reading.offset == pytest.approx(offset)
     assert reading.too_far is too_far
     assert reading.round_trip == pytest.approx(received - sent)
+
+
+@dataclass
+class Replicas:
+    """Real `datafold-notifier run` replicas of one world sharing one database, the runs the
+    test made and what arrived (`exposures`: crashes between a delivery and its save)."""
+
+    world: World
+    receiver: CrashReceiver
+    url: str
+    env: dict[str, str]
+    daemons: list[Daemon]
+    notify: dict[int, tuple[int, str]] = field(default_factory=dict)
+    exposures: Counter[tuple[int, str]] = field(default_factory=Counter)
+
+    async def start(self, name: str) -> Daemon:
+        daemon = await Daemon.start({**self.env, "NOTIFIER_REPLICA_NAME": name})
+        self.daemons.append(daemon)
+        return daemon
+
+    def add(self, monitor_id: int, state: str) -> int:
+        error = "Query failed" if state == "error" else None
+        run_id = self.world.sim.add_run(
+            monitor_id, state=state, started_at=self.world.now(), error=error
+        )
+        self.notify[run_id] = (monitor_id, state)
+        return run_id
+
+    def received(self) -> dict[str, Counter[int]]:
+        return deliveries_per_run(self.receiver.accepted, self.world.slack)
+
+    async def unrecorded(self) -> list[tuple[int, str]]:
+        """Deliveries that arrived but that the saved state does not record as done."""
+        async with await psycopg.AsyncConnection.connect(self.url, connect_timeout=5) as conn:
+            cur = await conn.execute("SELECT document FROM notifier_state WHERE id = 1")
+            row = await cur.fetchone()
+        state = NotifierState() if row is None else NotifierState.model_validate_json(row[0])
+        received, missing = self.received(), []
+        for run_id, (monitor_id, notify_state) in self.notify.items():
+            monitor = state.monitors.get(monitor_id)
+            tracked = monitor.runs.get(run_id) if monitor else None
+            for dest in DESTINATIONS:
+                pending = any(
+                    entry.notification.event.run_id == run_id
+                    and any(name.split("-")[0] == dest for name in entry.pending)
+                    for entry in state.outbox
+                )
+                done = tracked is not None and notify_state in tracked.handled and not pending
+                if not (received[dest][run_id] and done):
+                    missing.append((run_id, dest))
+        return missing
+
+    async def until_quiet(self, within: float = 20) -> None:
+        deadline = time.monotonic() + within
+        while missing := await self.unrecorded():
+            assert time.monotonic() < deadline, f"not delivered and saved: {missing}"
+            await asyncio.sleep(0.05)
+
+
+@pytest.fixture
+async def replicas(world: World, postgres_url: str) -> AsyncIterator[Replicas]:
+    receiver, started = CrashReceiver(), []
+    async with receiver.serve() as hook_url:
+        env = {
+            **world.env,
+            "NOTIFIER_WEBHOOK_URLS": hook_url,
+            "NOTIFIER_STATE_URL": postgres_url,
+            "NOTIFIER_POLL_INTERVAL_SECONDS": "1",
+            "NOTIFIER_LEASE_SECONDS": "1",
+        }
+        yield Replicas(world, receiver, postgres_url, env, started)
+    for daemon in started:
+        if daemon.proc.returncode is None:
+            daemon.proc.send_signal(signal.SIGCONT)
+            daemon.proc.kill()
+            await daemon.proc.wait()
+
+
+async def test_a_frozen_run_replica_resumes_under_a_new_fence_without_repeats(
+    replicas: Replicas,
+) -> None:
+    """The sequence of issue 12 with real processes: A is frozen (SIGSTOP) mid-delivery, B takes
+    over, delivers and saves, B is killed and its lease lapses, A resumes (SIGCONT) and retakes
+    the lease: nothing is repeated beyond the deliveries A had in flight (one per destination at
+    most), and B's state stands."""
+    a = await replicas.start("replica-a")
+    await a.wait_event("leading")
+    await a.wait_event("monitor_baselined", where=lambda e: e.get("monitor_id") == 2)
+    await a.wait_event("cycle_finished")
+    b = await replicas.start("replica-b")
+    await b.wait_event("daemon_started")
+
+    replicas.receiver.reply(Reply(delay=0.5))  # A's next webhook delivery is slow to answer
+    replicas.add(1, "alert")
+    replicas.add(2, "error")
+    await a.wait_for(lambda: replicas.receiver.in_flight > 0)
+    a.proc.send_signal(signal.SIGSTOP)
+    frozen_at = time.monotonic()
+    await asyncio.sleep(0.6)  # the answer A never reads while frozen
+    received = replicas.received()
+    in_flight = [(run, dest) for run, dest in await replicas.unrecorded() if received[dest][run]]
+    replicas.exposures.update(in_flight)  # accepted, not saved: may be repeated once
+
+    index = await b.wait_event("leading", within=10)
+    b_fence = b.events[index]["fence"]
+    print(f"takeover of a frozen run replica: {b.arrived[index] - frozen_at:.2f} s")
+    await replicas.until_quiet()
+    await b.kill()
+    await asyncio.sleep(1.2)  # B's lease lapses
+
+    woke, before_resume = len(a.events), replicas.received()
+    a.proc.send_signal(signal.SIGCONT)
+    ended = await a.wait_event("standing_by", woke)
+    # A delivery that had passed its fence check when A froze (waiting in the Slack pacer, say)
+    # goes out now: one per destination at most, the crash window. Nothing else may.
+    after_resume = {dest: replicas.received()[dest] - before_resume[dest] for dest in DESTINATIONS}
+    assert all(sum(runs.values()) <= 1 for runs in after_resume.values()), after_resume
+    replicas.exposures.update((run, dest) for dest, runs in after_resume.items() for run in runs)
+    assert await replicas.unrecorded() == [], "A's stale state overwrote B's"
+    refused = {e.get("event") for e in a.events[woke:ended]} & {"save_fenced", "lease_lost"}
+    assert refused, "the stale cycle's save was not refused"
+    await a.wait_event("leading", ended, where=lambda e: e["fence"] > b_fence)
+    replicas.add(1, "error")  # news, for A under its new fence
+    await replicas.until_quiet()
+    await asyncio.sleep(1)  # time for a repeat, should there be one
+    assert await a.stop() == 0
+
+    problems = delivery_problems(replicas.received(), replicas.notify, replicas.exposures)
+    problems += log_problems(replicas.daemons, {"cycle_failed", "crashed", "daemon_killed"})
+    assert problems == []
+    print("replica-a after SIGCONT:", [e.get("event") for e in a.events[woke : ended + 1]])
+    print("arrived after SIGCONT:", after_resume)
+
+
+#: Where Debian and others put libfaketime (package `faketime`, tools/ensure-faketime.sh).
+LIBFAKETIME = (
+    "/usr/lib/*/faketime/libfaketime.so.1",
+    "/usr/lib/faketime/libfaketime.so.1",
+    "/usr/local/lib/faketime/libfaketime.so.1",
+)
+
+
+@pytest.fixture(name="libfaketime")
+def libfaketime_fixture() -> str:
+    """libfaketime, preloaded into the replica itself (the `faketime` command forks, and a signal
+    to it would not reach the replica); skipped where missing, a failure in CI."""
+    for pattern in LIBFAKETIME:
+        for found in sorted(glob.glob(pattern)):
+            return found
+    reason = "libfaketime not found: run tools/ensure-faketime.sh"
+    if os.environ.get("CI"):
+        pytest.fail(f"{reason} (CI is set, so this fails instead of skipping)", pytrace=False)
+    pytest.skip(reason)
+
+
+@pytest.mark.parametrize("offset", ["+1h", "-1h"])
+async def test_a_replica_an_hour_off_never_leads_and_nothing_is_lost(
+    replicas: Replicas, libfaketime: str, offset: str
+) -> None:
+    """A `run` replica under faketime, an hour fast or slow, refuses to lead (an error naming the
+    offset), even when it is alone; the sound replica delivers everything meanwhile."""
+    skewed = await Daemon.start(
+        {
+            **replicas.env,
+            "NOTIFIER_REPLICA_NAME": "skewed",
+            "LD_PRELOAD": libfaketime,
+            "FAKETIME": offset,
+            "FAKETIME_DONT_FAKE_MONOTONIC": "1",
+        }
+    )
+    replicas.daemons.append(skewed)
+    refused = skewed.events[await skewed.wait_event("clock_skew_too_large")]
+    assert refused["level"] == "error"
+    expected = -3600 if offset == "+1h" else 3600  # the database's clock minus ours
+    assert abs(refused["offset_seconds"] - expected) < 5, refused
+
+    sound = await replicas.start("sound")
+    await sound.wait_event("leading")
+    await sound.wait_event("cycle_finished")
+    replicas.add(1, "alert")
+    replicas.add(2, "error")
+    await replicas.until_quiet()
+    assert await sound.stop() == 0  # releases the lease: the skewed replica is alone
+    await asyncio.sleep(1.5)  # four renewals of a one-second lease
+    assert skewed.find("lease_acquired") is None and skewed.find("leading") is None
+    assert len(skewed.named("clock_skew_too_large")) == 1  # logged once, not every renewal
+    assert await skewed.stop() == 0
+    problems = delivery_problems(replicas.received(), replicas.notify, replicas.exposures)
+    problems += log_problems(replicas.daemons, {"cycle_failed", "crashed", "daemon_killed"})
+    assert problems == []
