@@ -8,7 +8,7 @@ NPM    ?= npm
 PRISM_STAMP := contract/node_modules/.installed
 CONTRACT_ROUNDS ?= 40
 
-.PHONY: install demo test ensure-postgres contract bench lint typecheck check clean
+.PHONY: install demo test ensure-postgres ensure-faketime contract bench lint typecheck check clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,7 +25,11 @@ demo: $(STAMP)
 ensure-postgres:
 	sh tools/ensure-postgres.sh
 
-test: $(STAMP) ensure-postgres
+# The clock-skew tests run a replica under libfaketime.
+ensure-faketime:
+	sh tools/ensure-faketime.sh
+
+test: $(STAMP) ensure-postgres ensure-faketime
 	$(BIN)/python -m pytest
 
 $(PRISM_STAMP): contract/package.json $(wildcard contract/package-lock.json)
