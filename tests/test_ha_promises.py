@@ -32,7 +32,7 @@ from notifier.pgstate import (
     read_clock,
 )
 from notifier.service import Notifier
-from tests.fakes.cli import World
+from tests.fakes.cli import World, cli
 from tests.fakes.crash_receiver import CrashReceiver
 from tests.fakes.cycle import Clock, cycle_config
 from tests.fakes.delivery_audit import (
@@ -706,3 +706,22 @@ async def test_a_replica_an_hour_off_never_leads_and_nothing_is_lost(
     problems = delivery_problems(replicas.received(), replicas.notify, replicas.exposures)
     problems += log_problems(replicas.daemons, {"cycle_failed", "crashed", "daemon_killed"})
     assert problems == []
+
+
+async def test_once_run_with_a_live_leaders_name_leaves_its_lease_alone(
+    replicas: Replicas,
+) -> None:
+    """`datafold-notifier once` as `kubectl exec` into the leader's pod would run it (the same
+    NOTIFIER_REPLICA_NAME): another process, so it neither takes, renews nor releases the lease."""
+    async with opened(replicas.url, "replica-0", ttl=timedelta(seconds=30)) as leader:
+        assert await leader.try_acquire()
+        before = await leader.lease()
+        result = await cli("once", env={**replicas.env, "NOTIFIER_REPLICA_NAME": "replica-0"})
+        assert result.code == 1, result.stderr
+        assert "another replica holds the lease" in result.stderr
+        after = await leader.lease()
+        assert before is not None and after is not None
+        assert (after.holder, after.token, after.fence) == (leader.holder, leader.token, 1)
+        assert after.fence == before.fence and after.expires_in > 20
+        assert await leader.try_acquire() and leader.fence == before.fence
+        assert await leader.save(NotifierState())
