@@ -472,7 +472,13 @@ async def _state(settings: Settings, args: argparse.Namespace) -> int:
             print(_state_summary("exported", state, where), file=sys.stderr)
             return EXIT_OK
         if not isinstance(store, StateFile):
-            await store.import_state(imported, force=args.force)
+            fenced = await store.import_state(imported, force=args.force)
+            if fenced is not None:
+                print(
+                    f"fenced out the leader {fenced}: its next save is refused and it reloads "
+                    "the imported state",
+                    file=sys.stderr,
+                )
         else:
             if _same_file(args.file, store.path):
                 raise StateError(f"{args.file} is already the state file")

@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -725,3 +726,18 @@ async def test_once_run_with_a_live_leaders_name_leaves_its_lease_alone(
         assert after.fence == before.fence and after.expires_in > 20
         assert await leader.try_acquire() and leader.fence == before.fence
         assert await leader.save(NotifierState())
+
+
+async def test_state_import_force_names_the_leader_it_fenced_out(
+    replicas: Replicas, tmp_path: Path
+) -> None:
+    """Through the CLI: the forced import says which leader it fenced out."""
+    async with opened(replicas.url, "replica-0", ttl=timedelta(seconds=30)) as leader:
+        assert await leader.try_acquire()
+        source = tmp_path / "state.json"
+        source.write_text(NotifierState().model_dump_json())
+        refused = await cli("state", "import", str(source), env=replicas.env)
+        assert refused.code == 2 and "holds the lease" in refused.stderr
+        forced = await cli("state", "import", str(source), "--force", env=replicas.env)
+        assert forced.code == 0, forced.stderr
+        assert "fenced out the leader replica-0" in forced.stderr
