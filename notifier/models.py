@@ -6,9 +6,9 @@ Pure: stdlib and pydantic only. Every adapter and the core speak these types.
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
 #: States of a run that has not finished yet. Datafold's list is open: `queued` came later.
 IN_PROGRESS_STATES: frozenset[str] = frozenset({"created", "queued", "checking", "learning"})
@@ -39,9 +39,24 @@ def cut_text(value: str, limit: int) -> str:
     return value[: max(0, limit - len(note))] + note
 
 
-def _bounded(value: Any, limit: int) -> Any:
-    """A string cut to `limit` (for `mode="before"` validators); other values pass untouched."""
-    return cut_text(value, limit) if isinstance(value, str) else value
+def _cut_to(limit: int) -> BeforeValidator:
+    """A field validator: a string is cut to `limit`; other values are validated as usual."""
+    return BeforeValidator(
+        lambda value: cut_text(value, limit) if isinstance(value, str) else value
+    )
+
+
+def _texts(most: int, limit: int) -> BeforeValidator:
+    """A field validator for a list of texts: null is empty, at most `most` items, each cut."""
+
+    def bound(value: Any) -> Any:
+        if value is None:
+            return []
+        if isinstance(value, list):
+            return [cut_text(v, limit) if isinstance(v, str) else v for v in value[:most]]
+        return value
+
+    return BeforeValidator(bound)
 
 
 def is_in_progress(state: str | None) -> bool:
@@ -94,22 +109,8 @@ class MonitorRun(BaseModel):
 class RunDetail(MonitorRun):
     """`GET /api/v1/monitors/{id}/runs/{run_id}`: a run with its error message."""
 
-    error: str | None = None
-    warnings: list[str] = Field(default_factory=list)
-
-    @field_validator("error", mode="before")
-    @classmethod
-    def _cut_error(cls, value: Any) -> Any:
-        return _bounded(value, ERROR_MAX)
-
-    @field_validator("warnings", mode="before")
-    @classmethod
-    def _null_warnings(cls, value: Any) -> Any:
-        if value is None:
-            return []
-        if isinstance(value, list):
-            return [_bounded(item, WARNING_MAX) for item in value[:WARNINGS_MAX]]
-        return value
+    error: Annotated[str | None, _cut_to(ERROR_MAX)] = None
+    warnings: Annotated[list[str], _texts(WARNINGS_MAX, WARNING_MAX)] = Field(default_factory=list)
 
 
 class MonitorInfo(BaseModel):
@@ -118,35 +119,11 @@ class MonitorInfo(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True)
 
     id: int
-    name: str | None = None
-    monitor_type: str | None = None
-    tags: list[str] = Field(default_factory=list)
-    owner: str | None = None
+    name: Annotated[str | None, _cut_to(NAME_MAX)] = None
+    monitor_type: Annotated[str | None, _cut_to(STATE_MAX)] = None
+    tags: Annotated[list[str], _texts(TAGS_MAX, TAG_MAX)] = Field(default_factory=list)
+    owner: Annotated[str | None, _cut_to(OWNER_MAX)] = None
     enabled: bool | None = None
-
-    @field_validator("tags", mode="before")
-    @classmethod
-    def _null_tags(cls, value: Any) -> Any:
-        if value is None:
-            return []
-        if isinstance(value, list):
-            return [_bounded(tag, TAG_MAX) for tag in value[:TAGS_MAX]]
-        return value
-
-    @field_validator("name", mode="before")
-    @classmethod
-    def _cut_name(cls, value: Any) -> Any:
-        return _bounded(value, NAME_MAX)
-
-    @field_validator("owner", mode="before")
-    @classmethod
-    def _cut_owner(cls, value: Any) -> Any:
-        return _bounded(value, OWNER_MAX)
-
-    @field_validator("monitor_type", mode="before")
-    @classmethod
-    def _cut_type(cls, value: Any) -> Any:
-        return _bounded(value, STATE_MAX)
 
     @property
     def title(self) -> str:
