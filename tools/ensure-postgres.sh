@@ -3,6 +3,7 @@
 # which start a private server of their own (tests/fakes/postgres.py). Starts no cluster.
 # A quick no-op when they are there; otherwise installs Debian's `postgresql` package.
 set -eu
+. "$(dirname "$0")/apt.sh"
 
 found() {
     command -v initdb >/dev/null 2>&1 && return 0
@@ -13,25 +14,7 @@ found() {
 }
 
 found && exit 0
-
-if ! command -v apt-get >/dev/null 2>&1; then
-    echo "ensure-postgres: initdb not found and there is no apt-get; install PostgreSQL's" \
-        "server binaries (initdb, pg_ctl, postgres) yourself" >&2
-    exit 1
-fi
-if [ "$(id -u)" -eq 0 ]; then
-    as_root=""
-elif command -v sudo >/dev/null 2>&1; then
-    as_root="sudo"
-else
-    echo "ensure-postgres: initdb not found; run as root, or install sudo, to install postgresql" >&2
-    exit 1
-fi
-
-run() {
-    echo "+ $*"
-    "$@"
-}
+apt_root ensure-postgres "PostgreSQL's server binaries (initdb, pg_ctl, postgres)"
 
 echo "ensure-postgres: initdb not found; installing Debian's postgresql package"
 # Debian's package would create and start a `main` cluster: the tests need none.
@@ -39,8 +22,6 @@ run $as_root mkdir -p /etc/postgresql-common/createcluster.d
 echo "+ echo 'create_main_cluster = false' > /etc/postgresql-common/createcluster.d/datafold-notifier-tests.conf"
 echo "create_main_cluster = false" |
     $as_root tee /etc/postgresql-common/createcluster.d/datafold-notifier-tests.conf >/dev/null
-run $as_root env DEBIAN_FRONTEND=noninteractive apt-get update -q
-run $as_root env DEBIAN_FRONTEND=noninteractive \
-    apt-get install -y -q --no-install-recommends postgresql
+apt_install postgresql
 
 found || { echo "ensure-postgres: postgresql installed, yet initdb is still not found" >&2; exit 1; }
