@@ -84,17 +84,35 @@ def service_config(settings: Settings, *, spread: bool = True) -> ServiceConfig:
 
 #: Below this, our clock and Datafold's are taken to agree (its `Date` header has whole seconds).
 CLOCK_OFFSET_MIN = 2.0
+#: Beyond this, a `Date` header is not believed (a proxy's broken clock, a hostile answer): the
+#: cycle keeps our own clock rather than judge every run by it.
+CLOCK_OFFSET_MAX = 6 * 3600.0
 
 
 def datafold_clock(client: DatafoldClient) -> Callable[[], datetime]:
     """Our clock corrected to Datafold's, as its `Date` headers show it: listing windows and
     what counts as history are judged on the clock that stamps the runs, so a replica whose
-    clock runs an hour fast or slow neither lists Datafold's future nor takes history for news."""
+    clock runs an hour fast or slow neither lists Datafold's future nor takes history for news.
+    An offset past `CLOCK_OFFSET_MAX` is not believed (logged once as an error)."""
+    disbelieved = False
 
     def now() -> datetime:
+        nonlocal disbelieved
         offset = client.clock_offset
         if offset is None or abs(offset) < CLOCK_OFFSET_MIN:
             return datetime.now(UTC)
+        if abs(offset) > CLOCK_OFFSET_MAX:
+            if not disbelieved:
+                disbelieved = True
+                log.error(
+                    "clock_offset_untrusted",
+                    against="datafold",
+                    offset_seconds=round(offset, 1),
+                    bound_seconds=CLOCK_OFFSET_MAX,
+                    action="our own clock is used; check this machine's clock and any proxy",
+                )
+            return datetime.now(UTC)
+        disbelieved = False
         return datetime.now(UTC) + timedelta(seconds=offset)
 
     return now

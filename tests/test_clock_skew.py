@@ -11,6 +11,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 from aiohttp import web
+from structlog.testing import capture_logs
 
 from notifier.daemon import datafold_clock
 from notifier.datafold import DatafoldClient
@@ -91,3 +92,32 @@ async def test_an_hour_of_skew_neither_misses_nor_invents_news(
 
         await notifier.run_cycle()
         assert sink.sent_keys == [f"1-{run_id}-alert"]
+
+
+class _FixedOffset:
+    """A run source's view of Datafold's clock: only `clock_offset` matters here."""
+
+    def __init__(self, offset: float | None) -> None:
+        self.clock_offset = offset
+
+
+@pytest.mark.parametrize(
+    ("offset", "applied", "untrusted"),
+    [
+        (None, 0.0, False),
+        (1.5, 0.0, False),  # within the Date header's resolution: our clock
+        (-3600.0, -3600.0, False),
+        (6 * 3600.0, 6 * 3600.0, False),
+        (6 * 3600.0 + 1, 0.0, True),  # a proxy's broken clock: not believed
+        (-(10**9), 0.0, True),
+    ],
+)
+def test_a_date_header_far_off_is_not_believed(
+    offset: float | None, applied: float, untrusted: bool
+) -> None:
+    now = datafold_clock(_FixedOffset(offset))  # type: ignore[arg-type]
+    with capture_logs() as logs:
+        first, second = now(), now()
+    assert abs((first - datetime.now(UTC)).total_seconds() - applied) < 1
+    assert second >= first
+    assert [e["event"] for e in logs] == (["clock_offset_untrusted"] if untrusted else [])
