@@ -13,6 +13,8 @@ from typing import ClassVar
 
 import aiohttp
 
+#: The longest wait a Retry-After is read as (about 30 years): anything longer is as good as never.
+RETRY_AFTER_MAX = 1e9
 #: What a destination's answer (Slack's JSON, a webhook's reply) may weigh, decompressed.
 DESTINATION_ANSWER_MAX_BYTES = 1024 * 1024
 _CHUNK = 64 * 1024
@@ -79,4 +81,4 @@ def retry_after_seconds(value: str | None, now: datetime) -> float | None:
         seconds = (when - now.astimezone(UTC)).total_seconds()
     if not math.isfinite(seconds):
         return None
-    return max(0.0, seconds)
+    return min(max(0.0, seconds), RETRY_AFTER_MAX)

@@ -11,6 +11,7 @@ import hashlib
 import json
 import logging
 import random
+import re
 import statistics
 from collections import OrderedDict, deque
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
@@ -160,6 +161,8 @@ _Model = TypeVar("_Model", bound=BaseModel)
 _Page = TypeVar("_Page", RunPage, _MonitorPage)
 #: At most this many monitors in one listing: an account with more is beyond one process anyway.
 MONITORS_MAX = 100_000
+#: A run ID written as text that can still be read: ASCII digits, at most 29 of them.
+_DIGITS = re.compile(r"-?[0-9]{1,29}")
 #: The clock probe before the first cycle waits at most this long (and is never retried).
 PROBE_TIMEOUT = 5.0
 #: How many `Date` headers the clock offset is the median of.
@@ -171,7 +174,7 @@ _UNREADABLE_MEMORY = 10_000
 def _int_field(item: Any, key: str) -> int | None:
     """A whole-number field of a raw run, if it has a usable one."""
     value = item.get(key) if isinstance(item, dict) else None
-    if isinstance(value, str) and value.strip().lstrip("-").isdigit() and len(value) < 30:
+    if isinstance(value, str) and _DIGITS.fullmatch(value.strip()):
         value = int(value.strip())
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 

@@ -819,9 +819,10 @@ class Notifier:
 
     def _defer(self, name: str, error: DeliveryError) -> None:
         """Honour a destination's Retry-After, capped: it is left alone until then."""
-        if error.retry_after is None:
-            return
-        wait = min(timedelta(seconds=error.retry_after), self._config.retry_after_cap)
+        if error.retry_after is None or not error.whole_destination:
+            return  # a refusal of one message does not put the destination on hold
+        cap = self._config.retry_after_cap
+        wait = timedelta(seconds=min(error.retry_after, cap.total_seconds()))
         until = self._clock() + wait
         self._deferred[name] = Deferral(until=until, reason=error.reason)
         if wait > INLINE_WAIT_MAX:
@@ -831,7 +832,7 @@ class Notifier:
                 reason=error.reason,
                 asked_seconds=round(error.retry_after, 3),
                 until=until.isoformat(),
-                capped=error.retry_after > self._config.retry_after_cap.total_seconds(),
+                capped=error.retry_after > cap.total_seconds(),
                 notifications_kept="in the outbox",
             )
 

@@ -324,6 +324,8 @@ async def test_a_run_that_cannot_be_read_costs_only_itself(
         "not even an object",
         run(6) | {"monitor_id": 8, "state": ["x"]},
         run(7, state="error") | {"started_at": ["not", "a", "time"], "diff_id": 1.5},
+        run(8) | {"run_id": "--5", "state": 1},
+        run(9) | {"run_id": "²", "state": 1},
     ]
     _, url = await serve(status(200, page(runs, 1, 1)))
     client = make_client(url)
@@ -342,7 +344,7 @@ async def test_a_run_that_cannot_be_read_costs_only_itself(
         7: None,
     }
     unreadable = [e for e in logs if e["event"] == "datafold.run_unreadable"]
-    assert len(unreadable) == 7  # once each, though listed twice
+    assert len(unreadable) == 9  # once each, though listed twice
     assert {e["run_id"] for e in unreadable} == {None, 3, 4, 5, 6, 7}
     assert all(LONG_MARKER not in str(e) and "x" * 100 not in str(e) for e in unreadable)
 

@@ -17,9 +17,17 @@ from structlog.testing import capture_logs
 from notifier.alertmanager import notification_body
 from notifier.health import HealthTracker
 from notifier.metrics import Metrics
-from notifier.models import ERROR_MAX, NAME_MAX, TAGS_MAX, MonitorInfo, RunDetail
+from notifier.models import (
+    ERROR_MAX,
+    NAME_MAX,
+    TAGS_MAX,
+    MessageRef,
+    MonitorInfo,
+    Notification,
+    RunDetail,
+)
 from notifier.service import Notifier
-from notifier.sinks import Sink
+from notifier.sinks import DeliveryError, Sink
 from notifier.sinks.slack import SlackBotSink
 from notifier.state import StateFile
 from notifier.webhook_payload import webhook_body
@@ -136,6 +144,40 @@ async def test_a_short_rate_limit_is_waited_out_within_the_cycle(
 
     assert report.sent_by_destination == {"slack": 1}
     assert time.monotonic() - started >= float(retry_after) * 0.9
+    assert report.deferred == {}
+
+
+class AbsurdWait(FakeSink):
+    """A destination answering 503 with `Retry-After: 1e20`, or a 422 with an hour's wait."""
+
+    whole: bool = True
+
+    async def send(self, notification: Notification, thread: MessageRef | None = None) -> None:
+        self.attempts += 1
+        raise DeliveryError(self.name, "HTTP 503", retry_after=1e20, whole_destination=self.whole)
+
+
+async def test_an_absurd_retry_after_costs_only_its_destination(
+    source: FakeSource, store: StateFile, clock: Clock
+) -> None:
+    absurd, hook = AbsurdWait("absurd"), FakeSink("webhook")
+    n = notifier(source, store, clock, absurd, hook, retry_after_cap=timedelta(minutes=5))
+    await baseline_then_alert(source, clock, n, 10)
+    report = await n.run_cycle()
+    assert hook.sent_keys == ["1-10-alert"]
+    assert report.deferred["absurd"].until == clock.now + timedelta(minutes=5)
+
+
+async def test_a_refusal_of_one_message_does_not_put_the_destination_on_hold(
+    source: FakeSource, store: StateFile, clock: Clock
+) -> None:
+    refusing = AbsurdWait("refusing")
+    refusing.whole = False
+    n = notifier(source, store, clock, refusing)
+    await baseline_then_alert(source, clock, n, 10)
+    source.put(1, 11, "alert", clock.now - timedelta(seconds=5))
+    report = await n.run_cycle()
+    assert refusing.attempts == 2  # the second notification was still tried
     assert report.deferred == {}
 
 
