@@ -89,33 +89,35 @@ CLOCK_OFFSET_MIN = 2.0
 CLOCK_OFFSET_MAX = 6 * 3600.0
 
 
-def datafold_clock(client: DatafoldClient) -> Callable[[], datetime]:
-    """Our clock corrected to Datafold's, as its `Date` headers show it: listing windows and
-    what counts as history are judged on the clock that stamps the runs, so a replica whose
-    clock runs an hour fast or slow neither lists Datafold's future nor takes history for news.
-    An offset past `CLOCK_OFFSET_MAX` is not believed (logged once as an error)."""
+def datafold_offset(client: DatafoldClient) -> Callable[[], float]:
+    """How far Datafold's clock is ahead of ours (seconds), as its `Date` headers show it and as
+    far as it is believed: 0 within the headers' resolution, and 0 past `CLOCK_OFFSET_MAX` (a
+    proxy's broken clock, a hostile answer; logged once as an error). The cycle runs on our clock;
+    the offset only widens listing windows and moves a first listing's history cutoff, so a
+    replica an hour fast or slow neither misses runs nor takes history for news, and a wrong
+    offset can only make a listing longer."""
     disbelieved = False
 
-    def now() -> datetime:
+    def offset() -> float:
         nonlocal disbelieved
-        offset = client.clock_offset
-        if offset is None or abs(offset) < CLOCK_OFFSET_MIN:
-            return datetime.now(UTC)
-        if abs(offset) > CLOCK_OFFSET_MAX:
+        measured = client.clock_offset
+        if measured is None or abs(measured) < CLOCK_OFFSET_MIN:
+            return 0.0
+        if abs(measured) > CLOCK_OFFSET_MAX:
             if not disbelieved:
                 disbelieved = True
                 log.error(
                     "clock_offset_untrusted",
                     against="datafold",
-                    offset_seconds=round(offset, 1),
+                    offset_seconds=round(measured, 1),
                     bound_seconds=CLOCK_OFFSET_MAX,
-                    action="our own clock is used; check this machine's clock and any proxy",
+                    action="not applied; check this machine's clock and any proxy",
                 )
-            return datetime.now(UTC)
+            return 0.0
         disbelieved = False
-        return datetime.now(UTC) + timedelta(seconds=offset)
+        return measured
 
-    return now
+    return offset
 
 
 def build_sinks(
@@ -230,7 +232,7 @@ async def open_runtime(
                 "clock_offset",
                 against="datafold",
                 offset_seconds=round(offset, 1),
-                action="listing windows and history follow Datafold's clock",
+                action="listings reach back by it; first listings judge history on Datafold's clock",
             )
         async with open_store(settings) as store:
             yield Runtime(settings, routes, session, client, sinks, store)
@@ -288,7 +290,7 @@ def make_notifier(
         store,
         runtime.sinks,
         config,
-        clock=datafold_clock(runtime.client),
+        source_offset=datafold_offset(runtime.client),
         route=route,
         hold_without_details=runtime.settings.routes_file is not None,
         may_deliver=may_deliver,

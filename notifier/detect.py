@@ -73,16 +73,18 @@ def detect(
     policy: DetectionPolicy,
     *,
     gone: Collection[int] = (),
+    source_offset: timedelta = timedelta(0),
 ) -> Detection:
     """Compare a complete listing of a monitor's recent runs with what was seen before.
 
     A run in a notify-state is news once per state. On the monitor's first successful poll, runs
-    that started before `watch_since` are recorded as history instead. Runs in `gone` (the API no
-    longer knows them) are dropped.
+    that started before `watch_since` are recorded as history instead; `source_offset` is how
+    far the clock that stamps the runs (Datafold's) is ahead of ours, so the cutoff is read on
+    it. Runs in `gone` (the API no longer knows them) are dropped.
     """
     state = previous or new_monitor_state(now, policy)
     first_listing = not state.baselined
-    cutoff = state.watch_since
+    cutoff = state.watch_since + source_offset
     if previous is not None and first_listing:
         # Earlier polls failed: a run stamped by a Datafold clock running behind ours may look
         # older than it is. Rather notify one such run too many than miss a real one.

@@ -196,8 +196,13 @@ class Notifier:
         route: Router | None = None,
         hold_without_details: bool = False,
         may_deliver: Callable[[], bool] | None = None,
+        source_offset: Callable[[], float] | None = None,
     ) -> None:
         self._source = source
+        #: Seconds the run source's clock (Datafold's) is ahead of ours, as far as it is trusted:
+        #: listings reach back further when it is behind, and a first listing's history cutoff
+        #: is read on its clock. Everything else runs on our clock.
+        self._source_offset = source_offset or (lambda: 0.0)
         self._store = store
         self._sinks = dict(sinks)
         #: Which destinations a notification goes to (routing rules); default: every sink.
@@ -335,7 +340,10 @@ class Notifier:
         report.polled.append(monitor_id)
         report.runs_seen += len(poll.runs)
         previous = monitors.get(monitor_id)
-        detection = detect(previous, poll.runs, now, self._config.policy, gone=poll.gone)
+        offset = timedelta(seconds=self._source_offset())
+        detection = detect(
+            previous, poll.runs, now, self._config.policy, gone=poll.gone, source_offset=offset
+        )
         if previous is None or not previous.baselined:
             log.info(
                 "monitor_baselined",
@@ -620,7 +628,10 @@ class Notifier:
                     since=window.since.isoformat(),
                     reason="the last successful poll is older than NOTIFIER_CATCHUP_LIMIT_SECONDS",
                 )
-            listed_runs = await self._source.list_runs(monitor_id, window.since)
+            # Datafold's clock behind ours: its stamps are earlier than ours, so reach back as
+            # far (an offset ahead only means listing a little more than needed).
+            behind = timedelta(seconds=min(0.0, self._source_offset()))
+            listed_runs = await self._source.list_runs(monitor_id, window.since + behind)
             runs = [run for run in listed_runs if run.monitor_id == monitor_id]
             if len(runs) != len(listed_runs):
                 log.warning(
