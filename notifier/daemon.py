@@ -232,7 +232,7 @@ async def open_runtime(
                 "clock_offset",
                 against="datafold",
                 offset_seconds=round(offset, 1),
-                action="listings reach back by it; first listings judge history on Datafold's clock",
+                action="listings reach back by it; first listings judge history on its clock",
             )
         async with open_store(settings) as store:
             yield Runtime(settings, routes, session, client, sinks, store)
