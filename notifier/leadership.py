@@ -136,10 +136,13 @@ class LeasedNotifier:
             return self._standby("a new lease began during the cycle; its results are discarded")
         except LeaseLost:
             return self._standby("the lease was lost before the state was saved")
-        try:
-            await self._store.record_cycle(fence=elected.fence)
-        except PostgresStateError as exc:
-            log.warning("cycle_record_failed", error=str(exc))
+        if report.polled:
+            # Only a cycle that polled something counts: with Datafold unreachable, every
+            # replica's /healthz should say that nobody is polling.
+            try:
+                await self._store.record_cycle(fence=elected.fence)
+            except PostgresStateError as exc:
+                log.warning("cycle_record_failed", error=str(exc))
         return report
 
     async def save(self) -> bool:

@@ -23,6 +23,7 @@ import psycopg
 import pytest
 from structlog.testing import capture_logs
 
+from notifier.datafold import ApiUnavailable
 from notifier.leadership import ElectedState, LeasedNotifier
 from notifier.models import MessageRef, MonitorRun, Mute, Notification, NotifierState
 from notifier.pgstate import (
@@ -435,6 +436,25 @@ async def test_every_replica_knows_when_the_database_answered_and_anyone_last_po
         assert standby.standby  # a standby's cycle stamps nothing
         lease_after = await b.store.lease()
         assert lease_after is not None and lease_after.last_cycle_at == lease.last_cycle_at
+
+
+async def test_a_cycle_that_polled_nothing_is_not_recorded_as_polling(
+    postgres_url: str, clock: Clock
+) -> None:
+    """With Datafold unreachable the leader's cycles poll nothing: they leave no stamp, so every
+    replica's /healthz can say that nobody has polled."""
+    runs, destination = FakeSource(), Destination()
+    async with replica(postgres_url, "a", runs, destination, clock) as a:
+        a.source.failures[1] = ApiUnavailable("monitor 1: Datafold unavailable")
+        assert await a.store.try_acquire()
+        report = await a.leased.run_cycle()
+        assert not report.standby and report.polled == []
+        lease = await a.store.lease()
+        assert lease is not None and lease.last_cycle_at is None
+        del a.source.failures[1]
+        assert (await a.leased.run_cycle()).polled
+        lease = await a.store.lease()
+        assert lease is not None and lease.last_cycle_at is not None
 
 
 async def test_unreachable_database_leaves_last_reachable_behind(
