@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 import aiohttp
 import structlog
 from aiolimiter import AsyncLimiter
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
 from tenacity import (
     AsyncRetrying,
     RetryCallState,
@@ -159,6 +159,7 @@ MONITORS_MAX_PAGES = 1000
 
 _Model = TypeVar("_Model", bound=BaseModel)
 _Page = TypeVar("_Page", RunPage, _MonitorPage)
+_RUNS: TypeAdapter[list[MonitorRun]] = TypeAdapter(list[MonitorRun])
 #: At most this many monitors in one listing: an account with more is beyond one process anyway.
 MONITORS_MAX = 100_000
 #: A run ID written as text that can still be read: ASCII digits, at most 29 of them.
@@ -354,14 +355,28 @@ class DatafoldClient:
                     f"{subject.label}: a page holds {len(page.runs)} runs, more than the "
                     f"{self._page_size} asked for (NOTIFIER_PAGE_SIZE)"
                 )
-            for item in page.runs:
-                run = self._read_run(monitor_id, item)
-                if run is not None:
-                    runs[run.run_id] = run
+            try:
+                # The common case in one call: every run on the page reads well.
+                whole: list[MonitorRun | None] = list(_RUNS.validate_python(page.runs))
+            except ValidationError:
+                whole = [self._read_run(monitor_id, item) for item in page.runs]
+            for run in whole:
+                if run is None:
+                    continue
+                if run.monitor_id != monitor_id:
+                    _log.warning(
+                        "datafold.foreign_run_dropped",
+                        monitor_id=monitor_id,
+                        run_id=run.run_id,
+                        run_monitor_id=run.monitor_id,
+                    )
+                    continue
+                runs[run.run_id] = run
         return list(runs.values())
 
     def _read_run(self, monitor_id: int, item: Any) -> MonitorRun | None:
-        """One listed run; None for another monitor's run or one without a readable run_id."""
+        """One listed run that may not read well: as listed, or without a state when only its
+        run_id can be read (logged once); None when not even that, or it is another monitor's."""
         try:
             run = MonitorRun.model_validate(item)
         except ValidationError as exc:
@@ -372,14 +387,6 @@ class DatafoldClient:
             if run_id is None or foreign:
                 return None
             return MonitorRun(run_id=run_id, monitor_id=monitor_id)
-        if run.monitor_id != monitor_id:
-            _log.warning(
-                "datafold.foreign_run_dropped",
-                monitor_id=monitor_id,
-                run_id=run.run_id,
-                run_monitor_id=run.monitor_id,
-            )
-            return None
         return run
 
     def _log_unreadable(
