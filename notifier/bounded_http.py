@@ -36,8 +36,12 @@ async def read_capped(response: aiohttp.ClientResponse, limit: int) -> bytes:
     """
     declared = response.content_length
     encoded = response.headers.get("Content-Encoding", "identity").strip().lower()
-    if declared is not None and declared > limit and encoded in ("", "identity"):
-        raise BodyTooLarge(limit)
+    if declared is not None and encoded in ("", "identity"):
+        if declared > limit:
+            raise BodyTooLarge(limit)
+        # The common case: a declared length within the limit, read in one go (aiohttp stops
+        # at that length whatever the server goes on sending).
+        return await response.content.read()
     body = bytearray()
     while True:
         chunk = await response.content.read(_CHUNK)

@@ -305,6 +305,7 @@ class DatafoldClient:
         self._timeout = aiohttp.ClientTimeout(total=request_timeout)
         #: Datafold's clock minus ours, from the last few answers' `Date` headers.
         self._offsets: deque[float] = deque(maxlen=_OFFSET_SAMPLES)
+        self._offset: float | None = None
         self._last_date: str | None = None
         self.requests_made = 0
 
@@ -315,7 +316,7 @@ class DatafoldClient:
     def clock_offset(self) -> float | None:
         """Seconds Datafold's clock is ahead of ours (negative: behind), the median of the last
         few answers' `Date` headers (whole seconds, so about ±1 s); None before any answer."""
-        return statistics.median(self._offsets) if self._offsets else None
+        return self._offset
 
     def _note_server_date(self, value: str | None) -> None:
         """Take one `Date` header as a sample of Datafold's clock (once per distinct value)."""
@@ -330,6 +331,7 @@ class DatafoldClient:
             stamp = stamp.replace(tzinfo=UTC)
         # The header is truncated to the second: its middle is the best estimate.
         self._offsets.append((stamp - datetime.now(UTC)).total_seconds() + 0.5)
+        self._offset = statistics.median(self._offsets)
 
     async def list_runs(
         self, monitor_id: int, since: datetime, until: datetime | None = None
