@@ -27,7 +27,7 @@ from typing import Any
 
 from aiohttp import web
 
-from notifier.simulator import Simulator, serve
+from notifier.demo.simulator import Simulator, serve
 
 API_KEY = "dfk-bench-key-0000000001"
 CLI = str(Path(sys.executable).parent / "datafold-notifier")

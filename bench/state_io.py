@@ -12,7 +12,7 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from notifier.models import (
+from notifier.domain.models import (
     MonitorInfo,
     MonitorState,
     Notification,
@@ -61,8 +61,8 @@ def realistic_state(size: int) -> NotifierState:
 
 
 def main() -> None:
-    from notifier.logs import configure_logging
-    from notifier.state import StateFile
+    from notifier.run.logs import configure_logging
+    from notifier.store.file import StateFile
 
     configure_logging(level="info", fmt="json")
 

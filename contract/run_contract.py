@@ -578,7 +578,8 @@ class Contract:
         import structlog
 
         try:
-            from notifier.datafold import DatafoldClient, DatafoldError
+            from notifier.fetch.datafold import DatafoldClient
+            from notifier.fetch.source import DatafoldError
         except ImportError as exc:
             self.client_problems.append(f"cannot import the client: {type(exc).__name__}: {exc}")
             return

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from notifier.state import StateFile
+from notifier.store.file import StateFile
 from tests.fakes.cli import World, make_world
 from tests.fakes.cycle import Clock
 from tests.fakes.source import FakeSource

@@ -12,9 +12,13 @@ from typing import Any
 import pytest
 from jsonschema import Draft202012Validator
 
-from notifier import alertmanager
-from notifier.alertmanager import alertmanager_body, alertmanager_payload, fingerprint
-from notifier.models import Incident, Links, MonitorInfo, Notification, RunEvent
+from notifier.deliver.render import alertmanager
+from notifier.deliver.render.alertmanager import (
+    alertmanager_body,
+    alertmanager_payload,
+    fingerprint,
+)
+from notifier.domain.models import Incident, Links, MonitorInfo, Notification, RunEvent
 
 STARTED = datetime(2025, 3, 14, 9, 30, tzinfo=UTC)
 DETECTED = datetime(2025, 3, 14, 9, 41, 7, tzinfo=UTC)

@@ -15,8 +15,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from notifier.models import STATE_VERSION, MonitorState, Mute, NotifierState
-from notifier.state import StateFile
+from notifier.domain.models import STATE_VERSION, MonitorState, Mute, NotifierState
+from notifier.store.file import StateFile
 from tests.fakes.cli import CLI, Result, World, cli
 from tests.fakes.postgres import (
     postgres_server_fixture,  # noqa: F401  # the fixture, registered by importing it

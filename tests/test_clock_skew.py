@@ -14,12 +14,12 @@ import pytest
 from aiohttp import web
 from structlog.testing import capture_logs
 
-from notifier.daemon import datafold_offset
-from notifier.datafold import DatafoldClient
-from notifier.metrics import Metrics
-from notifier.service import Notifier
-from notifier.simulator import Simulator
-from notifier.state import StateFile
+from notifier.demo.simulator import Simulator
+from notifier.fetch.datafold import DatafoldClient
+from notifier.run.cycle import Notifier
+from notifier.run.daemon import datafold_offset
+from notifier.run.metrics import Metrics
+from notifier.store.file import StateFile
 from tests.fakes.cycle import cycle_config
 from tests.fakes.source import FakeSink
 

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from notifier.models import IN_PROGRESS_STATES, NotifierState
+from notifier.domain.models import IN_PROGRESS_STATES, NotifierState
 from tests.fakes.cli import CLI, World, cli
 from tests.fakes.crash_receiver import CrashReceiver
 from tests.fakes.delivery_audit import (

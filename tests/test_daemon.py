@@ -12,8 +12,8 @@ from typing import Any
 
 from structlog.testing import capture_logs
 
-from notifier.daemon import Daemon
-from notifier.service import CycleReport
+from notifier.domain.report import CycleReport
+from notifier.run.daemon import Daemon
 from tests.fakes.cli import CLI, World, cli
 from tests.fakes.subprocess_daemon import Daemon as DaemonProcess
 from tests.fakes.webhook import Reply

@@ -20,15 +20,14 @@ from aiohttp.test_utils import TestServer
 from multidict import CIMultiDictProxy
 
 from notifier import __version__
-from notifier.datafold import (
+from notifier.fetch.datafold import DatafoldClient, retry_after_seconds
+from notifier.fetch.source import (
     ApiKeyRefused,
     ApiUnavailable,
-    DatafoldClient,
     DatafoldError,
     MalformedAnswer,
     NotFound,
     RequestRejected,
-    retry_after_seconds,
 )
 
 API_KEY = "dfk_live_s3cr3t_0123456789abcdef"
@@ -478,7 +477,7 @@ async def test_a_wait_longer_than_the_cap_fails_the_request_at_once(
 @pytest.fixture
 def debug_logging() -> Iterator[None]:
     """Per-request debug events are only built when the adapter's logger is at DEBUG."""
-    logger = logging.getLogger("notifier.datafold")
+    logger = logging.getLogger("notifier.fetch.datafold")
     level = logger.level
     logger.setLevel(logging.DEBUG)
     yield

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from notifier.settings import Settings
+from notifier.run.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 SYSTEMD = "deploy/systemd/datafold-notifier.service"

@@ -6,14 +6,14 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from notifier.detect import (
+from notifier.detect.runs import (
     DetectionPolicy,
     detect,
     listing_window,
     new_monitor_state,
     stale_in_progress,
 )
-from notifier.models import MonitorRun, MonitorState, TrackedRun
+from notifier.domain.models import MonitorRun, MonitorState, TrackedRun
 
 T0 = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
 POLICY = DetectionPolicy(

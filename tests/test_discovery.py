@@ -8,11 +8,11 @@ from pathlib import Path
 import aiohttp
 from structlog.testing import capture_logs
 
-from notifier.datafold import DatafoldClient
-from notifier.detect import DetectionPolicy
-from notifier.service import Notifier, ServiceConfig
-from notifier.simulator import Simulator, serve
-from notifier.state import StateFile
+from notifier.demo.simulator import Simulator, serve
+from notifier.detect.runs import DetectionPolicy
+from notifier.fetch.datafold import DatafoldClient
+from notifier.run.cycle import Notifier, ServiceConfig
+from notifier.store.file import StateFile
 from tests.fakes.source import FakeSink
 
 T0 = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)

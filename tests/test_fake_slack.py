@@ -19,10 +19,10 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.webhook.async_client import AsyncWebhookClient
 
-from notifier import render
-from notifier.models import MessageRef, Notification
-from notifier.sinks import DeliveryError
-from notifier.sinks.slack import ChannelPacer, SlackBotSink
+from notifier.deliver.render import slack as render
+from notifier.deliver.sink import DeliveryError
+from notifier.deliver.sinks.slack import ChannelPacer, SlackBotSink
+from notifier.domain.models import MessageRef, Notification
 from tests.fakes.slack import FakeSlack, Refusal, block_kit_problems
 from tests.test_slack_render import make, notifications
 

@@ -25,7 +25,7 @@ import aiohttp
 import psycopg
 import pytest
 
-from notifier.models import NotifierState
+from notifier.domain.models import NotifierState
 from tests.fakes.cli import World, cli
 from tests.fakes.crash_receiver import CrashReceiver
 from tests.fakes.delivery_audit import (

@@ -23,17 +23,17 @@ import psycopg
 import pytest
 from structlog.testing import capture_logs
 
-from notifier.datafold import ApiUnavailable
-from notifier.leadership import ElectedState, LeasedNotifier
-from notifier.models import MessageRef, MonitorRun, Mute, Notification, NotifierState
-from notifier.pgstate import (
+from notifier.domain.models import MessageRef, MonitorRun, Mute, Notification, NotifierState
+from notifier.fetch.source import ApiUnavailable
+from notifier.run.cycle import Notifier
+from notifier.run.leadership import ElectedState, LeasedNotifier
+from notifier.store.postgres import (
     LeaseLost,
     PostgresStateError,
     PostgresStore,
     StaleFence,
     read_clock,
 )
-from notifier.service import Notifier
 from tests.fakes.cli import World, cli
 from tests.fakes.crash_receiver import CrashReceiver
 from tests.fakes.cycle import Clock, cycle_config

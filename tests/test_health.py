@@ -7,9 +7,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from notifier.health import ClusterView, HealthTracker
-from notifier.metrics import Metrics
-from notifier.service import CycleReport
+from notifier.domain.report import CycleReport
+from notifier.run.health import ClusterView, HealthTracker
+from notifier.run.metrics import Metrics
 
 T0 = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
 MINUTE = timedelta(minutes=1)

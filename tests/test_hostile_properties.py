@@ -20,8 +20,9 @@ from hypothesis import event, example, given, target
 from hypothesis import strategies as st
 from structlog.testing import capture_logs
 
-from notifier.datafold import AnswerTooLarge, DatafoldClient, DatafoldError, MalformedAnswer
-from notifier.models import MonitorRun
+from notifier.domain.models import MonitorRun
+from notifier.fetch.datafold import DatafoldClient
+from notifier.fetch.source import AnswerTooLarge, DatafoldError, MalformedAnswer
 from tests.fakes.scripted_api import Raw
 from tests.test_properties import (  # the project's property-test conventions and fixture
     API_KEY,

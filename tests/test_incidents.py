@@ -6,8 +6,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from notifier.detect import DetectionPolicy, detect, due_reminder
-from notifier.models import Incident, MonitorRun, MonitorState, RunEvent
+from notifier.detect.runs import DetectionPolicy, detect, due_reminder
+from notifier.domain.models import Incident, MonitorRun, MonitorState, RunEvent
 
 T0 = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
 POLICY = DetectionPolicy(

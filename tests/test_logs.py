@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import pytest
 import structlog
 
-from notifier.logs import REDACTED, configure_logging
+from notifier.run.logs import REDACTED, configure_logging
 
 SECRETS = ["dfk-very-secret-key", "https://hooks.slack.com/services/T1/B2/sEcReTpAtH"]
 

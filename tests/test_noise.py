@@ -11,10 +11,10 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
-from notifier.models import MessageRef, MonitorInfo, Mute, Notification
-from notifier.routing import RouteDecision
-from notifier.service import Notifier
-from notifier.state import StateFile
+from notifier.domain.models import MessageRef, MonitorInfo, Mute, Notification
+from notifier.route.rules import RouteDecision
+from notifier.run.cycle import Notifier
+from notifier.store.file import StateFile
 from tests.fakes.cycle import T0, Clock, cycle_config
 from tests.fakes.source import FakeDigestSink, FakeSink, FakeSource
 
@@ -153,7 +153,7 @@ async def test_no_reminder_when_off_or_when_the_monitor_could_not_be_polled(
     assert slack.sent_keys == ["1-11-alert"]
 
     on = notifier(source, store, clock, slack, reminder_interval=timedelta(minutes=10))
-    from notifier.datafold import DatafoldError
+    from notifier.fetch.source import DatafoldError
 
     source.failures[1] = DatafoldError("HTTP 503")
     await on.run_cycle()

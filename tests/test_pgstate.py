@@ -13,7 +13,7 @@ import psycopg
 import psycopg.sql
 import pytest
 
-from notifier.models import (
+from notifier.domain.models import (
     MonitorInfo,
     MonitorState,
     Mute,
@@ -23,7 +23,7 @@ from notifier.models import (
     RunEvent,
     TrackedRun,
 )
-from notifier.pgstate import (
+from notifier.store.postgres import (
     SCHEMA_VERSION,
     LeaseLost,
     PostgresStateError,

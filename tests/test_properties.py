@@ -27,19 +27,8 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 from structlog.testing import capture_logs
 
-from notifier.datafold import (
-    ApiKeyRefused,
-    ApiUnavailable,
-    DatafoldClient,
-    DatafoldError,
-    MalformedAnswer,
-    NotFound,
-    RequestRejected,
-    RunPage,
-    retry_after_seconds,
-)
-from notifier.detect import CLOCK_SKEW_MARGIN, DetectionPolicy, detect, new_monitor_state
-from notifier.models import (
+from notifier.detect.runs import CLOCK_SKEW_MARGIN, DetectionPolicy, detect, new_monitor_state
+from notifier.domain.models import (
     MonitorInfo,
     MonitorRun,
     MonitorState,
@@ -48,7 +37,16 @@ from notifier.models import (
     RunDetail,
     is_in_progress,
 )
-from notifier.service import Notifier, ServiceConfig
+from notifier.fetch.datafold import DatafoldClient, RunPage, retry_after_seconds
+from notifier.fetch.source import (
+    ApiKeyRefused,
+    ApiUnavailable,
+    DatafoldError,
+    MalformedAnswer,
+    NotFound,
+    RequestRejected,
+)
+from notifier.run.cycle import Notifier, ServiceConfig
 from tests.fakes.scripted_api import (
     Answer,
     BackgroundLoop,

@@ -12,9 +12,10 @@ import pytest
 from jsonschema import Draft202012Validator
 from slack_sdk.models.blocks import Block
 
-from notifier import render, webhook_payload
-from notifier.models import Links, MonitorInfo, Notification, RunEvent
-from notifier.sinks.console import ConsoleSink
+from notifier.deliver.render import slack as render
+from notifier.deliver.render import webhook as webhook_payload
+from notifier.deliver.sinks.console import ConsoleSink
+from notifier.domain.models import Links, MonitorInfo, Notification, RunEvent
 
 STARTED = datetime(2025, 3, 14, 9, 30, tzinfo=UTC)
 DETECTED = datetime(2025, 3, 14, 9, 41, 7, tzinfo=UTC)

@@ -12,8 +12,8 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from notifier import render
-from notifier.models import Notification
+from notifier.deliver.render import slack as render
+from notifier.domain.models import Notification
 from tests.test_slack_render import assert_all_within_limits, digest_events, make, notifications
 
 

@@ -12,9 +12,8 @@ from typing import Any
 import aiohttp
 import pytest
 
-from notifier.daemon import build_sinks
-from notifier.models import EVENT_KINDS, MonitorInfo
-from notifier.routing import (
+from notifier.domain.models import EVENT_KINDS, MonitorInfo
+from notifier.route.rules import (
     Match,
     QuietHours,
     RouteDecision,
@@ -31,7 +30,8 @@ from notifier.routing import (
     routes_from_settings,
     webhook_destination_name,
 )
-from notifier.settings import load_settings
+from notifier.run.daemon import build_sinks
+from notifier.run.settings import load_settings
 
 DOCS_EXAMPLE = Path(__file__).resolve().parent.parent / "docs" / "routing.example.toml"
 

@@ -13,8 +13,8 @@ from typing import Any
 import aiohttp
 import pytest
 
-from notifier.models import MonitorInfo
-from notifier.routing import (
+from notifier.domain.models import MonitorInfo
+from notifier.route.rules import (
     NAME_MATCH_MAX,
     PATTERN_MAX,
     Match,

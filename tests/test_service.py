@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 from structlog.testing import capture_logs
 
-from notifier.datafold import ApiKeyRefused, MalformedAnswer
-from notifier.models import MessageRef, MonitorInfo, MonitorRun, Notification
-from notifier.routing import RouteDecision
-from notifier.service import Notifier
-from notifier.sinks import DeliveryError
-from notifier.state import StateFile
+from notifier.deliver.sink import DeliveryError
+from notifier.domain.models import MessageRef, MonitorInfo, MonitorRun, Notification
+from notifier.fetch.source import ApiKeyRefused, MalformedAnswer
+from notifier.route.rules import RouteDecision
+from notifier.run.cycle import Notifier
+from notifier.store.file import StateFile
 from tests.fakes.cycle import T0, Clock, cycle_config
 from tests.fakes.source import FakeSink, FakeSource
 

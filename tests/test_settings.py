@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from notifier.settings import ConfigError, load_settings
+from notifier.run.settings import ConfigError, load_settings
 
 KEY = "dfk-" + "s3cr3t-api-key-value"
 SECRET_VARIABLES = {
@@ -155,7 +155,7 @@ def test_repr_hides_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_example_env_documents_every_setting_with_its_default() -> None:
     """settings.example.env names every variable, each with the code's default and a comment."""
-    from notifier.settings import Settings
+    from notifier.run.settings import Settings
 
     example = Path(__file__).resolve().parent.parent / "settings.example.env"
     lines = example.read_text().splitlines()

@@ -27,8 +27,8 @@ import aiohttp
 import pytest
 import structlog
 
-from notifier.cli import main
-from notifier.settings import Settings
+from notifier.cli.main import main
+from notifier.run.settings import Settings
 from tests.fakes.cli import World
 from tests.fakes.postgres import (
     postgres_server_fixture,  # noqa: F401  # the fixture, registered by importing it

@@ -17,8 +17,8 @@ from jsonschema import Draft202012Validator, FormatChecker
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
-from notifier import simulator
-from notifier.simulator import Simulator, demo_simulator, serve
+from notifier.demo import simulator
+from notifier.demo.simulator import Simulator, demo_simulator, serve
 
 KEY = "test-key"
 T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)

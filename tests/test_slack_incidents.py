@@ -11,10 +11,10 @@ import aiohttp
 import pytest
 from structlog.testing import capture_logs
 
-from notifier import render
-from notifier.models import MessageRef, Notification
-from notifier.sinks import DeliveryError, DigestSink
-from notifier.sinks.slack import ChannelPacer, SlackBotSink, SlackWebhookSink
+from notifier.deliver.render import slack as render
+from notifier.deliver.sink import DeliveryError, DigestSink
+from notifier.deliver.sinks.slack import ChannelPacer, SlackBotSink, SlackWebhookSink
+from notifier.domain.models import MessageRef, Notification
 from tests.fakes.slack import FakeSlack
 from tests.test_slack_render import make
 

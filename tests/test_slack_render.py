@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from notifier import render
-from notifier.models import Incident, Links, MonitorInfo, Notification, RunEvent
+from notifier.deliver.render import slack as render
+from notifier.domain.models import Incident, Links, MonitorInfo, Notification, RunEvent
 from tests.test_render import BARE_AMPERSAND, assert_within_block_kit_limits, mrkdwn_texts
 
 OPENED = datetime(2025, 3, 14, 9, 30, tzinfo=UTC)

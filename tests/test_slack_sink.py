@@ -12,11 +12,11 @@ from typing import Any
 import aiohttp
 import pytest
 
-from notifier import render
-from notifier.models import Links, MonitorInfo, Notification, RunEvent
-from notifier.sinks import DeliveryError
-from notifier.sinks.checks import CheckResult
-from notifier.sinks.slack import SlackBotSink, SlackWebhookSink
+from notifier.deliver.checks import CheckResult
+from notifier.deliver.render import slack as render
+from notifier.deliver.sink import DeliveryError
+from notifier.deliver.sinks.slack import SlackBotSink, SlackWebhookSink
+from notifier.domain.models import Links, MonitorInfo, Notification, RunEvent
 from tests.fakes.slack import FakeSlack, Fault
 from tests.fakes.webhook import WebhookReceiver
 

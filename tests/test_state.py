@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from structlog.testing import capture_logs
 
-from notifier.models import (
+from notifier.domain.models import (
     STATE_VERSION,
     MonitorInfo,
     MonitorState,
@@ -25,7 +25,7 @@ from notifier.models import (
     RunEvent,
     TrackedRun,
 )
-from notifier.state import (
+from notifier.store.file import (
     StateError,
     StateFile,
     StateProblem,

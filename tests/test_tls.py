@@ -10,8 +10,8 @@ import pytest
 import trustme
 from aiohttp import web
 
-from notifier.settings import ConfigError, load_settings
-from notifier.simulator import Simulator
+from notifier.demo.simulator import Simulator
+from notifier.run.settings import ConfigError, load_settings
 from tests.fakes.cli import API_KEY, World, cli
 
 

@@ -14,10 +14,11 @@ import aiohttp
 import pytest
 from structlog.testing import capture_logs
 
-from notifier.alertmanager import notification_body
-from notifier.health import HealthTracker
-from notifier.metrics import Metrics
-from notifier.models import (
+from notifier.deliver.render.alertmanager import notification_body
+from notifier.deliver.render.webhook import webhook_body
+from notifier.deliver.sink import DeliveryError, Sink
+from notifier.deliver.sinks.slack import SlackBotSink
+from notifier.domain.models import (
     ERROR_MAX,
     NAME_MAX,
     TAGS_MAX,
@@ -26,11 +27,10 @@ from notifier.models import (
     Notification,
     RunDetail,
 )
-from notifier.service import Notifier
-from notifier.sinks import DeliveryError, Sink
-from notifier.sinks.slack import SlackBotSink
-from notifier.state import StateFile
-from notifier.webhook_payload import webhook_body
+from notifier.run.cycle import Notifier
+from notifier.run.health import HealthTracker
+from notifier.run.metrics import Metrics
+from notifier.store.file import StateFile
 from tests.fakes.cycle import T0, Clock, cycle_config
 from tests.fakes.slack import FakeSlack
 from tests.fakes.source import FakeSink, FakeSource

@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 from jsonschema import Draft202012Validator
 
-from notifier import webhook_payload
-from notifier.models import Incident, Links, MonitorInfo, Notification, RunEvent
+from notifier.deliver.render import webhook as webhook_payload
+from notifier.domain.models import Incident, Links, MonitorInfo, Notification, RunEvent
 
 STARTED = datetime(2025, 3, 14, 9, 30, tzinfo=UTC)
 DETECTED = datetime(2025, 3, 14, 9, 41, 7, tzinfo=UTC)

@@ -11,12 +11,13 @@ import aiohttp
 import pytest
 from standardwebhooks import Webhook, WebhookVerificationError
 
-from notifier import __version__, webhook_payload
-from notifier.alertmanager import notification_body
-from notifier.models import Incident, Links, MessageRef, MonitorInfo, Notification, RunEvent
-from notifier.sinks import DeliveryError, Sink
-from notifier.sinks.checks import CheckResult
-from notifier.sinks.webhook import WebhookSink
+from notifier import __version__
+from notifier.deliver.checks import CheckResult
+from notifier.deliver.render import webhook as webhook_payload
+from notifier.deliver.render.alertmanager import notification_body
+from notifier.deliver.sink import DeliveryError, Sink
+from notifier.deliver.sinks.webhook import WebhookSink
+from notifier.domain.models import Incident, Links, MessageRef, MonitorInfo, Notification, RunEvent
 from tests.fakes.webhook import Reply, WebhookReceiver
 
 SECRET = "whsec_" + base64.b64encode(b"0123456789abcdef0123456789abcdef").decode()

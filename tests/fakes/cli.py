@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from notifier.simulator import Simulator, serve
+from notifier.demo.simulator import Simulator, serve
 from tests.fakes.slack import FakeSlack
 from tests.fakes.webhook import WebhookReceiver
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from notifier.detect import DetectionPolicy
-from notifier.service import ServiceConfig
+from notifier.detect.runs import DetectionPolicy
+from notifier.run.cycle import ServiceConfig
 
 T0 = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
 

@@ -6,9 +6,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from notifier.datafold import DatafoldError, NotFound
-from notifier.models import MessageRef, MonitorInfo, MonitorRun, Notification, RunDetail
-from notifier.sinks import DeliveryError
+from notifier.deliver.sink import DeliveryError
+from notifier.domain.models import MessageRef, MonitorInfo, MonitorRun, Notification, RunDetail
+from notifier.fetch.source import DatafoldError, NotFound
 
 
 @dataclass

@@ -1,0 +1,1 @@
+"""The command line: `datafold-notifier run | once | check | mute | state | routes | demo`."""

@@ -1,0 +1,67 @@
+"""Destinations: one module per kind, each a `Sink`; the registry is built in `run.daemon`."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol, runtime_checkable
+
+from notifier.domain.models import MessageRef, Notification
+
+
+class DeliveryError(Exception):
+    """A destination did not accept a notification; the outbox keeps it for a later attempt.
+
+    The message names the destination and the reason and never contains a secret.
+    """
+
+    def __init__(
+        self,
+        destination: str,
+        reason: str,
+        *,
+        retry_after: float | None = None,
+        whole_destination: bool = True,
+        delivered: frozenset[str] = frozenset(),
+    ) -> None:
+        super().__init__(f"{destination}: {reason}")
+        self.destination = destination
+        self.reason = reason
+        self.retry_after = retry_after
+        #: True when the destination itself is failing (down, refusing the credentials, rate
+        #: limiting): later notifications would fail too, so the cycle stops sending there.
+        #: False when only this notification was refused: the next ones are still tried.
+        self.whole_destination = whole_destination
+        #: A digest split over several messages failed part-way: these notification IDs went out.
+        self.delivered = delivered
+
+
+class Sink(Protocol):
+    """A place notifications go. `name` is stable across restarts and free of secrets."""
+
+    name: str
+
+    async def send(
+        self, notification: Notification, thread: MessageRef | None = None
+    ) -> MessageRef | None:
+        """Deliver or raise `DeliveryError`; return where the message went if it can be updated
+        or threaded later (Slack with a bot token), else None.
+
+        `thread` is where the first message of the notification's incident went in this
+        destination, when known: a sink that can, replies there (alerts, reminders: if its
+        `thread` option is on) or updates it (recoveries); the others ignore it.
+        """
+        ...
+
+
+@runtime_checkable
+class DigestSink(Protocol):
+    """A sink that can put many notifications in one digest (Slack). More than
+    `digest_threshold` waiting for it after a cycle's polls are sent as a digest instead."""
+
+    name: str
+    digest_threshold: int | None
+
+    async def send_digest(self, notifications: Sequence[Notification]) -> None:
+        """Send them as one digest (split over several messages if need be), or raise
+        `DeliveryError` with `delivered` naming those that went out before the failure."""
+        ...

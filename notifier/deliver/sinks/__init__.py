@@ -1,0 +1,1 @@
+"""One module per destination kind; each implements `notifier.deliver.sink.Sink`."""

@@ -1,0 +1,1 @@
+"""Demo: a Datafold simulator for `datafold-notifier demo`, tests and benchmarks."""

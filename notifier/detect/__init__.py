@@ -1,0 +1,1 @@
+"""Detect: pure decisions over fetched runs and the saved state, with time passed in."""

@@ -1,0 +1,1 @@
+"""Route: which destinations hear of a notification, when, and what waits in the outbox. Pure."""

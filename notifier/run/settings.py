@@ -1,0 +1,499 @@
+"""Configuration: read once at start-up from the environment and `.env`, validated, passed down.
+
+Nothing below the CLI reads `os.environ`. Secrets are `SecretStr` and never shown in a repr, a log
+line or an error message.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import ipaddress
+import os
+import socket
+import ssl
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import (
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from notifier.domain.models import IN_PROGRESS_STATES, KNOWN_STATES
+
+#: Variables whose values may be echoed in an error message (none of them is a secret).
+_ECHOABLE = {
+    "NOTIFIER_MONITOR_IDS",
+    "NOTIFIER_MONITOR_TAGS",
+    "NOTIFIER_DISCOVERY_INTERVAL_SECONDS",
+    "NOTIFIER_POLL_INTERVAL_SECONDS",
+    "NOTIFIER_STATE_FILE",
+    "NOTIFIER_NOTIFY_STATES",
+    "NOTIFIER_LOOKBACK_SECONDS",
+    "NOTIFIER_FIRST_START_LOOKBACK_SECONDS",
+    "NOTIFIER_MAX_CONCURRENCY",
+    "NOTIFIER_REQUEST_TIMEOUT_SECONDS",
+    "NOTIFIER_PAGE_SIZE",
+    "NOTIFIER_OUTBOX_EXPIRY_SECONDS",
+    "NOTIFIER_SHUTDOWN_GRACE_SECONDS",
+    "NOTIFIER_MONITOR_URL_TEMPLATE",
+    "NOTIFIER_MONITOR_CACHE_SECONDS",
+    "NOTIFIER_CATCHUP_LIMIT_SECONDS",
+    "NOTIFIER_CA_BUNDLE",
+    "NOTIFIER_ROUTES_FILE",
+    "NOTIFIER_ALLOW_HTTP",
+    "NOTIFIER_POLL_SPREAD_SECONDS",
+    "NOTIFIER_POLL_MODE",
+    "NOTIFIER_FEED_SWEEP_SECONDS",
+    "NOTIFIER_MAX_REQUESTS_PER_SECOND",
+    "NOTIFIER_HEALTH_PORT",
+    "NOTIFIER_MAX_RESPONSE_BYTES",
+    "NOTIFIER_MAX_RETRY_AFTER_SECONDS",
+    "NOTIFIER_OUTBOX_MAX_ENTRIES",
+    "NOTIFIER_HEALTH_HOST",
+    "SLACK_CHANNEL",
+    "NOTIFIER_LOG_LEVEL",
+    "NOTIFIER_LOG_FORMAT",
+}
+
+
+def split_list(value: Any) -> Any:
+    """Comma- (or whitespace-) separated text to a list; blanks dropped."""
+    if isinstance(value, str):
+        return [part for part in value.replace(",", " ").split() if part]
+    return value
+
+
+def whsec_problem(text: str) -> str | None:
+    """Why `text` is no usable Standard Webhooks secret, or None; shared with the routes file."""
+    if not text.startswith("whsec_"):
+        return "must be a Standard Webhooks secret starting with whsec_"
+    encoded = text.removeprefix("whsec_").strip()
+    try:
+        key = base64.b64decode(encoded + "=" * (-len(encoded) % 4), validate=True)
+    except (binascii.Error, ValueError):
+        return "is not valid base64 after whsec_"
+    if len(key) < 16:
+        return "is too short: use at least 16 random bytes, base64"
+    return None
+
+
+def http_url(value: str) -> str:
+    """An http(s) URL with a host, a valid port and no credentials (it is not echoed back)."""
+    value = value.strip()
+    parts = urlsplit(value)
+    try:
+        port_ok = parts.port is None or 0 < parts.port
+    except ValueError:
+        port_ok = False
+    if parts.scheme not in ("http", "https") or not parts.hostname or not port_ok:
+        raise ValueError("must be an http:// or https:// URL with a host (and a valid port)")
+    if parts.username is not None or parts.password is not None:
+        raise ValueError("must not carry credentials (user:password@)")
+    return value
+
+
+class Settings(BaseSettings):
+    """Every setting of the notifier, named by its environment variable."""
+
+    model_config = SettingsConfigDict(
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        case_sensitive=False,
+        validate_default=True,
+        hide_input_in_errors=True,
+        env_ignore_empty=True,
+    )
+
+    datafold_api_key: SecretStr = Field(validation_alias="DATAFOLD_API_KEY")
+    datafold_host: str = Field("https://app.datafold.com", validation_alias="DATAFOLD_HOST")
+
+    monitor_ids: Annotated[list[int], NoDecode] = Field(
+        default_factory=list, validation_alias="NOTIFIER_MONITOR_IDS"
+    )
+    monitor_tags: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, validation_alias="NOTIFIER_MONITOR_TAGS"
+    )
+    discovery_interval_seconds: float = Field(
+        300.0, ge=10.0, le=86400.0, validation_alias="NOTIFIER_DISCOVERY_INTERVAL_SECONDS"
+    )
+    poll_interval_seconds: float = Field(
+        60.0, ge=1.0, le=86400.0, validation_alias="NOTIFIER_POLL_INTERVAL_SECONDS"
+    )
+    #: 0 turns reminders off (the default).
+    reminder_interval_seconds: float = Field(
+        0.0, ge=0.0, le=30 * 86400.0, validation_alias="NOTIFIER_REMINDER_INTERVAL_SECONDS"
+    )
+    state_file: Path = Field(
+        Path("datafold-notifier.state.json"), validation_alias="NOTIFIER_STATE_FILE"
+    )
+    #: postgresql://… : state in PostgreSQL, shared by replicas (high availability).
+    state_url: SecretStr | None = Field(None, validation_alias="NOTIFIER_STATE_URL")
+    #: How this replica names itself in the lease; default host name and process ID.
+    replica_name: str | None = Field(
+        None, validation_alias="NOTIFIER_REPLICA_NAME", min_length=1, max_length=200
+    )
+    #: Lease length; default the poll interval. A standby takes over within about 4/3 of it.
+    lease_seconds: float | None = Field(
+        None, ge=1.0, le=3600.0, validation_alias="NOTIFIER_LEASE_SECONDS"
+    )
+    notify_states: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["alert", "error"], validation_alias="NOTIFIER_NOTIFY_STATES"
+    )
+    lookback_seconds: float = Field(
+        1800.0, ge=60.0, le=7 * 86400.0, validation_alias="NOTIFIER_LOOKBACK_SECONDS"
+    )
+    first_start_lookback_seconds: float = Field(
+        0.0, ge=0.0, le=7 * 86400.0, validation_alias="NOTIFIER_FIRST_START_LOOKBACK_SECONDS"
+    )
+    max_concurrency: int = Field(16, ge=1, le=512, validation_alias="NOTIFIER_MAX_CONCURRENCY")
+    request_timeout_seconds: float = Field(
+        30.0, gt=0.0, le=600.0, validation_alias="NOTIFIER_REQUEST_TIMEOUT_SECONDS"
+    )
+    page_size: int = Field(100, ge=1, le=1000, validation_alias="NOTIFIER_PAGE_SIZE")
+    outbox_expiry_seconds: float = Field(
+        86400.0, ge=60.0, le=30 * 86400.0, validation_alias="NOTIFIER_OUTBOX_EXPIRY_SECONDS"
+    )
+    catchup_limit_seconds: float = Field(
+        86400.0, ge=60.0, le=30 * 86400.0, validation_alias="NOTIFIER_CATCHUP_LIMIT_SECONDS"
+    )
+    shutdown_grace_seconds: float = Field(
+        10.0, ge=0.0, le=600.0, validation_alias="NOTIFIER_SHUTDOWN_GRACE_SECONDS"
+    )
+    monitor_url_template: str = Field(
+        "{host}/monitors/{monitor_id}", validation_alias="NOTIFIER_MONITOR_URL_TEMPLATE"
+    )
+    poll_spread_seconds: float | None = Field(
+        None, ge=0.0, le=3600.0, validation_alias="NOTIFIER_POLL_SPREAD_SECONDS"
+    )
+    poll_mode: Literal["poll", "feed"] = Field("poll", validation_alias="NOTIFIER_POLL_MODE")
+    feed_sweep_seconds: float = Field(
+        3600.0, ge=60.0, le=7 * 86400.0, validation_alias="NOTIFIER_FEED_SWEEP_SECONDS"
+    )
+    max_requests_per_second: float | None = Field(
+        None, gt=0.0, le=10_000.0, validation_alias="NOTIFIER_MAX_REQUESTS_PER_SECOND"
+    )
+    #: Bytes of one Datafold answer, counted after decompression; past it the monitor fails.
+    max_response_bytes: int = Field(
+        4 * 1024 * 1024,
+        ge=64 * 1024,
+        le=1024 * 1024 * 1024,
+        validation_alias="NOTIFIER_MAX_RESPONSE_BYTES",
+    )
+    #: The longest wait a server may ask for (Retry-After); unset: the poll interval.
+    max_retry_after_seconds: float | None = Field(
+        None, ge=0.0, le=86400.0, validation_alias="NOTIFIER_MAX_RETRY_AFTER_SECONDS"
+    )
+    #: Notifications the outbox holds at most; past it the oldest are dropped (logged, counted).
+    outbox_max_entries: int = Field(
+        5000, ge=10, le=1_000_000, validation_alias="NOTIFIER_OUTBOX_MAX_ENTRIES"
+    )
+    health_port: int | None = Field(None, ge=0, le=65535, validation_alias="NOTIFIER_HEALTH_PORT")
+    health_host: str = Field("127.0.0.1", validation_alias="NOTIFIER_HEALTH_HOST")
+    monitor_cache_seconds: float = Field(
+        3600.0, ge=0.0, le=7 * 86400.0, validation_alias="NOTIFIER_MONITOR_CACHE_SECONDS"
+    )
+
+    slack_bot_token: SecretStr | None = Field(None, validation_alias="SLACK_BOT_TOKEN")
+    slack_channel: str | None = Field(None, validation_alias="SLACK_CHANNEL")
+    slack_webhook_url: SecretStr | None = Field(None, validation_alias="SLACK_WEBHOOK_URL")
+    slack_api_url: str = Field("https://slack.com/api/", validation_alias="SLACK_API_URL")
+    #: Slack accepts about one message per second per channel; bursts beyond it are paced.
+    slack_messages_per_second: float = Field(
+        1.0, gt=0.0, le=100.0, validation_alias="NOTIFIER_SLACK_MESSAGES_PER_SECOND"
+    )
+
+    webhook_urls: Annotated[list[SecretStr], NoDecode] = Field(
+        default_factory=list, validation_alias="NOTIFIER_WEBHOOK_URLS"
+    )
+    webhook_secrets: Annotated[list[SecretStr], NoDecode] = Field(
+        default_factory=list, validation_alias="NOTIFIER_WEBHOOK_SECRET"
+    )
+    routes_file: Path | None = Field(None, validation_alias="NOTIFIER_ROUTES_FILE")
+    ca_bundle: Path | None = Field(None, validation_alias="NOTIFIER_CA_BUNDLE")
+    allow_http: bool = Field(False, validation_alias="NOTIFIER_ALLOW_HTTP")
+
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        "info", validation_alias="NOTIFIER_LOG_LEVEL"
+    )
+    log_format: Literal["json", "console"] | None = Field(
+        None, validation_alias="NOTIFIER_LOG_FORMAT"
+    )
+
+    @field_validator("monitor_ids", mode="before")
+    @classmethod
+    def _parse_ids(cls, value: Any) -> Any:
+        parts = split_list(value)
+        if isinstance(parts, list):
+            for part in parts:
+                if isinstance(part, str) and not part.isdigit():
+                    raise ValueError(f"{part!r} is not a monitor ID (a positive whole number)")
+            return list(dict.fromkeys(int(p) for p in parts))
+        return parts
+
+    @field_validator("monitor_tags", mode="before")
+    @classmethod
+    def _parse_tags(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return list(dict.fromkeys(t.strip() for t in value.split(",") if t.strip()))
+        return value
+
+    @field_validator("notify_states", mode="before")
+    @classmethod
+    def _parse_states(cls, value: Any) -> Any:
+        parts = split_list(value)
+        if isinstance(parts, list):
+            states = [str(p).strip().lower() for p in parts]
+            if not states:
+                raise ValueError("name at least one run state, such as alert,error")
+            for state in states:
+                if state in IN_PROGRESS_STATES:
+                    raise ValueError(
+                        f"{state!r} is an in-progress state; name finished states "
+                        "(alert, error, ok, skipped, cancelled)"
+                    )
+                if state not in KNOWN_STATES:
+                    raise ValueError(
+                        f"{state!r} is not a Datafold run state; name finished states "
+                        "(alert, error, ok, skipped, cancelled)"
+                    )
+            return list(dict.fromkeys(states))
+        return parts
+
+    @field_validator("webhook_urls", mode="before")
+    @classmethod
+    def _parse_webhook_urls(cls, value: Any) -> Any:
+        parts = split_list(value)
+        if isinstance(parts, list):
+            for index, part in enumerate(parts, start=1):
+                text = part.get_secret_value() if isinstance(part, SecretStr) else str(part)
+                try:
+                    http_url(text)
+                except ValueError as exc:
+                    raise ValueError(f"URL number {index} {exc}") from None
+        return parts
+
+    @field_validator("datafold_api_key")
+    @classmethod
+    def _check_key(cls, value: SecretStr) -> SecretStr:
+        if not value.get_secret_value().strip():
+            raise ValueError("is empty")
+        return value
+
+    @field_validator("slack_webhook_url")
+    @classmethod
+    def _check_slack_webhook(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            http_url(value.get_secret_value())
+        return value
+
+    @field_validator("webhook_secrets", mode="before")
+    @classmethod
+    def _check_secrets(cls, value: Any) -> Any:
+        parts = split_list(value)
+        if not isinstance(parts, list):
+            return parts
+        for index, part in enumerate(parts, start=1):
+            text = part.get_secret_value() if isinstance(part, SecretStr) else str(part)
+            problem = whsec_problem(text)
+            if problem is not None:
+                which = f"secret number {index}" if len(parts) > 1 else "the secret"
+                raise ValueError(f"{which} {problem}")
+        return parts
+
+    @field_validator("ca_bundle")
+    @classmethod
+    def _check_ca_bundle(cls, value: Path | None) -> Path | None:
+        if value is None:
+            return None
+        if not value.is_file():
+            raise ValueError(f"{value} is not a readable file")
+        try:
+            ssl.create_default_context().load_verify_locations(cafile=str(value))
+        except (ssl.SSLError, OSError, ValueError):
+            raise ValueError(f"{value} is not a PEM bundle of CA certificates") from None
+        return value
+
+    @field_validator("datafold_host", "slack_api_url")
+    @classmethod
+    def _check_url(cls, value: str) -> str:
+        return http_url(value)
+
+    @field_validator("datafold_host")
+    @classmethod
+    def _strip_host(cls, value: str) -> str:
+        return value.rstrip("/")
+
+    @field_validator("state_url")
+    @classmethod
+    def _postgres_url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None:
+            return None
+        text = value.get_secret_value().strip()
+        # Not echoed: the URL carries the password.
+        if urlsplit(text).scheme not in ("postgresql", "postgres"):
+            raise ValueError("give a postgresql://user:password@host:port/database URL")
+        return SecretStr(text)
+
+    @field_validator("slack_api_url")
+    @classmethod
+    def _slash_api(cls, value: str) -> str:
+        return value if value.endswith("/") else value + "/"
+
+    @field_validator("log_level", "log_format", "poll_mode", mode="before")
+    @classmethod
+    def _lower(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return value.strip().lower() or None
+        return value
+
+    @field_validator("monitor_url_template")
+    @classmethod
+    def _check_template(cls, value: str) -> str:
+        try:
+            value.format(host="https://example", monitor_id=1)
+        except (KeyError, IndexError, ValueError) as exc:
+            raise ValueError(
+                "may use only the placeholders {host} and {monitor_id}"
+                f" ({type(exc).__name__}: {exc})"
+            ) from None
+        return value
+
+    @model_validator(mode="after")
+    def _plain_http(self) -> Settings:
+        if self.allow_http:
+            return self
+        urls: list[tuple[str, str]] = [
+            ("DATAFOLD_HOST", self.datafold_host),
+            ("SLACK_API_URL", self.slack_api_url),
+        ]
+        if self.slack_webhook_url is not None:
+            urls.append(("SLACK_WEBHOOK_URL", self.slack_webhook_url.get_secret_value()))
+        urls += [("NOTIFIER_WEBHOOK_URLS", u.get_secret_value()) for u in self.webhook_urls]
+        for name, url in urls:
+            if urlsplit(url).scheme == "http" and not is_loopback(urlsplit(url).hostname):
+                raise ValueError(
+                    f"{name}: plain http:// to a host other than this machine is refused "
+                    "(the traffic carries secrets); use https:// or set NOTIFIER_ALLOW_HTTP=true"
+                )
+        return self
+
+    @model_validator(mode="after")
+    def _sweep_within_catch_up(self) -> Settings:
+        if self.poll_mode == "feed" and self.feed_sweep_seconds >= self.catchup_limit_seconds:
+            raise ValueError(
+                "NOTIFIER_FEED_SWEEP_SECONDS must be shorter than NOTIFIER_CATCHUP_LIMIT_SECONDS, "
+                "or a sweep's listing would be cut short"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _slack_pairs(self) -> Settings:
+        if self.slack_bot_token is not None and not self.slack_channel:
+            raise ValueError("SLACK_BOT_TOKEN is set but SLACK_CHANNEL is not: name the channel")
+        if self.slack_channel and self.slack_bot_token is None:
+            raise ValueError(
+                "SLACK_CHANNEL is set but SLACK_BOT_TOKEN is not: chat.postMessage needs one"
+            )
+        return self
+
+    @property
+    def poll_spread(self) -> float:
+        """Seconds over which a cycle's polls start.
+
+        Auto: a millisecond per monitor, at most a tenth of the interval and 5 s; the concurrency
+        bound then paces the requests themselves.
+        """
+        if self.poll_spread_seconds is not None:
+            return min(self.poll_spread_seconds, self.poll_interval_seconds * 0.9)
+        return min(self.poll_interval_seconds / 10, 5.0, 0.001 * len(self.monitor_ids))
+
+    def has_destination(self) -> bool:
+        """Whether any Slack or webhook destination is configured (a routes file has its own)."""
+        return bool(
+            self.routes_file or self.slack_bot_token or self.slack_webhook_url or self.webhook_urls
+        )
+
+    def secrets(self) -> list[str]:
+        """Every secret value, so the log pipeline can redact it wherever it turns up."""
+        values = [self.datafold_api_key, self.slack_bot_token, self.slack_webhook_url]
+        values += [*self.webhook_urls, *self.webhook_secrets]
+        found = [v.get_secret_value() for v in values if v is not None and v.get_secret_value()]
+        if self.state_url is not None:
+            # The password as libpq reads it and as written (an unencoded '/' or '@' in it makes
+            # the two differ), not the database name: logs may name the database.
+            from notifier.store.postgres import url_secrets
+
+            found += sorted(url_secrets(self.state_url.get_secret_value()))
+        return found
+
+    @property
+    def replica(self) -> str:
+        """This replica's name in the lease: NOTIFIER_REPLICA_NAME, or host name and PID."""
+        return self.replica_name or f"{socket.gethostname()}:{os.getpid()}"
+
+    @property
+    def retry_after_cap(self) -> float:
+        """The longest server-asked wait honoured: NOTIFIER_MAX_RETRY_AFTER_SECONDS, or the
+        poll interval."""
+        if self.max_retry_after_seconds is not None:
+            return self.max_retry_after_seconds
+        return self.poll_interval_seconds
+
+    @property
+    def lease(self) -> float:
+        """The lease length in seconds: NOTIFIER_LEASE_SECONDS, or the poll interval."""
+        return self.lease_seconds or max(1.0, self.poll_interval_seconds)
+
+
+def is_loopback(host: str | None) -> bool:
+    if host is None:
+        return False
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class ConfigError(Exception):
+    """A configuration problem, as one line that names the variable."""
+
+
+def load_settings(env_file: Path | None = None, **overrides: Any) -> Settings:
+    """Read and validate settings; `ConfigError` carries the one-line message for the user."""
+    try:
+        if env_file is not None:
+            if not env_file.is_file():
+                raise ConfigError(f"env file {env_file} does not exist")
+            return Settings(_env_file=env_file, **overrides)
+        return Settings(**overrides)
+    except ValidationError as exc:
+        raise ConfigError(describe_validation_error(exc)) from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"env file {env_file or '.env'} is not UTF-8 text") from None
+    except OSError as exc:
+        raise ConfigError(f"env file {env_file or '.env'}: {exc.strerror}") from None
+
+
+def describe_validation_error(exc: ValidationError) -> str:
+    """One line per problem, each naming the environment variable; secret inputs never shown."""
+    lines = []
+    for error in exc.errors(include_url=False):
+        loc = [str(part) for part in error.get("loc", ())]
+        name = loc[0].upper() if loc else ""
+        message = str(error.get("msg", "invalid")).removeprefix("Value error, ")
+        if error.get("type") == "missing":
+            message = "is required but not set"
+        if name and name in _ECHOABLE and "input" in error and not isinstance(error["input"], dict):
+            message += f" (got {str(error['input'])[:80]!r})"
+        lines.append(f"{name}: {message}" if name else message)
+    return "; ".join(lines)
