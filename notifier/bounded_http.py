@@ -1,4 +1,4 @@
-"""HTTP answers read within limits: bodies capped after decompression, `Retry-After` parsed once.
+"""HTTP answers read within limits: bodies capped after decompression.
 
 Used by every adapter that reads from outside (Datafold, Slack, webhooks), so that no server can
 make the process hold more than a known number of bytes per answer.
@@ -6,15 +6,10 @@ make the process hold more than a known number of bytes per answer.
 
 from __future__ import annotations
 
-import math
-from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 from typing import ClassVar
 
 import aiohttp
 
-#: The longest wait a Retry-After is read as (about 30 years): anything longer is as good as never.
-RETRY_AFTER_MAX = 1e9
 #: What a destination's answer (Slack's JSON, a webhook's reply) may weigh, decompressed.
 DESTINATION_ANSWER_MAX_BYTES = 1024 * 1024
 _CHUNK = 64 * 1024
@@ -66,23 +61,3 @@ class BoundedResponse(aiohttp.ClientResponse):
                 self.close()
                 raise
         return await super().read()
-
-
-def retry_after_seconds(value: str | None, now: datetime) -> float | None:
-    """Seconds a `Retry-After` value (delta-seconds or an HTTP-date) asks for; None if unusable."""
-    if value is None:
-        return None
-    text = value.strip()
-    try:
-        seconds = float(text)
-    except ValueError:
-        try:
-            when = parsedate_to_datetime(text)
-        except (TypeError, ValueError, IndexError, OverflowError):
-            return None
-        if when.tzinfo is None:
-            when = when.replace(tzinfo=UTC)
-        seconds = (when - now.astimezone(UTC)).total_seconds()
-    if not math.isfinite(seconds):
-        return None
-    return min(max(0.0, seconds), RETRY_AFTER_MAX)

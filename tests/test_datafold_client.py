@@ -20,7 +20,8 @@ from aiohttp.test_utils import TestServer
 from multidict import CIMultiDictProxy
 
 from notifier import __version__
-from notifier.fetch.datafold import DatafoldClient, retry_after_seconds
+from notifier.domain.values import retry_after_seconds
+from notifier.fetch.datafold import DatafoldClient
 from notifier.fetch.source import (
     ApiKeyRefused,
     ApiUnavailable,

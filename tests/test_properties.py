@@ -37,7 +37,8 @@ from notifier.domain.models import (
     RunDetail,
     is_in_progress,
 )
-from notifier.fetch.datafold import DatafoldClient, RunPage, retry_after_seconds
+from notifier.domain.values import retry_after_seconds
+from notifier.fetch.datafold import DatafoldClient, RunPage
 from notifier.fetch.source import (
     ApiKeyRefused,
     ApiUnavailable,
@@ -929,13 +930,16 @@ class MemoryStore:
     def __init__(self) -> None:
         self.saves = 0
 
-    def load(self) -> NotifierState:
+    async def load(self) -> NotifierState:
         return NotifierState()
 
-    def save(self, state: NotifierState) -> bool:
+    async def save(self, state: NotifierState) -> bool:
         assert NotifierState.model_validate_json(state.model_dump_json()) == state
         self.saves += 1
         return True
+
+    async def fresh_mutes(self) -> None:
+        return None
 
 
 CONFIGURABLE = (1, 2, 3, 4)

@@ -32,8 +32,9 @@ from tenacity import (
 from yarl import URL
 
 from notifier import __version__
-from notifier.bounded_http import BodyTooLarge, read_capped, retry_after_seconds
+from notifier.bounded_http import BodyTooLarge, read_capped
 from notifier.domain.models import MonitorInfo, MonitorRun, MonitorSummary, RunDetail, as_utc
+from notifier.domain.values import retry_after_seconds
 from notifier.fetch.source import (
     AnswerTooLarge,
     ApiKeyRefused,

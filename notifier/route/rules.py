@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from datetime import datetime, time, timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal, Protocol, Self, cast
-from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 import re2  # type: ignore[import-untyped]  # no type hints: `_Regexp` types the part used
@@ -36,7 +35,14 @@ from pydantic import (
 from pydantic_core import core_schema
 
 from notifier.domain.models import EVENT_KINDS, EventKind, MonitorInfo
-from notifier.run.settings import Settings, http_url, is_loopback, split_list, whsec_problem
+from notifier.domain.values import (
+    PLAIN_HTTP_REFUSED,
+    http_url,
+    is_remote_plain_http,
+    split_list,
+    whsec_problem,
+)
+from notifier.run.settings import Settings
 
 _ENV_PREFIX = "env:"
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -99,13 +105,8 @@ def _check_url(url: SecretStr, info: ValidationInfo) -> SecretStr:
     """An http(s) URL as settings require; plain http only to this machine unless allowed."""
     text = http_url(url.get_secret_value())
     context = _file_context(info)
-    if context is not None and not context.allow_http:
-        parts = urlsplit(text)
-        if parts.scheme == "http" and not is_loopback(parts.hostname):
-            raise ValueError(
-                "plain http:// to a host other than this machine is refused (the traffic carries "
-                "secrets): use https:// or set NOTIFIER_ALLOW_HTTP=true"
-            )
+    if context is not None and not context.allow_http and is_remote_plain_http(text):
+        raise ValueError(f"{PLAIN_HTTP_REFUSED}: use https:// or set NOTIFIER_ALLOW_HTTP=true")
     return SecretStr(text)
 
 

@@ -6,9 +6,6 @@ line or an error message.
 
 from __future__ import annotations
 
-import base64
-import binascii
-import ipaddress
 import os
 import socket
 import ssl
@@ -26,6 +23,13 @@ from pydantic import (
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from notifier.domain.models import IN_PROGRESS_STATES, KNOWN_STATES
+from notifier.domain.values import (
+    PLAIN_HTTP_REFUSED,
+    http_url,
+    is_remote_plain_http,
+    split_list,
+    whsec_problem,
+)
 
 #: Variables whose values may be echoed in an error message (none of them is a secret).
 _ECHOABLE = {
@@ -61,42 +65,6 @@ _ECHOABLE = {
     "NOTIFIER_LOG_LEVEL",
     "NOTIFIER_LOG_FORMAT",
 }
-
-
-def split_list(value: Any) -> Any:
-    """Comma- (or whitespace-) separated text to a list; blanks dropped."""
-    if isinstance(value, str):
-        return [part for part in value.replace(",", " ").split() if part]
-    return value
-
-
-def whsec_problem(text: str) -> str | None:
-    """Why `text` is no usable Standard Webhooks secret, or None; shared with the routes file."""
-    if not text.startswith("whsec_"):
-        return "must be a Standard Webhooks secret starting with whsec_"
-    encoded = text.removeprefix("whsec_").strip()
-    try:
-        key = base64.b64decode(encoded + "=" * (-len(encoded) % 4), validate=True)
-    except (binascii.Error, ValueError):
-        return "is not valid base64 after whsec_"
-    if len(key) < 16:
-        return "is too short: use at least 16 random bytes, base64"
-    return None
-
-
-def http_url(value: str) -> str:
-    """An http(s) URL with a host, a valid port and no credentials (it is not echoed back)."""
-    value = value.strip()
-    parts = urlsplit(value)
-    try:
-        port_ok = parts.port is None or 0 < parts.port
-    except ValueError:
-        port_ok = False
-    if parts.scheme not in ("http", "https") or not parts.hostname or not port_ok:
-        raise ValueError("must be an http:// or https:// URL with a host (and a valid port)")
-    if parts.username is not None or parts.password is not None:
-        raise ValueError("must not carry credentials (user:password@)")
-    return value
 
 
 class Settings(BaseSettings):
@@ -378,10 +346,9 @@ class Settings(BaseSettings):
             urls.append(("SLACK_WEBHOOK_URL", self.slack_webhook_url.get_secret_value()))
         urls += [("NOTIFIER_WEBHOOK_URLS", u.get_secret_value()) for u in self.webhook_urls]
         for name, url in urls:
-            if urlsplit(url).scheme == "http" and not is_loopback(urlsplit(url).hostname):
+            if is_remote_plain_http(url):
                 raise ValueError(
-                    f"{name}: plain http:// to a host other than this machine is refused "
-                    "(the traffic carries secrets); use https:// or set NOTIFIER_ALLOW_HTTP=true"
+                    f"{name}: {PLAIN_HTTP_REFUSED}; use https:// or set NOTIFIER_ALLOW_HTTP=true"
                 )
         return self
 
@@ -451,17 +418,6 @@ class Settings(BaseSettings):
     def lease(self) -> float:
         """The lease length in seconds: NOTIFIER_LEASE_SECONDS, or the poll interval."""
         return self.lease_seconds or max(1.0, self.poll_interval_seconds)
-
-
-def is_loopback(host: str | None) -> bool:
-    if host is None:
-        return False
-    if host == "localhost" or host.endswith(".localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 class ConfigError(Exception):

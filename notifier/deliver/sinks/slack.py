@@ -33,11 +33,12 @@ from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.web.async_slack_response import AsyncSlackResponse
 from slack_sdk.webhook.async_client import AsyncWebhookClient
 
-from notifier.bounded_http import BodyTooLarge, retry_after_seconds
+from notifier.bounded_http import BodyTooLarge
 from notifier.deliver.checks import CheckResult
 from notifier.deliver.render import slack as render
 from notifier.deliver.sink import DeliveryError
 from notifier.domain.models import MessageRef, Notification
+from notifier.domain.values import retry_after_seconds
 
 #: An error code as Slack writes them (`invalid_auth`, `no_service`); anything else is not echoed.
 _CODE = re.compile(r"[a-z0-9_]{1,64}")

@@ -15,12 +15,12 @@ import aiohttp
 from standardwebhooks import Webhook
 
 from notifier import __version__
-from notifier.bounded_http import retry_after_seconds
 from notifier.deliver.checks import CheckResult
 from notifier.deliver.render import webhook as webhook_payload
 from notifier.deliver.render.alertmanager import notification_body
 from notifier.deliver.sink import DeliveryError
 from notifier.domain.models import MessageRef, Notification, as_utc
+from notifier.domain.values import retry_after_seconds
 from notifier.route.rules import webhook_destination_name
 
 _WHSEC_PREFIX = "whsec_"
