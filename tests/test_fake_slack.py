@@ -19,6 +19,7 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.webhook.async_client import AsyncWebhookClient
 
+from notifier.deliver.render import blockkit, digest
 from notifier.deliver.render import slack as render
 from notifier.deliver.sink import DeliveryError
 from notifier.deliver.sinks.slack import ChannelPacer, SlackBotSink
@@ -84,7 +85,7 @@ def test_block_kit_within_every_limit_passes(blocks: list[dict[str, Any]]) -> No
     assert block_kit_problems(blocks) == []
 
 
-def all_rendered(n: Notification, mentions: list[str]) -> list[render.SlackMessage]:
+def all_rendered(n: Notification, mentions: list[str]) -> list[blockkit.SlackMessage]:
     messages = render.slack_messages(n, mentions=mentions)
     if n.kind == "recovered":
         messages += [render.slack_resolved_message(n), render.slack_recovery_reply(n)]
@@ -99,7 +100,7 @@ def all_rendered(n: Notification, mentions: list[str]) -> list[render.SlackMessa
 def test_everything_rendered_passes_the_fakes_block_kit_check(
     batch: list[Notification], mentions: list[str]
 ) -> None:
-    rendered = render.slack_digest(batch, mentions=mentions)
+    rendered = digest.slack_digest(batch, mentions=mentions)
     for n in batch[:5]:
         rendered += all_rendered(n, mentions)
     for message in rendered:

@@ -12,8 +12,10 @@ import pytest
 from jsonschema import Draft202012Validator
 from slack_sdk.models.blocks import Block
 
+from notifier.deliver.render import blockkit, console
 from notifier.deliver.render import slack as render
 from notifier.deliver.render import webhook as webhook_payload
+from notifier.deliver.render.style import state_style
 from notifier.deliver.sinks.console import ConsoleSink
 from notifier.domain.models import Links, MonitorInfo, Notification, RunEvent
 
@@ -68,28 +70,28 @@ def mrkdwn_texts(blocks: list[dict[str, Any]]) -> list[str]:
     return found
 
 
-def field_map(message: render.SlackMessage) -> dict[str, str]:
+def field_map(message: blockkit.SlackMessage) -> dict[str, str]:
     section = next(b for b in message.blocks if "fields" in b)
     return dict(f["text"].removeprefix("*").split("*\n", 1) for f in section["fields"])
 
 
-def assert_within_block_kit_limits(message: render.SlackMessage) -> None:
-    assert 1 <= len(message.blocks) <= render.MESSAGE_BLOCKS_MAX
-    assert 0 < len(message.text) <= render.FALLBACK_TEXT_MAX
+def assert_within_block_kit_limits(message: blockkit.SlackMessage) -> None:
+    assert 1 <= len(message.blocks) <= blockkit.MESSAGE_BLOCKS_MAX
+    assert 0 < len(message.text) <= blockkit.FALLBACK_TEXT_MAX
     for block in message.blocks:
         Block.parse(block).to_dict()  # type: ignore[union-attr]  # slack_sdk's own checks
         if block["type"] == "header":
-            assert len(block["text"]["text"]) <= render.HEADER_TEXT_MAX
+            assert len(block["text"]["text"]) <= blockkit.HEADER_TEXT_MAX
         if block["type"] == "section":
-            assert len(block.get("fields", [])) <= render.SECTION_FIELDS_MAX
+            assert len(block.get("fields", [])) <= blockkit.SECTION_FIELDS_MAX
             for f in block.get("fields", []):
-                assert len(f["text"]) <= render.FIELD_TEXT_MAX
+                assert len(f["text"]) <= blockkit.FIELD_TEXT_MAX
             if "text" in block:
-                assert len(block["text"]["text"]) <= render.SECTION_TEXT_MAX
+                assert len(block["text"]["text"]) <= blockkit.SECTION_TEXT_MAX
         if block["type"] == "context":
-            assert len(block["elements"]) <= render.CONTEXT_ELEMENTS_MAX
+            assert len(block["elements"]) <= blockkit.CONTEXT_ELEMENTS_MAX
             for e in block["elements"]:
-                assert len(e["text"]) <= render.CONTEXT_TEXT_MAX
+                assert len(e["text"]) <= blockkit.CONTEXT_TEXT_MAX
 
 
 @pytest.mark.parametrize(
@@ -106,7 +108,7 @@ def assert_within_block_kit_limits(message: render.SlackMessage) -> None:
 def test_state_styles_have_a_fallback_for_any_state(
     state: str, emoji: str, label: str | None
 ) -> None:
-    style = render.state_style(state)
+    style = state_style(state)
     assert style.slack_emoji == emoji
     assert "\n" not in style.label and len(style.label) <= 40
     if label is not None:
@@ -245,7 +247,7 @@ def test_absurd_inputs_stay_within_block_kit_limits(kwargs: dict[str, Any]) -> N
 def test_cut_text_ends_with_an_ellipsis_and_long_errors_are_split() -> None:
     message = render.slack_message(notification(name="n" * HUGE, state="error", error="e" * HUGE))
     assert message.blocks[0]["text"]["text"].endswith("n…")
-    assert len(message.blocks[0]["text"]["text"]) == render.HEADER_TEXT_MAX
+    assert len(message.blocks[0]["text"]["text"]) == blockkit.HEADER_TEXT_MAX
     errors = [b["text"]["text"] for b in message.blocks if b["type"] == "section" and "text" in b]
     assert len(errors) > 1 and errors[0].startswith(f"*Error* (1/{len(errors)})\n```\n")
     shown = "".join(e.split("\n```\n", 1)[1].removesuffix("\n```") for e in errors)
@@ -345,7 +347,7 @@ def test_rendering_is_deterministic(kwargs: dict[str, Any]) -> None:
     first, again = notification(**kwargs), notification(**kwargs)
     assert webhook_payload.webhook_body(first) == webhook_payload.webhook_body(again)
     assert render.slack_message(first) == render.slack_message(again)
-    assert render.console_text(first) == render.console_text(again)
+    assert console.console_text(first) == console.console_text(again)
     # A notification restored from the outbox renders the same bytes.
     restored = Notification.model_validate_json(first.model_dump_json())
     assert webhook_payload.webhook_body(restored) == webhook_payload.webhook_body(first)
@@ -383,11 +385,11 @@ def test_rendering_is_deterministic(kwargs: dict[str, Any]) -> None:
     ],
 )
 def test_console_text(kwargs: dict[str, Any], lines: list[str]) -> None:
-    assert render.console_text(notification(**kwargs)).splitlines() == lines
+    assert console.console_text(notification(**kwargs)).splitlines() == lines
 
 
 def test_console_text_cuts_long_errors() -> None:
-    text = render.console_text(notification(state="error", error="e" * HUGE))
+    text = console.console_text(notification(state="error", error="e" * HUGE))
     assert len(text) < 1_000
 
 
@@ -395,5 +397,5 @@ async def test_console_sink_writes_the_console_text() -> None:
     written: list[str] = []
     sink = ConsoleSink(written.append)
     await sink.send(notification())
-    assert written == [render.console_text(notification())]
+    assert written == [console.console_text(notification())]
     assert sink.name == "console" and (await sink.check())[0].ok

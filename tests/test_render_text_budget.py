@@ -12,7 +12,7 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from notifier.deliver.render import slack as render
+from notifier.deliver.render import blockkit, digest
 from notifier.domain.models import Notification
 from tests.test_slack_render import assert_all_within_limits, digest_events, make, notifications
 
@@ -50,10 +50,10 @@ def storm(count: int) -> list[Notification]:
 
 def test_a_storms_digest_is_split_by_text_and_loses_nothing() -> None:
     batch = storm(80)
-    messages = render.slack_digest(batch, mentions=["@here"])
+    messages = digest.slack_digest(batch, mentions=["@here"])
     sizes = [blocks_text(m.blocks) for m in messages]
-    assert all(size <= render.BLOCKS_TEXT_MAX for size in sizes), sizes
-    assert sum(sizes) > 2 * render.BLOCKS_TEXT_MAX  # it took three messages or more
+    assert all(size <= blockkit.BLOCKS_TEXT_MAX for size in sizes), sizes
+    assert sum(sizes) > 2 * blockkit.BLOCKS_TEXT_MAX  # it took three messages or more
     assert_all_within_limits(messages)
     events = digest_events(messages)
     assert sorted(run for _, run in events) == sorted(n.event.run_id for n in batch)
@@ -63,8 +63,8 @@ def test_a_storms_digest_is_split_by_text_and_loses_nothing() -> None:
 
 
 def test_a_small_digest_stays_one_message() -> None:
-    [message] = render.slack_digest(storm(5))
-    assert blocks_text(message.blocks) <= render.BLOCKS_TEXT_MAX
+    [message] = digest.slack_digest(storm(5))
+    assert blocks_text(message.blocks) <= blockkit.BLOCKS_TEXT_MAX
 
 
 @settings(max_examples=60, deadline=None)
@@ -75,6 +75,6 @@ def test_a_small_digest_stays_one_message() -> None:
 def test_any_digest_message_keeps_its_text_within_the_budget(
     batch: list[Notification], mentions: list[str]
 ) -> None:
-    messages = render.slack_digest(batch, mentions=mentions)
-    assert all(blocks_text(m.blocks) <= render.BLOCKS_TEXT_MAX for m in messages)
+    messages = digest.slack_digest(batch, mentions=mentions)
+    assert all(blocks_text(m.blocks) <= blockkit.BLOCKS_TEXT_MAX for m in messages)
     assert_all_within_limits(messages)

@@ -11,6 +11,7 @@ import aiohttp
 import pytest
 from structlog.testing import capture_logs
 
+from notifier.deliver.render import digest
 from notifier.deliver.render import slack as render
 from notifier.deliver.sink import DeliveryError, DigestSink
 from notifier.deliver.sinks.slack import ChannelPacer, SlackBotSink, SlackWebhookSink
@@ -319,7 +320,7 @@ async def test_a_digest_failing_part_way_names_what_went_out(
         bot(base_url, session) if kind == "bot" else hook(base_url, session)
     )
     batch = [make(m, 1000 * m) for m in range(1, 201)]  # one section per monitor: 5 messages
-    messages = render.slack_digest(batch)
+    messages = digest.slack_digest(batch)
     assert len(messages) >= 3
     # The first message goes out; the second is refused for good.
     fake.slow(0)

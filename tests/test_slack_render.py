@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from notifier.deliver.render import blockkit, console, digest
 from notifier.deliver.render import slack as render
 from notifier.domain.models import Incident, Links, MonitorInfo, Notification, RunEvent
 from tests.test_render import BARE_AMPERSAND, assert_within_block_kit_limits, mrkdwn_texts
@@ -62,7 +63,7 @@ def make(
     )
 
 
-def assert_all_within_limits(messages: list[render.SlackMessage]) -> None:
+def assert_all_within_limits(messages: list[blockkit.SlackMessage]) -> None:
     assert messages
     for message in messages:
         assert_within_block_kit_limits(message)
@@ -70,7 +71,7 @@ def assert_all_within_limits(messages: list[render.SlackMessage]) -> None:
             assert not BARE_AMPERSAND.search(text)
 
 
-def error_shown(messages: list[render.SlackMessage]) -> str:
+def error_shown(messages: list[blockkit.SlackMessage]) -> str:
     """The error text as the messages show it, parts joined, entities and fences undone."""
     parts = []
     for message in messages:
@@ -95,7 +96,7 @@ def error_shown(messages: list[render.SlackMessage]) -> str:
     ],
 )
 def test_mention_markup(mention: str, markup: str) -> None:
-    assert render.mention_markup(mention) == markup
+    assert blockkit.mention_markup(mention) == markup
     message = render.slack_message(make(), mentions=[mention])
     assert message.text.startswith(markup + " :rotating_light: Alert:")
     assert message.blocks[0] == {"type": "section", "text": {"type": "mrkdwn", "text": markup}}
@@ -105,7 +106,7 @@ def test_mention_markup(mention: str, markup: str) -> None:
 @pytest.mark.parametrize("bad", ["@everyone", "u123", "<@U123>", "#general", "", "U1 U2"])
 def test_mention_markup_refuses_anything_else(bad: str) -> None:
     with pytest.raises(ValueError):
-        render.mention_markup(bad)
+        blockkit.mention_markup(bad)
 
 
 def test_recoveries_take_no_mentions() -> None:
@@ -165,7 +166,7 @@ def test_past_fifty_blocks_an_error_goes_on_in_more_messages() -> None:
     assert [m.completes for m in messages] == [frozenset()] * (len(messages) - 1) + [{n.id}]
 
 
-def digest_events(messages: list[render.SlackMessage]) -> list[tuple[str, int]]:
+def digest_events(messages: list[blockkit.SlackMessage]) -> list[tuple[str, int]]:
     """(monitor title, run ID) for each event line, in order."""
     found = []
     for text in (t for m in messages for t in mrkdwn_texts(m.blocks)):
@@ -187,7 +188,7 @@ def test_digest_groups_by_monitor_most_severe_first() -> None:
         make(5, 501, state="error"),
         make(5, 502, state="error"),
     ]
-    [message] = render.slack_digest(notifications, mentions=["S0614TZR7"])
+    [message] = digest.slack_digest(notifications, mentions=["S0614TZR7"])
     assert message.blocks[0]["text"]["text"] == "<!subteam^S0614TZR7>"
     assert message.blocks[1]["text"]["text"] == ":rotating_light: 8 notifications from 5 monitors"
     assert message.text.startswith("<!subteam^S0614TZR7> :rotating_light: 8 notifications")
@@ -209,7 +210,7 @@ def test_digest_groups_by_monitor_most_severe_first() -> None:
 
 
 def test_digest_of_recoveries_only_takes_no_mentions() -> None:
-    [message] = render.slack_digest([make(1, 101, kind="recovered")], mentions=["@channel"])
+    [message] = digest.slack_digest([make(1, 101, kind="recovered")], mentions=["@channel"])
     assert "<!channel>" not in message.text
     assert message.blocks[0]["text"]["text"] == ":white_check_mark: 1 notification from 1 monitor"
 
@@ -223,7 +224,7 @@ def test_big_digests_split_at_group_boundaries_and_lose_nothing(
         for m in range(1, monitors + 1)
         for r in range(per_monitor)
     ]
-    messages = render.slack_digest(notifications, mentions=["@here"])
+    messages = digest.slack_digest(notifications, mentions=["@here"])
     assert_all_within_limits(messages)
     assert sorted(run for _, run in digest_events(messages)) == sorted(
         n.event.run_id for n in notifications
@@ -231,7 +232,7 @@ def test_big_digests_split_at_group_boundaries_and_lose_nothing(
     completes = [m.completes for m in messages]
     assert set().union(*completes) == {n.id for n in notifications}
     assert sum(len(c) for c in completes) == len(notifications)  # each in exactly one message
-    if per_monitor * 130 < render.SECTION_TEXT_MAX:  # every group fits one section
+    if per_monitor * 130 < blockkit.SECTION_TEXT_MAX:  # every group fits one section
         for message in messages:
             groups = [t for t in mrkdwn_texts(message.blocks) if "(continued)" in t]
             assert groups == []  # no group split across sections, hence messages
@@ -264,7 +265,7 @@ def notifications(draw: st.DrawFn) -> Notification:
     st.lists(st.sampled_from(["@here", "U012AB3CD", "S0614TZR7"]), max_size=3),
 )
 def test_any_digest_stays_within_limits(batch: list[Notification], mentions: list[str]) -> None:
-    messages = render.slack_digest(batch, mentions=mentions)
+    messages = digest.slack_digest(batch, mentions=mentions)
     assert_all_within_limits(messages)
     assert set().union(*(m.completes for m in messages)) == {n.id for n in batch}
 
@@ -290,5 +291,5 @@ def test_any_notification_stays_within_limits(n: Notification, mentions: list[st
     ],
 )
 def test_console_marks_recoveries_and_reminders(kind: Kind, first_line: str) -> None:
-    text = render.console_text(make(kind=kind, reminders=2))
+    text = console.console_text(make(kind=kind, reminders=2))
     assert text.splitlines()[0].startswith(first_line)

@@ -17,10 +17,12 @@ import json
 import re
 from collections.abc import Mapping
 from datetime import datetime
-from typing import Any, Final
+from typing import Any, Final, TypedDict, Unpack
 
-from notifier.deliver.render.slack import state_style
+from notifier.deliver.render.style import state_style
+from notifier.deliver.render.webhook import json_body
 from notifier.domain.models import DEFAULT_NOTIFY_STATES, Incident, Notification, as_utc
+from notifier.domain.text import one_line
 
 ALERTMANAGER_PAYLOAD_VERSION: Final = "4"
 #: How Go prints the zero `time.Time`: Alertmanager's `endsAt` of an alert that has not ended.
@@ -45,24 +47,34 @@ _LABEL_NAME_UNSAFE: Final = re.compile(r"[^a-zA-Z0-9_]")
 _GO_QUOTEMETA: Final = re.compile(r"([\\.+*?()|\[\]{}^$])")
 
 
+class AlertOptions(TypedDict, total=False):
+    """How `alertmanager_payload` shapes its one alert (see there)."""
+
+    resolved: bool
+    alert_state: str | None
+    starts_at: datetime | None
+    ends_at: datetime | None
+
+
 def alertmanager_payload(
     n: Notification,
     *,
     receiver: str,
     external_url: str,
-    resolved: bool = False,
-    alert_state: str | None = None,
-    starts_at: datetime | None = None,
-    ends_at: datetime | None = None,
+    **options: Unpack[AlertOptions],
 ) -> dict[str, Any]:
     """One notification as an Alertmanager webhook message holding one alert; same input, same dict.
 
     For a resolution, pass `resolved=True` with the `alert_state` and `starts_at` of the alert it
     resolves: labels (so the fingerprint) derive from `alert_state`, not from the recovering run.
     """
+    resolved = options.get("resolved", False)
+    ends_at = options.get("ends_at")
     if ends_at is not None and not resolved:
         raise ValueError("ends_at is only meaningful for a resolved alert")
+    alert_state = options.get("alert_state")
     state = n.event.state if alert_state is None else alert_state
+    starts_at = options.get("starts_at")
     alert = _alert(n, alert_state=state, resolved=resolved, starts_at=starts_at, ends_at=ends_at)
     return _message(n, [alert], receiver=receiver, external_url=external_url)
 
@@ -98,8 +110,7 @@ def notification_payload(n: Notification, *, receiver: str, external_url: str) -
 
 def notification_body(n: Notification, *, receiver: str, external_url: str) -> str:
     """`notification_payload` as the exact bytes (ASCII, sorted keys) to send and sign."""
-    payload = notification_payload(n, receiver=receiver, external_url=external_url)
-    return json.dumps(payload, separators=(",", ":"), sort_keys=True)
+    return json_body(notification_payload(n, receiver=receiver, external_url=external_url))
 
 
 def resolved_states(incident: Incident | None) -> list[str]:
@@ -179,26 +190,12 @@ def _common(pairs: list[dict[str, str]]) -> dict[str, str]:
 
 
 def alertmanager_body(
-    n: Notification,
-    *,
-    receiver: str,
-    external_url: str,
-    resolved: bool = False,
-    alert_state: str | None = None,
-    starts_at: datetime | None = None,
-    ends_at: datetime | None = None,
+    n: Notification, *, receiver: str, external_url: str, **options: Unpack[AlertOptions]
 ) -> str:
     """The exact bytes (ASCII, sorted keys) to send and sign; a retry sends the same."""
-    payload = alertmanager_payload(
-        n,
-        receiver=receiver,
-        external_url=external_url,
-        resolved=resolved,
-        alert_state=alert_state,
-        starts_at=starts_at,
-        ends_at=ends_at,
+    return json_body(
+        alertmanager_payload(n, receiver=receiver, external_url=external_url, **options)
     )
-    return json.dumps(payload, separators=(",", ":"), sort_keys=True)
 
 
 def alert_labels(n: Notification, *, alert_state: str) -> dict[str, str]:
@@ -229,7 +226,7 @@ def alert_labels(n: Notification, *, alert_state: str) -> dict[str, str]:
 
 def alert_annotations(n: Notification, *, alert_state: str, resolved: bool) -> dict[str, str]:
     """What a person reads: summary, description, the run and the links; absent values left out."""
-    title = " ".join(n.monitor.title.split())
+    title = one_line(n.monitor.title)
     kind = f" ({n.monitor.monitor_type})" if n.monitor.monitor_type else ""
     run = f"Run {n.event.run_id} of Datafold monitor {n.monitor.id}{kind}"
     reported = n.event.state or "no state"

@@ -6,14 +6,15 @@ import json
 import re
 from typing import Any, Final
 
-from notifier.deliver.render.slack import iso
 from notifier.domain.models import Incident, Notification, RunEvent
+from notifier.domain.text import iso_z
 
 WEBHOOK_PAYLOAD_VERSION: Final = 1
 _EVENT_SLUG_MAX: Final = 64
 #: The `type` of a recovery and of a reminder; a run's own state gives `monitor.run.<state>`.
 RECOVERED_EVENT_TYPE: Final = "monitor.recovered"
 REMINDER_EVENT_TYPE: Final = "monitor.reminder"
+_KIND_EVENT_TYPES: Final = {"recovered": RECOVERED_EVENT_TYPE, "reminder": REMINDER_EVENT_TYPE}
 
 
 def webhook_event_type(state: str) -> str:
@@ -24,11 +25,7 @@ def webhook_event_type(state: str) -> str:
 
 def notification_event_type(n: Notification) -> str:
     """The payload's `type`: `monitor.run.<state>`, `monitor.recovered` or `monitor.reminder`."""
-    if n.kind == "recovered":
-        return RECOVERED_EVENT_TYPE
-    if n.kind == "reminder":
-        return REMINDER_EVENT_TYPE
-    return webhook_event_type(n.event.state)
+    return _KIND_EVENT_TYPES.get(n.kind) or webhook_event_type(n.event.state)
 
 
 def webhook_payload(n: Notification) -> dict[str, Any]:
@@ -51,7 +48,7 @@ def webhook_payload(n: Notification) -> dict[str, Any]:
         "run": {
             "id": n.event.run_id,
             "state": n.event.state,
-            "started_at": _optional_iso(n.event),
+            "started_at": _optional_iso_z(n.event),
             "diff_id": n.event.diff_id,
             "diff_url": n.links.diff,
             "error": n.error_message,
@@ -61,7 +58,7 @@ def webhook_payload(n: Notification) -> dict[str, Any]:
         data["incident"] = None if n.incident is None else incident_object(n.incident)
     return {
         "type": notification_event_type(n),
-        "timestamp": iso(n.detected_at),
+        "timestamp": iso_z(n.detected_at),
         "version": WEBHOOK_PAYLOAD_VERSION,
         "data": data,
     }
@@ -72,7 +69,7 @@ def incident_object(incident: Incident) -> dict[str, Any]:
     failing run, and how many reminders were sent so far."""
     return {
         "id": incident.id,
-        "opened_at": iso(incident.opened_at),
+        "opened_at": iso_z(incident.opened_at),
         "first_run": _run_reference(incident.first),
         "last_run": _run_reference(incident.last),
         "reminders": incident.reminders,
@@ -81,12 +78,18 @@ def incident_object(incident: Incident) -> dict[str, Any]:
 
 def webhook_body(n: Notification) -> str:
     """The exact bytes (ASCII) a webhook sends and signs; a retry sends and signs the same."""
-    return json.dumps(webhook_payload(n), separators=(",", ":"), sort_keys=True)
+    return json_body(webhook_payload(n))
+
+
+def json_body(payload: dict[str, Any]) -> str:
+    """A payload as the bytes to send and sign: compact ASCII JSON, keys sorted, so the same
+    payload always gives the same bytes (and signature)."""
+    return json.dumps(payload, separators=(",", ":"), sort_keys=True)
 
 
 def _run_reference(event: RunEvent) -> dict[str, Any]:
-    return {"id": event.run_id, "state": event.state, "started_at": _optional_iso(event)}
+    return {"id": event.run_id, "state": event.state, "started_at": _optional_iso_z(event)}
 
 
-def _optional_iso(event: RunEvent) -> str | None:
-    return iso(event.started_at) if event.started_at else None
+def _optional_iso_z(event: RunEvent) -> str | None:
+    return iso_z(event.started_at) if event.started_at else None

@@ -6,7 +6,7 @@ import sys
 from collections.abc import Callable
 
 from notifier.deliver.checks import CheckResult
-from notifier.deliver.render.slack import console_text
+from notifier.deliver.render.console import console_text
 from notifier.domain.models import MessageRef, Notification
 
 

@@ -35,9 +35,11 @@ from slack_sdk.webhook.async_client import AsyncWebhookClient
 
 from notifier.bounded_http import BodyTooLarge
 from notifier.deliver.checks import CheckResult
+from notifier.deliver.render import blockkit, digest
 from notifier.deliver.render import slack as render
 from notifier.deliver.sink import DeliveryError
 from notifier.domain.models import MessageRef, Notification
+from notifier.domain.text import one_line
 from notifier.domain.values import retry_after_seconds
 
 #: An error code as Slack writes them (`invalid_auth`, `no_service`); anything else is not echoed.
@@ -152,9 +154,8 @@ _MESSAGE_ERRORS = frozenset(
 )
 
 
-def _one_line(text: str, limit: int = _DETAIL_MAX) -> str:
-    flat = " ".join(text.split())
-    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+def _one_line(text: str) -> str:
+    return one_line(text, _DETAIL_MAX)
 
 
 class ChannelPacer:
@@ -200,9 +201,9 @@ class SlackBotSink:
     """
 
     name = "slack"
-    header_text_max: ClassVar[int] = render.HEADER_TEXT_MAX
-    section_text_max: ClassVar[int] = render.SECTION_TEXT_MAX
-    blocks_max: ClassVar[int] = render.MESSAGE_BLOCKS_MAX
+    header_text_max: ClassVar[int] = blockkit.HEADER_TEXT_MAX
+    section_text_max: ClassVar[int] = blockkit.SECTION_TEXT_MAX
+    blocks_max: ClassVar[int] = blockkit.MESSAGE_BLOCKS_MAX
 
     def __init__(
         self,
@@ -225,7 +226,7 @@ class SlackBotSink:
         self.channel = channel
         self.thread = thread
         for mention in mentions:
-            render.mention_markup(mention)  # a ValueError now rather than at the first alert
+            blockkit.mention_markup(mention)  # a ValueError now rather than at the first alert
         self.mentions = tuple(mentions)
         self.mention_owner = mention_owner
         self.digest_threshold = digest_threshold
@@ -297,7 +298,7 @@ class SlackBotSink:
 
     async def _post_messages(
         self,
-        messages: Sequence[render.SlackMessage],
+        messages: Sequence[blockkit.SlackMessage],
         reply_to: MessageRef | None,
         *,
         broadcast: bool = False,
@@ -320,7 +321,7 @@ class SlackBotSink:
 
     async def _post(
         self,
-        message: render.SlackMessage,
+        message: blockkit.SlackMessage,
         reply_to: MessageRef | None,
         broadcast: bool = False,
         *,
@@ -513,9 +514,9 @@ class SlackWebhookSink:
     """Posts to a Slack incoming webhook. The URL is a secret: it is never logged or echoed."""
 
     name = "slack-webhook"
-    header_text_max: ClassVar[int] = render.HEADER_TEXT_MAX
-    section_text_max: ClassVar[int] = render.SECTION_TEXT_MAX
-    blocks_max: ClassVar[int] = render.MESSAGE_BLOCKS_MAX
+    header_text_max: ClassVar[int] = blockkit.HEADER_TEXT_MAX
+    section_text_max: ClassVar[int] = blockkit.SECTION_TEXT_MAX
+    blocks_max: ClassVar[int] = blockkit.MESSAGE_BLOCKS_MAX
 
     def __init__(
         self,
@@ -531,7 +532,7 @@ class SlackWebhookSink:
     ) -> None:
         self.name = name
         for mention in mentions:
-            render.mention_markup(mention)  # a ValueError now rather than at the first alert
+            blockkit.mention_markup(mention)  # a ValueError now rather than at the first alert
         self.mentions = tuple(mentions)
         self.digest_threshold = digest_threshold
         self._pacer = pacer or ChannelPacer()
@@ -563,7 +564,7 @@ class SlackWebhookSink:
         """
         await _post_digest(self._post, notifications, self.mentions)
 
-    async def _post(self, message: render.SlackMessage) -> None:
+    async def _post(self, message: blockkit.SlackMessage) -> None:
         await self._pacer.wait(self.name)
         try:
             response = await self._client.send(
@@ -608,7 +609,7 @@ def _body_code(body: str | None) -> str:
 
 
 async def _post_digest(
-    post: Callable[[render.SlackMessage], Awaitable[object]],
+    post: Callable[[blockkit.SlackMessage], Awaitable[object]],
     notifications: Sequence[Notification],
     mentions: Sequence[str],
 ) -> None:
@@ -617,7 +618,7 @@ async def _post_digest(
     if all(n.kind == "recovered" for n in notifications):
         mentions = ()
     delivered: set[str] = set()
-    for message in render.slack_digest(notifications, mentions=mentions):
+    for message in digest.slack_digest(notifications, mentions=mentions):
         try:
             await post(message)
         except DeliveryError as error:

@@ -1,0 +1,71 @@
+"""How a notification reads in any destination: its label, emoji and symbol, and its urgency.
+
+Pure. Shared by the Slack, console and Alertmanager renderers, so a state looks the same in all.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Final
+
+from notifier.deliver.render.blockkit import fit
+from notifier.domain.models import Notification, as_utc
+from notifier.domain.text import one_line
+
+#: The longest label an unknown state gets.
+_LABEL_MAX: Final = 40
+
+
+@dataclass(frozen=True)
+class StateStyle:
+    """How a run state reads in a message: a label, a Slack emoji code and a console symbol."""
+
+    label: str
+    slack_emoji: str
+    symbol: str
+
+
+_STATE_STYLES: Final = {
+    "alert": StateStyle("Alert", ":rotating_light:", "🚨"),
+    "error": StateStyle("Error", ":x:", "❌"),
+    "ok": StateStyle("OK", ":white_check_mark:", "✅"),
+}
+RECOVERED: Final = StateStyle("Recovered", ":white_check_mark:", "✅")
+_KIND_STYLES: Final = {
+    "recovered": RECOVERED,
+    "reminder": StateStyle("Reminder", ":alarm_clock:", "⏰"),
+}
+
+
+def state_style(state: str) -> StateStyle:
+    """Known states get their own look; any other state string a neutral one, never an error."""
+    known = _STATE_STYLES.get(state)
+    if known is not None:
+        return known
+    label = one_line(state) or "unknown"
+    return StateStyle(
+        fit(label[:1].upper() + label[1:], _LABEL_MAX),
+        ":information_source:",
+        "\N{INFORMATION SOURCE}",
+    )
+
+
+def kind_style(n: Notification) -> StateStyle:
+    """The look of a notification: that of a recovery or reminder, else its run state's."""
+    return _KIND_STYLES.get(n.kind) or state_style(n.event.state)
+
+
+#: Digest order: most severe first. Unknown run states rank between error and reminder.
+SEVERITY: Final = {"alert": 4, "error": 3, "reminder": 1, "recovered": 0}
+_OTHER_STATE_SEVERITY: Final = 2
+
+
+def severity(n: Notification) -> int:
+    """How urgent a notification is: alert > error > other run states > reminder > recovered."""
+    return SEVERITY.get(n.event_kind, _OTHER_STATE_SEVERITY)
+
+
+def human_time(value: datetime | None) -> str:
+    """A stamp as people read it in a message (`2024-05-01 12:00:00 UTC`), or "unknown"."""
+    return as_utc(value).strftime("%Y-%m-%d %H:%M:%S UTC") if value else "unknown"
