@@ -13,24 +13,25 @@ import aiohttp
 import pytest
 
 from notifier.domain.models import EVENT_KINDS, MonitorInfo
+from notifier.route.destinations import (
+    SlackDestination,
+    SlackWebhookDestination,
+    WebhookDestination,
+    webhook_destination_name,
+)
+from notifier.route.routes_file import RoutesError, load_routes
 from notifier.route.rules import (
     Match,
     QuietHours,
     RouteDecision,
     Routes,
-    RoutesError,
-    SlackDestination,
-    SlackWebhookDestination,
-    WebhookDestination,
     destinations_for,
     explain,
-    load_routes,
     quiet_hours_summary,
     route_event,
-    routes_from_settings,
-    webhook_destination_name,
 )
 from notifier.run.daemon import build_sinks
+from notifier.run.routes import routes_from_settings
 from notifier.run.settings import load_settings
 
 DOCS_EXAMPLE = Path(__file__).resolve().parent.parent / "docs" / "routing.example.toml"

@@ -1,338 +1,44 @@
-"""Routing: which named destinations an event goes to, from a TOML routes file or today's settings.
+"""Routing: which named destinations an event goes to, and when a route keeps quiet.
 
-Pure: stdlib, pydantic, RE2 and the URL rules of `settings`. The environment comes in as a
-mapping; secrets are `SecretStr` and no repr or error message shows them. The time comes in as
-`now`. Monitor names come from Datafold: `NamePattern` matches them in bounded time.
+Pure: stdlib, pydantic and `notifier.domain`. The time comes in as `now`; monitor names come from
+Datafold and are matched in bounded time (`notifier.route.patterns`). The routes file is read by
+`notifier.route.routes_file`; the destination kinds live in `notifier.route.destinations`.
 """
 
 from __future__ import annotations
 
-import difflib
-import fnmatch
-import hashlib
 import re
-import tomllib
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, time, timedelta
-from pathlib import Path
-from typing import Annotated, Any, Literal, Protocol, Self, cast
+from typing import Annotated, Any, Self
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
-import re2  # type: ignore[import-untyped]  # no type hints: `_Regexp` types the part used
 from pydantic import (
     AfterValidator,
-    BaseModel,
     ConfigDict,
     Field,
-    GetCoreSchemaHandler,
     SecretStr,
-    ValidationError,
     ValidationInfo,
     field_validator,
     model_validator,
 )
-from pydantic_core import core_schema
 
 from notifier.domain.models import EVENT_KINDS, EventKind, MonitorInfo
-from notifier.domain.values import (
-    PLAIN_HTTP_REFUSED,
-    http_url,
-    is_remote_plain_http,
-    split_list,
-    whsec_problem,
+from notifier.route.destinations import (
+    DESTINATION_NAME,
+    Destination,
+    StrictModel,
+    file_context,
 )
-from notifier.run.settings import Settings
+from notifier.route.patterns import NamePattern
 
-_ENV_PREFIX = "env:"
-_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-#: Destination names end up in logs, the outbox and `check`: keep them one plain word.
-_DESTINATION_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
-#: Slack user (U…, W…) and user-group (S…) IDs, or a channel-wide mention.
-_MENTION = re.compile(r"[UWS][A-Z0-9]{2,}|@here|@channel")
 _HH_MM = re.compile(r"([01][0-9]|2[0-3]):([0-5][0-9])")
 #: Day names in `datetime.weekday()` order.
 _DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
-#: Longest `name` glob or `name_regex` a routes file may give, in characters.
-PATTERN_MAX = 1000
-#: Longest monitor name matched against them; a longer one meets no name condition. With
-#: `PATTERN_MAX` and `_RE2_MAX_MEM` this bounds the time one match takes, whatever Datafold sends.
-NAME_MATCH_MAX = 1000
-#: Memory RE2 may use for one pattern (its program and DFA cache): a pattern that needs more is
-#: refused at load. The program size also bounds the time per character of a match.
-_RE2_MAX_MEM = 1 << 20
 
 
-class RoutesError(Exception):
-    """A routes file problem, as one line naming the file and the key or line; never a secret."""
-
-
-@dataclass(frozen=True)
-class _FileContext:
-    """Validation context of a routes file: where `env:NAME` resolves, and the plain-http policy."""
-
-    environ: Mapping[str, str]
-    allow_http: bool
-
-
-def _file_context(info: ValidationInfo) -> _FileContext | None:
-    return info.context if isinstance(info.context, _FileContext) else None
-
-
-def _resolve_env(value: Any, info: ValidationInfo) -> Any:
-    """In a routes file a secret is `env:NAME`; built in code (no file context) it is the value."""
-    context = _file_context(info)
-    if context is None:
-        return value
-    if not isinstance(value, str) or not value.startswith(_ENV_PREFIX):
-        # Not echoed: it may be the secret itself, written where it must not be.
-        raise ValueError(
-            'write "env:NAME" to read this secret from an environment variable '
-            "(secrets are not written in the routes file)"
-        )
-    name = value.removeprefix(_ENV_PREFIX).strip()
-    if not _ENV_NAME.fullmatch(name):
-        raise ValueError('after "env:" give an environment variable name (letters, digits, _)')
-    if name not in context.environ:
-        raise ValueError(f"environment variable {name} is not set")
-    resolved = context.environ[name].strip()
-    if not resolved:
-        raise ValueError(f"environment variable {name} is empty")
-    return resolved
-
-
-def _check_url(url: SecretStr, info: ValidationInfo) -> SecretStr:
-    """An http(s) URL as settings require; plain http only to this machine unless allowed."""
-    text = http_url(url.get_secret_value())
-    context = _file_context(info)
-    if context is not None and not context.allow_http and is_remote_plain_http(text):
-        raise ValueError(f"{PLAIN_HTTP_REFUSED}: use https:// or set NOTIFIER_ALLOW_HTTP=true")
-    return SecretStr(text)
-
-
-def webhook_destination_name(url: str) -> str:
-    """The stable name of a webhook configured by URL alone (no secret in it); `WebhookSink`
-    uses it too, so outbox entries stay deliverable."""
-    return "webhook-" + hashlib.sha256(url.encode()).hexdigest()[:8]
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class SlackDestination(_Strict):
-    """A channel posted to with a bot token (`chat.postMessage`); the only one that can thread."""
-
-    type: Literal["slack"] = "slack"
-    channel: str = Field(min_length=1)
-    token: SecretStr
-    thread: bool = False
-    recovery: bool = True
-    mentions: list[str] = Field(default_factory=list)
-    mention_owner: bool = False
-    digest_threshold: int | None = Field(None, ge=1)
-
-    @field_validator("channel", mode="before")
-    @classmethod
-    def _strip_channel(cls, value: Any) -> Any:
-        return value.strip() if isinstance(value, str) else value
-
-    @field_validator("token", mode="before")
-    @classmethod
-    def _token_from_env(cls, value: Any, info: ValidationInfo) -> Any:
-        return _resolve_env(value, info)
-
-    @field_validator("mentions")
-    @classmethod
-    def _check_mentions(cls, value: list[str]) -> list[str]:
-        return _checked_mentions(value)
-
-
-class SlackWebhookDestination(_Strict):
-    """A Slack incoming webhook; its URL is the secret."""
-
-    type: Literal["slack-webhook"] = "slack-webhook"
-    url: SecretStr
-    recovery: bool = True
-    mentions: list[str] = Field(default_factory=list)
-    digest_threshold: int | None = Field(None, ge=1)
-
-    @field_validator("url", mode="before")
-    @classmethod
-    def _url_from_env(cls, value: Any, info: ValidationInfo) -> Any:
-        return _resolve_env(value, info)
-
-    @field_validator("url")
-    @classmethod
-    def _check_url(cls, value: SecretStr, info: ValidationInfo) -> SecretStr:
-        return _check_url(value, info)
-
-    @field_validator("mentions")
-    @classmethod
-    def _check_mentions(cls, value: list[str]) -> list[str]:
-        return _checked_mentions(value)
-
-
-class WebhookDestination(_Strict):
-    """A signed webhook. In the file, `secret` is one `env:NAME` (or a list), each of which may
-    hold several comma-separated secrets during a rotation."""
-
-    model_config = ConfigDict(validate_by_name=True, validate_by_alias=True)
-
-    type: Literal["webhook"] = "webhook"
-    url: SecretStr
-    secrets: list[SecretStr] = Field(default_factory=list, alias="secret")
-    format: Literal["standard", "alertmanager"] = "standard"
-    recovery: bool = True
-
-    @field_validator("url", mode="before")
-    @classmethod
-    def _url_from_env(cls, value: Any, info: ValidationInfo) -> Any:
-        return _resolve_env(value, info)
-
-    @field_validator("url")
-    @classmethod
-    def _check_url(cls, value: SecretStr, info: ValidationInfo) -> SecretStr:
-        return _check_url(value, info)
-
-    @field_validator("secrets", mode="before")
-    @classmethod
-    def _secrets_from_env(cls, value: Any, info: ValidationInfo) -> Any:
-        if _file_context(info) is None:
-            return value
-        references = value if isinstance(value, list) else [value]
-        return [part for ref in references for part in split_list(_resolve_env(ref, info))]
-
-    @field_validator("secrets")
-    @classmethod
-    def _check_secrets(cls, value: list[SecretStr]) -> list[SecretStr]:
-        for index, secret in enumerate(value, start=1):
-            problem = whsec_problem(secret.get_secret_value())
-            if problem is not None:
-                which = f"secret number {index}" if len(value) > 1 else "the secret"
-                raise ValueError(f"{which} {problem}")
-        return value
-
-
-Destination = Annotated[
-    SlackDestination | SlackWebhookDestination | WebhookDestination, Field(discriminator="type")
-]
-_DESTINATION_TYPES: dict[str, type[BaseModel]] = {
-    "slack": SlackDestination,
-    "slack-webhook": SlackWebhookDestination,
-    "webhook": WebhookDestination,
-}
-
-
-def _checked_mentions(value: list[str]) -> list[str]:
-    for mention in value:
-        if not _MENTION.fullmatch(mention):
-            raise ValueError(
-                f"{mention[:40]!r} is not a Slack user (U…/W…) or user-group (S…) ID, "
-                "@here or @channel"
-            )
-    return value
-
-
-class _Regexp(Protocol):
-    """The part of a compiled `re2` pattern used here (google-re2 ships no type hints)."""
-
-    def search(self, text: bytes, /) -> object | None: ...
-
-
-def _re2_compile(pattern: str) -> _Regexp:
-    """`pattern` compiled by RE2 within `_RE2_MAX_MEM`; `ValueError` with RE2's reason if not."""
-    options = re2.Options()
-    options.max_mem = _RE2_MAX_MEM
-    options.log_errors = False  # RE2 would print to stderr; the reason is raised instead
-    try:
-        return cast(_Regexp, re2.compile(pattern, options))
-    except re2.error as exc:
-        reason = exc.args[0] if exc.args else "rejected"
-        if isinstance(reason, bytes):
-            reason = reason.decode(errors="replace")
-        raise ValueError(str(reason)[:80]) from None
-    except UnicodeError:
-        raise ValueError("not valid Unicode text") from None
-
-
-def _check_length(pattern: str) -> None:
-    if len(pattern) > PATTERN_MAX:
-        raise ValueError(f"{len(pattern)} characters long: at most {PATTERN_MAX} are accepted")
-
-
-class NamePattern:
-    """A `name` glob or `name_regex`, compiled when the routes load. Names come from Datafold,
-    untrusted: a regex runs on RE2 (linear time); a glob on `fnmatch`'s translation, which has no
-    nested repetition, so its time grows at most with name length times glob length."""
-
-    __slots__ = ("_folded", "_search", "source")
-
-    def __init__(self, source: str, search: Callable[[str], object], *, folded: bool) -> None:
-        self.source = source
-        self._search = search
-        self._folded = folded
-
-    @classmethod
-    def glob(cls, source: str) -> NamePattern:
-        """A glob (`*`, `?`, `[abc]`, `[!abc]`) on the whole name, ignoring case (both sides
-        casefolded). Raises `ValueError` in words for the routes file."""
-        _check_length(source)
-        if not source:
-            raise ValueError("an empty glob matches no name: give at least one character")
-        # `*` becomes an atomic `(?>.*?…)`: nothing to backtrack into (CPython 3.11+).
-        return cls(source, re.compile(fnmatch.translate(source.casefold())).match, folded=True)
-
-    @classmethod
-    def regex(cls, source: str) -> NamePattern:
-        """A regular expression in RE2 syntax, searched in the name; `(?i)` ignores case.
-        Raises `ValueError` in words for the routes file."""
-        _check_length(source)
-        try:
-            regexp = _re2_compile(source)
-        except ValueError as exc:
-            raise ValueError(
-                f"not a valid regular expression: {exc} (RE2 syntax: no backreferences or "
-                "lookaround; \\z, not \\Z, for the end)"
-            ) from None
-
-        def search(text: str) -> object:
-            # Bytes: no offsets to decode. A lone surrogate (JSON allows it) becomes "?".
-            return regexp.search(text.encode(errors="replace"))
-
-        return cls(source, search, folded=False)
-
-    def matches(self, name: str) -> bool:
-        """Whether `name` matches; never when it is longer than `NAME_MATCH_MAX` characters."""
-        if len(name) > NAME_MATCH_MAX:
-            return False
-        return self._search(name.casefold() if self._folded else name) is not None
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, NamePattern):
-            return NotImplemented
-        return (self.source, self._folded) == (other.source, other._folded)
-
-    def __hash__(self) -> int:
-        return hash((self.source, self._folded))
-
-    def __repr__(self) -> str:
-        return f"NamePattern.{'glob' if self._folded else 'regex'}({self.source!r})"
-
-    @classmethod
-    def __get_pydantic_core_schema__(
-        cls, source_type: Any, handler: GetCoreSchemaHandler
-    ) -> core_schema.CoreSchema:
-        # Built by the `Match` validators from the text; dumped back as that text.
-        return core_schema.is_instance_schema(
-            cls,
-            serialization=core_schema.plain_serializer_function_ser_schema(
-                lambda pattern: pattern.source, return_schema=core_schema.str_schema()
-            ),
-        )
-
-
-class Match(_Strict):
+class Match(StrictModel):
     """Conditions on a monitor and the event kind: every given one must hold; within a list, any
     value. Comparisons ignore case, except `name_regex` (write `(?i)` for that)."""
 
@@ -394,7 +100,7 @@ def _checked_day(value: str) -> str:
     return day
 
 
-class QuietHours(_Strict):
+class QuietHours(StrictModel):
     """A daily window of local wall-clock time in `timezone` during which a route sends nothing.
 
     A window may cross midnight (start > end); `days` then names the day it starts on.
@@ -483,7 +189,7 @@ def _day_ranges(days: Sequence[str] | None) -> str:
     return ", ".join(parts)
 
 
-class Route(_Strict):
+class Route(StrictModel):
     """Where matching events go. First match wins unless `continue` is true; `to = []` drops.
     Inside its quiet hours a matching route still counts as matched but sends nothing."""
 
@@ -500,14 +206,14 @@ class Route(_Strict):
         return self.name or f"routes[{index}]"
 
 
-class DefaultRoute(_Strict):
+class DefaultRoute(StrictModel):
     """Where events that no route matched go (nowhere inside its quiet hours)."""
 
     to: list[str]
     quiet_hours: QuietHours | None = None
 
 
-class Routes(_Strict):
+class Routes(StrictModel):
     """The validated routing table: named destinations, ordered routes and an optional default."""
 
     destinations: dict[str, Destination] = Field(default_factory=dict)
@@ -519,7 +225,7 @@ class Routes(_Strict):
         problems: list[str] = []
         seen: dict[str, str] = {}
         for name in self.destinations:
-            if not _DESTINATION_NAME.fullmatch(name):
+            if not DESTINATION_NAME.fullmatch(name):
                 problems.append(
                     f"destinations[{name[:40]!r}]: a destination name uses only letters, digits, "
                     "- and _"
@@ -549,7 +255,7 @@ class Routes(_Strict):
                 )
             if route.name is not None:
                 route_names.setdefault(route.name, index)
-        if _file_context(info) is not None and not problems:
+        if file_context(info) is not None and not problems:
             if not self.destinations:
                 problems.append("no destinations: define at least one [destinations.NAME] table")
             elif not self.routes and self.default is None:
@@ -562,128 +268,8 @@ class Routes(_Strict):
         """Every secret value of the destinations, so the log pipeline can redact it."""
         values: list[SecretStr] = []
         for destination in self.destinations.values():
-            if isinstance(destination, SlackDestination):
-                values.append(destination.token)
-            elif isinstance(destination, WebhookDestination):
-                values += [destination.url, *destination.secrets]
-            else:
-                values.append(destination.url)
+            values += destination.secret_values()
         return [value.get_secret_value() for value in values]
-
-
-def load_routes(path: Path, environ: Mapping[str, str], *, allow_http: bool = False) -> Routes:
-    """Read and validate a routes file, resolving `env:NAME` secrets from `environ`.
-
-    Raises `RoutesError`: one line naming the file and the line/column or key path.
-    """
-    try:
-        with path.open("rb") as file:
-            data = tomllib.load(file)
-    except tomllib.TOMLDecodeError as exc:
-        raise RoutesError(f"{path}: {exc}") from None
-    except UnicodeDecodeError:
-        raise RoutesError(f"{path}: not UTF-8 text") from None
-    except OSError as exc:
-        raise RoutesError(
-            f"{path}: cannot read it ({exc.strerror or type(exc).__name__})"
-        ) from None
-    try:
-        return Routes.model_validate(data, context=_FileContext(environ, allow_http))
-    except ValidationError as exc:
-        raise RoutesError(f"{path}: {_describe(exc)}") from None
-
-
-def _describe(exc: ValidationError) -> str:
-    """Each problem as `key.path: message`, all on one line; inputs (maybe secrets) never shown."""
-    problems = []
-    for error in exc.errors(include_url=False, include_input=False):
-        loc = list(error["loc"])
-        model = _model_at(loc[:-1])
-        # The union tag pydantic adds after the destination name is no key in the file.
-        if len(loc) >= 3 and loc[0] == "destinations" and loc[2] in _DESTINATION_TYPES:
-            del loc[2]
-        message = str(error["msg"]).removeprefix("Value error, ")
-        context = error.get("ctx") or {}
-        match error["type"]:
-            case "missing" if model is QuietHours and loc[-1] == "timezone":
-                message = (
-                    "field required: an IANA time zone such as 'Europe/Berlin' "
-                    "(there is no implicit UTC; write 'UTC' for that)"
-                )
-            case "missing":
-                message = "field required"
-            case "extra_forbidden":
-                message = _unknown_key(loc[-1], model)
-            case "union_tag_invalid":
-                loc.append("type")
-                message = f"unknown type {str(context.get('tag'))[:40]!r} (use {_TYPE_CHOICES})"
-            case "union_tag_not_found":
-                loc.append("type")
-                message = f"field required ({_TYPE_CHOICES})"
-        path = _path(loc)
-        problems.append(f"{path}: {message}" if path else message)
-    return "; ".join(problems)
-
-
-_TYPE_CHOICES = ", ".join(_DESTINATION_TYPES)
-
-
-def _model_at(loc: Sequence[Any]) -> type[BaseModel] | None:
-    """The model whose keys live at `loc` (as pydantic gives it), to suggest a mistyped key."""
-    match list(loc):
-        case []:
-            return Routes
-        case ["routes", int()]:
-            return Route
-        case ["routes", int(), "match"]:
-            return Match
-        case ["routes", int(), "quiet_hours"] | ["default", "quiet_hours"]:
-            return QuietHours
-        case ["default"]:
-            return DefaultRoute
-        case ["destinations", str(), str(tag)]:
-            return _DESTINATION_TYPES.get(tag)
-    return None
-
-
-def _unknown_key(key: Any, model: type[BaseModel] | None) -> str:
-    message = "unknown key"
-    if model is None:
-        return message
-    allowed = [field.alias or name for name, field in model.model_fields.items()]
-    close = difflib.get_close_matches(str(key), allowed, n=1)
-    if close:
-        return f"{message} (did you mean {close[0]}?)"
-    return f"{message} (use {', '.join(allowed)})"
-
-
-def _path(loc: Sequence[Any]) -> str:
-    path = ""
-    for part in loc:
-        if isinstance(part, int):
-            path += f"[{part}]"
-        elif _DESTINATION_NAME.fullmatch(str(part)):
-            path += f".{part}" if path else str(part)
-        else:
-            path += f"[{str(part)[:40]!r}]"
-    return path
-
-
-def routes_from_settings(settings: Settings) -> Routes:
-    """Today's environment variables as one default route to every destination they configure,
-    named as today's sinks are, so outbox entries stay deliverable."""
-    destinations: dict[str, SlackDestination | SlackWebhookDestination | WebhookDestination] = {}
-    if settings.slack_bot_token is not None and settings.slack_channel:
-        destinations["slack"] = SlackDestination(
-            channel=settings.slack_channel, token=settings.slack_bot_token
-        )
-    if settings.slack_webhook_url is not None:
-        destinations["slack-webhook"] = SlackWebhookDestination(url=settings.slack_webhook_url)
-    for url in settings.webhook_urls:
-        name = webhook_destination_name(url.get_secret_value())
-        destinations[name] = WebhookDestination(url=url, secrets=list(settings.webhook_secrets))
-    default = DefaultRoute(to=list(destinations)) if destinations else None
-    return Routes(destinations=destinations, default=default)
 
 
 @dataclass(frozen=True)

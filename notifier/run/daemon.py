@@ -27,17 +27,12 @@ from notifier.detect.runs import DetectionPolicy
 from notifier.domain.models import Notification
 from notifier.domain.report import CycleReport
 from notifier.fetch.datafold import DatafoldClient
-from notifier.route.rules import (
-    RouteDecision,
-    Routes,
-    SlackDestination,
-    SlackWebhookDestination,
-    route_event,
-    routes_from_settings,
-)
+from notifier.route.destinations import SlackDestination, SlackWebhookDestination
+from notifier.route.rules import RouteDecision, Routes, route_event
 from notifier.run.cycle import Notifier, ServiceConfig, StateStore
 from notifier.run.health import HealthTracker
 from notifier.run.metrics import Metrics
+from notifier.run.routes import routes_from_settings
 from notifier.run.settings import Settings
 from notifier.run.status_server import serve_status, status_app
 from notifier.run.systemd import SystemdNotify

@@ -21,7 +21,7 @@ from notifier.deliver.render.alertmanager import notification_body
 from notifier.deliver.sink import DeliveryError
 from notifier.domain.models import MessageRef, Notification, as_utc
 from notifier.domain.values import retry_after_seconds
-from notifier.route.rules import webhook_destination_name
+from notifier.route.destinations import webhook_destination_name
 
 _WHSEC_PREFIX = "whsec_"
 #: Statuses that refuse one payload rather than every request (bad request, too large, ...):

@@ -1,0 +1,197 @@
+"""Destination models: one per kind of place a notification can go (a new kind is one model here,
+added to `Destination` and `DESTINATION_TYPES`).
+
+Pure: stdlib, pydantic and `notifier.domain`. In a routes file a secret is `env:NAME`, resolved
+from the environment passed in (`FileContext`); built in code it is the value itself. Secrets are
+`SecretStr`, and no repr or error message shows them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationInfo,
+    field_validator,
+)
+
+from notifier.domain.values import (
+    PLAIN_HTTP_REFUSED,
+    http_url,
+    is_remote_plain_http,
+    split_list,
+    whsec_problem,
+)
+
+_ENV_PREFIX = "env:"
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+#: Destination names end up in logs, the outbox and `check`: keep them one plain word.
+DESTINATION_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
+#: Slack user (U…, W…) and user-group (S…) IDs, or a channel-wide mention.
+_MENTION = re.compile(r"[UWS][A-Z0-9]{2,}|@here|@channel")
+
+
+@dataclass(frozen=True)
+class FileContext:
+    """Validation context of a routes file: where `env:NAME` resolves, and the plain-http policy."""
+
+    environ: Mapping[str, str]
+    allow_http: bool
+
+
+def file_context(info: ValidationInfo) -> FileContext | None:
+    """The routes file being validated, or None for models built in code."""
+    return info.context if isinstance(info.context, FileContext) else None
+
+
+def _resolve_env(value: Any, info: ValidationInfo) -> Any:
+    """In a routes file a secret is `env:NAME`; built in code (no file context) it is the value."""
+    context = file_context(info)
+    if context is None:
+        return value
+    if not isinstance(value, str) or not value.startswith(_ENV_PREFIX):
+        # Not echoed: it may be the secret itself, written where it must not be.
+        raise ValueError(
+            'write "env:NAME" to read this secret from an environment variable '
+            "(secrets are not written in the routes file)"
+        )
+    name = value.removeprefix(_ENV_PREFIX).strip()
+    if not _ENV_NAME.fullmatch(name):
+        raise ValueError('after "env:" give an environment variable name (letters, digits, _)')
+    if name not in context.environ:
+        raise ValueError(f"environment variable {name} is not set")
+    resolved = context.environ[name].strip()
+    if not resolved:
+        raise ValueError(f"environment variable {name} is empty")
+    return resolved
+
+
+def _check_url(url: SecretStr, info: ValidationInfo) -> SecretStr:
+    """An http(s) URL as settings require; plain http only to this machine unless allowed."""
+    text = http_url(url.get_secret_value())
+    context = file_context(info)
+    if context is not None and not context.allow_http and is_remote_plain_http(text):
+        raise ValueError(f"{PLAIN_HTTP_REFUSED}: use https:// or set NOTIFIER_ALLOW_HTTP=true")
+    return SecretStr(text)
+
+
+def _checked_mentions(value: list[str]) -> list[str]:
+    for mention in value:
+        if not _MENTION.fullmatch(mention):
+            raise ValueError(
+                f"{mention[:40]!r} is not a Slack user (U…/W…) or user-group (S…) ID, "
+                "@here or @channel"
+            )
+    return value
+
+
+#: A secret, `env:NAME` in a routes file.
+EnvSecret = Annotated[SecretStr, BeforeValidator(_resolve_env)]
+#: A secret http(s) URL (it may carry a token), `env:NAME` in a routes file.
+SecretUrl = Annotated[SecretStr, BeforeValidator(_resolve_env), AfterValidator(_check_url)]
+#: Slack mentions: user or user-group IDs, @here or @channel.
+Mentions = Annotated[list[str], AfterValidator(_checked_mentions)]
+
+
+def webhook_destination_name(url: str) -> str:
+    """The stable name of a webhook configured by URL alone (no secret in it); `WebhookSink`
+    uses it too, so outbox entries stay deliverable."""
+    return "webhook-" + hashlib.sha256(url.encode()).hexdigest()[:8]
+
+
+class StrictModel(BaseModel):
+    """A routes-file table: unknown keys are refused (a typo must not pass silently); frozen."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SlackDestination(StrictModel):
+    """A channel posted to with a bot token (`chat.postMessage`); the only one that can thread."""
+
+    type: Literal["slack"] = "slack"
+    channel: str = Field(min_length=1)
+    token: EnvSecret
+    thread: bool = False
+    recovery: bool = True
+    mentions: Mentions = Field(default_factory=list)
+    mention_owner: bool = False
+    digest_threshold: int | None = Field(None, ge=1)
+
+    @field_validator("channel", mode="before")
+    @classmethod
+    def _strip_channel(cls, value: Any) -> Any:
+        return value.strip() if isinstance(value, str) else value
+
+    def secret_values(self) -> list[SecretStr]:
+        """What the log pipeline must redact."""
+        return [self.token]
+
+
+class SlackWebhookDestination(StrictModel):
+    """A Slack incoming webhook; its URL is the secret."""
+
+    type: Literal["slack-webhook"] = "slack-webhook"
+    url: SecretUrl
+    recovery: bool = True
+    mentions: Mentions = Field(default_factory=list)
+    digest_threshold: int | None = Field(None, ge=1)
+
+    def secret_values(self) -> list[SecretStr]:
+        """What the log pipeline must redact."""
+        return [self.url]
+
+
+class WebhookDestination(StrictModel):
+    """A signed webhook. In the file, `secret` is one `env:NAME` (or a list), each of which may
+    hold several comma-separated secrets during a rotation."""
+
+    model_config = ConfigDict(validate_by_name=True, validate_by_alias=True)
+
+    type: Literal["webhook"] = "webhook"
+    url: SecretUrl
+    secrets: list[SecretStr] = Field(default_factory=list, alias="secret")
+    format: Literal["standard", "alertmanager"] = "standard"
+    recovery: bool = True
+
+    @field_validator("secrets", mode="before")
+    @classmethod
+    def _secrets_from_env(cls, value: Any, info: ValidationInfo) -> Any:
+        if file_context(info) is None:
+            return value
+        references = value if isinstance(value, list) else [value]
+        return [part for ref in references for part in split_list(_resolve_env(ref, info))]
+
+    @field_validator("secrets")
+    @classmethod
+    def _check_secrets(cls, value: list[SecretStr]) -> list[SecretStr]:
+        for index, secret in enumerate(value, start=1):
+            problem = whsec_problem(secret.get_secret_value())
+            if problem is not None:
+                which = f"secret number {index}" if len(value) > 1 else "the secret"
+                raise ValueError(f"{which} {problem}")
+        return value
+
+    def secret_values(self) -> list[SecretStr]:
+        """What the log pipeline must redact."""
+        return [self.url, *self.secrets]
+
+
+Destination = Annotated[
+    SlackDestination | SlackWebhookDestination | WebhookDestination, Field(discriminator="type")
+]
+#: Each destination kind by its `type` in the routes file.
+DESTINATION_TYPES: dict[str, type[BaseModel]] = {
+    "slack": SlackDestination,
+    "slack-webhook": SlackWebhookDestination,
+    "webhook": WebhookDestination,
+}

@@ -1,0 +1,30 @@
+"""Today's environment variables (Slack and webhook settings) as a routing table, for when no
+routes file is given. Here in `run`, not in `route`, because it reads `Settings`."""
+
+from __future__ import annotations
+
+from notifier.route.destinations import (
+    SlackDestination,
+    SlackWebhookDestination,
+    WebhookDestination,
+    webhook_destination_name,
+)
+from notifier.route.rules import DefaultRoute, Routes
+from notifier.run.settings import Settings
+
+
+def routes_from_settings(settings: Settings) -> Routes:
+    """Today's environment variables as one default route to every destination they configure,
+    named as today's sinks are, so outbox entries stay deliverable."""
+    destinations: dict[str, SlackDestination | SlackWebhookDestination | WebhookDestination] = {}
+    if settings.slack_bot_token is not None and settings.slack_channel:
+        destinations["slack"] = SlackDestination(
+            channel=settings.slack_channel, token=settings.slack_bot_token
+        )
+    if settings.slack_webhook_url is not None:
+        destinations["slack-webhook"] = SlackWebhookDestination(url=settings.slack_webhook_url)
+    for url in settings.webhook_urls:
+        name = webhook_destination_name(url.get_secret_value())
+        destinations[name] = WebhookDestination(url=url, secrets=list(settings.webhook_secrets))
+    default = DefaultRoute(to=list(destinations)) if destinations else None
+    return Routes(destinations=destinations, default=default)
