@@ -41,10 +41,11 @@ class DetectionPolicy:
 
 @dataclass(frozen=True)
 class Notice:
-    """One thing to tell: a run reaching a notify-state ("run"), or a newer `ok` run closing the
-    monitor's open incident ("recovered"). `incident` is the incident as of this notice."""
+    """One thing to tell: a run reaching a notify-state ("run"), a newer `ok` run closing the
+    monitor's open incident ("recovered"), or an incident left open for the reminder interval
+    ("reminder", `event` its latest failing run). `incident` is the incident as of this notice."""
 
-    kind: Literal["run", "recovered"]
+    kind: Literal["run", "recovered", "reminder"]
     event: RunEvent
     incident: Incident
 

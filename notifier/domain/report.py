@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 
 @dataclass
@@ -60,3 +60,19 @@ class Deferral:
 
     until: datetime
     reason: str
+
+    @classmethod
+    def asked(cls, retry_after: float, reason: str, now: datetime, cap: timedelta) -> Deferral:
+        """A destination's Retry-After of `retry_after` seconds at `now`, capped at `cap`."""
+        wait = timedelta(seconds=min(retry_after, cap.total_seconds()))
+        return cls(until=now + wait, reason=reason)
+
+    def holds(self, now: datetime) -> bool:
+        """Whether the destination is still to be left alone at `now`."""
+        return now < self.until
+
+    def short_wait(self, now: datetime, longest: timedelta) -> float | None:
+        """Seconds left at `now` when at most `longest` (worth waiting for within the cycle);
+        None when longer."""
+        left = self.until - now
+        return max(0.0, left.total_seconds()) if left <= longest else None
