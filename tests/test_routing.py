@@ -30,9 +30,9 @@ from notifier.route.rules import (
     quiet_hours_summary,
     route_event,
 )
+from notifier.run.config import load_settings
 from notifier.run.daemon import build_sinks
 from notifier.run.routes import routes_from_settings
-from notifier.run.settings import load_settings
 
 DOCS_EXAMPLE = Path(__file__).resolve().parent.parent / "docs" / "routing.example.toml"
 

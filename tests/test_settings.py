@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from notifier.run.settings import ConfigError, load_settings
+from notifier.run.config import ConfigError, load_settings
 
 KEY = "dfk-" + "s3cr3t-api-key-value"
 SECRET_VARIABLES = {

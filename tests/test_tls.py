@@ -11,7 +11,7 @@ import trustme
 from aiohttp import web
 
 from notifier.demo.simulator import Simulator
-from notifier.run.settings import ConfigError, load_settings
+from notifier.run.config import ConfigError, load_settings
 from tests.fakes.cli import API_KEY, World, cli
 
 

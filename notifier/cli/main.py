@@ -34,6 +34,7 @@ from notifier.demo.simulator import demo_simulator, serve
 from notifier.domain.models import TAG_MAX, Mute, NotifierState
 from notifier.route.routes_file import RoutesError, load_routes
 from notifier.route.rules import Routes
+from notifier.run.config import ConfigError, load_settings
 from notifier.run.daemon import (
     CycleRunner,
     Daemon,
@@ -49,7 +50,7 @@ from notifier.run.health import ClusterView
 from notifier.run.logs import REDACTOR, configure_logging
 from notifier.run.preflight import run_checks
 from notifier.run.routes import routes_from_settings
-from notifier.run.settings import ConfigError, Settings, load_settings
+from notifier.run.settings import Settings
 from notifier.run.systemd import SystemdNotify
 from notifier.store.file import StateError, StateFile, read_state_file, write_state_file
 

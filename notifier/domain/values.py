@@ -98,6 +98,11 @@ def whsec_problem(secret: str) -> str | None:
     return None
 
 
+def nth_secret(index: int, count: int) -> str:
+    """How a message names secret `index` (from 1) of `count`, without showing it."""
+    return f"secret number {index}" if count > 1 else "the secret"
+
+
 def retry_after_seconds(value: str | None, now: datetime) -> float | None:
     """Seconds a `Retry-After` value (delta-seconds or an HTTP-date) asks for at the aware
     instant `now`, between 0 and `RETRY_AFTER_MAX`; None if absent or unusable."""

@@ -29,6 +29,7 @@ from notifier.domain.values import (
     PLAIN_HTTP_REFUSED,
     http_url,
     is_remote_plain_http,
+    nth_secret,
     split_list,
     whsec_problem,
 )
@@ -177,8 +178,7 @@ class WebhookDestination(StrictModel):
         for index, secret in enumerate(value, start=1):
             problem = whsec_problem(secret.get_secret_value())
             if problem is not None:
-                which = f"secret number {index}" if len(value) > 1 else "the secret"
-                raise ValueError(f"{which} {problem}")
+                raise ValueError(f"{nth_secret(index, len(value))} {problem}")
         return value
 
     def secret_values(self) -> list[SecretStr]:

@@ -1,6 +1,7 @@
-"""Configuration: read once at start-up from the environment and `.env`, validated, passed down.
+"""Configuration: every setting, named by its environment variable, with its bounds and checks.
 
-Nothing below the CLI reads `os.environ`. Secrets are `SecretStr` and never shown in a repr, a log
+Read once at start-up (`notifier.run.config.load_settings`), validated, passed down; nothing below
+the CLI reads `os.environ`. Secrets are `SecretStr` and never shown in a repr, a log
 line or an error message.
 """
 
@@ -9,6 +10,7 @@ from __future__ import annotations
 import os
 import socket
 import ssl
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
@@ -16,7 +18,6 @@ from urllib.parse import urlsplit
 from pydantic import (
     Field,
     SecretStr,
-    ValidationError,
     field_validator,
     model_validator,
 )
@@ -27,44 +28,33 @@ from notifier.domain.values import (
     PLAIN_HTTP_REFUSED,
     http_url,
     is_remote_plain_http,
+    nth_secret,
     split_list,
     whsec_problem,
 )
 
-#: Variables whose values may be echoed in an error message (none of them is a secret).
-_ECHOABLE = {
-    "NOTIFIER_MONITOR_IDS",
-    "NOTIFIER_MONITOR_TAGS",
-    "NOTIFIER_DISCOVERY_INTERVAL_SECONDS",
-    "NOTIFIER_POLL_INTERVAL_SECONDS",
-    "NOTIFIER_STATE_FILE",
-    "NOTIFIER_NOTIFY_STATES",
-    "NOTIFIER_LOOKBACK_SECONDS",
-    "NOTIFIER_FIRST_START_LOOKBACK_SECONDS",
-    "NOTIFIER_MAX_CONCURRENCY",
-    "NOTIFIER_REQUEST_TIMEOUT_SECONDS",
-    "NOTIFIER_PAGE_SIZE",
-    "NOTIFIER_OUTBOX_EXPIRY_SECONDS",
-    "NOTIFIER_SHUTDOWN_GRACE_SECONDS",
-    "NOTIFIER_MONITOR_URL_TEMPLATE",
-    "NOTIFIER_MONITOR_CACHE_SECONDS",
-    "NOTIFIER_CATCHUP_LIMIT_SECONDS",
-    "NOTIFIER_CA_BUNDLE",
-    "NOTIFIER_ROUTES_FILE",
-    "NOTIFIER_ALLOW_HTTP",
-    "NOTIFIER_POLL_SPREAD_SECONDS",
-    "NOTIFIER_POLL_MODE",
-    "NOTIFIER_FEED_SWEEP_SECONDS",
-    "NOTIFIER_MAX_REQUESTS_PER_SECOND",
-    "NOTIFIER_HEALTH_PORT",
-    "NOTIFIER_MAX_RESPONSE_BYTES",
-    "NOTIFIER_MAX_RETRY_AFTER_SECONDS",
-    "NOTIFIER_OUTBOX_MAX_ENTRIES",
-    "NOTIFIER_HEALTH_HOST",
-    "SLACK_CHANNEL",
-    "NOTIFIER_LOG_LEVEL",
-    "NOTIFIER_LOG_FORMAT",
-}
+
+def _url_problem(text: str) -> str | None:
+    try:
+        http_url(text)
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
+def _split_checked(
+    value: Any, problem: Callable[[str], str | None], which: Callable[[int, int], str]
+) -> Any:
+    """`value` split into a list whose parts (text or `SecretStr`) must each pass `problem`; the
+    first failure is raised as `{which(index, count)} {problem}`, the part itself not shown."""
+    parts = split_list(value)
+    if isinstance(parts, list):
+        for index, part in enumerate(parts, start=1):
+            text = part.get_secret_value() if isinstance(part, SecretStr) else str(part)
+            found = problem(text)
+            if found is not None:
+                raise ValueError(f"{which(index, len(parts))} {found}")
+    return parts
 
 
 class Settings(BaseSettings):
@@ -238,15 +228,7 @@ class Settings(BaseSettings):
     @field_validator("webhook_urls", mode="before")
     @classmethod
     def _parse_webhook_urls(cls, value: Any) -> Any:
-        parts = split_list(value)
-        if isinstance(parts, list):
-            for index, part in enumerate(parts, start=1):
-                text = part.get_secret_value() if isinstance(part, SecretStr) else str(part)
-                try:
-                    http_url(text)
-                except ValueError as exc:
-                    raise ValueError(f"URL number {index} {exc}") from None
-        return parts
+        return _split_checked(value, _url_problem, lambda index, _: f"URL number {index}")
 
     @field_validator("datafold_api_key")
     @classmethod
@@ -265,16 +247,7 @@ class Settings(BaseSettings):
     @field_validator("webhook_secrets", mode="before")
     @classmethod
     def _check_secrets(cls, value: Any) -> Any:
-        parts = split_list(value)
-        if not isinstance(parts, list):
-            return parts
-        for index, part in enumerate(parts, start=1):
-            text = part.get_secret_value() if isinstance(part, SecretStr) else str(part)
-            problem = whsec_problem(text)
-            if problem is not None:
-                which = f"secret number {index}" if len(parts) > 1 else "the secret"
-                raise ValueError(f"{which} {problem}")
-        return parts
+        return _split_checked(value, whsec_problem, nth_secret)
 
     @field_validator("ca_bundle")
     @classmethod
@@ -418,38 +391,3 @@ class Settings(BaseSettings):
     def lease(self) -> float:
         """The lease length in seconds: NOTIFIER_LEASE_SECONDS, or the poll interval."""
         return self.lease_seconds or max(1.0, self.poll_interval_seconds)
-
-
-class ConfigError(Exception):
-    """A configuration problem, as one line that names the variable."""
-
-
-def load_settings(env_file: Path | None = None, **overrides: Any) -> Settings:
-    """Read and validate settings; `ConfigError` carries the one-line message for the user."""
-    try:
-        if env_file is not None:
-            if not env_file.is_file():
-                raise ConfigError(f"env file {env_file} does not exist")
-            return Settings(_env_file=env_file, **overrides)
-        return Settings(**overrides)
-    except ValidationError as exc:
-        raise ConfigError(describe_validation_error(exc)) from None
-    except UnicodeDecodeError:
-        raise ConfigError(f"env file {env_file or '.env'} is not UTF-8 text") from None
-    except OSError as exc:
-        raise ConfigError(f"env file {env_file or '.env'}: {exc.strerror}") from None
-
-
-def describe_validation_error(exc: ValidationError) -> str:
-    """One line per problem, each naming the environment variable; secret inputs never shown."""
-    lines = []
-    for error in exc.errors(include_url=False):
-        loc = [str(part) for part in error.get("loc", ())]
-        name = loc[0].upper() if loc else ""
-        message = str(error.get("msg", "invalid")).removeprefix("Value error, ")
-        if error.get("type") == "missing":
-            message = "is required but not set"
-        if name and name in _ECHOABLE and "input" in error and not isinstance(error["input"], dict):
-            message += f" (got {str(error['input'])[:80]!r})"
-        lines.append(f"{name}: {message}" if name else message)
-    return "; ".join(lines)
