@@ -112,3 +112,39 @@ def test_admit(mutes: list[Mute], decision: RouteDecision, expected: Admission) 
     assert admission == expected
     # A muted notification is not routed at all.
     assert asked == ([] if expected.outcome == "muted" else [(NOTIFICATION.id, T0)])
+
+
+@pytest.mark.parametrize(
+    ("verdict", "expected"),
+    [
+        (Admission("queued", pending=["slack"]), None),
+        (
+            Admission("queued", pending=["webhook"], quiet=["night"]),
+            ("notification_quiet", {"routes": ["night"], "still_sent_to": ["webhook"]}),
+        ),
+        (Admission("quiet", quiet=["night"]), ("notification_quiet", {"routes": ["night"]})),
+        (
+            Admission("unrouted"),
+            (
+                "notification_unrouted",
+                {"reason": "no route and no default route sends it anywhere"},
+            ),
+        ),
+        (
+            Admission("muted", mute=BY_TAG),
+            (
+                "notification_muted",
+                {
+                    "mute": "t1",
+                    "muted": "tag  finance ",
+                    "until": (T0 + timedelta(hours=1)).isoformat(),
+                    "reason": None,
+                },
+            ),
+        ),
+    ],
+)
+def test_what_a_verdict_tells(
+    verdict: Admission, expected: tuple[str, dict[str, object]] | None
+) -> None:
+    assert verdict.told() == expected

@@ -11,6 +11,7 @@ from notifier.detect.feed import (
     TagDiscovery,
     needs_poll,
     poll_offset,
+    to_list,
     watched_monitors,
 )
 from notifier.domain.models import MonitorState, TrackedRun
@@ -135,3 +136,19 @@ def test_watched_monitors(
     configured: tuple[int, ...], discovered: frozenset[int] | None, expected: list[int]
 ) -> None:
     assert watched_monitors(configured, discovered) == expected
+
+
+@pytest.mark.parametrize(
+    ("feed", "listed", "unchanged"),
+    [
+        pytest.param({}, [3, 1, 2], [], id="not-in-feed"),
+        pytest.param({1: KEY, 2: KEY, 3: KEY}, [3, 2], [1], id="unchanged-and-new"),
+        pytest.param({1: "changed", 2: KEY}, [3, 1, 2], [], id="changed"),
+    ],
+)
+def test_to_list_keeps_the_monitor_order(
+    feed: dict[int, str], listed: list[int], unchanged: list[int]
+) -> None:
+    states = {1: polled(), 2: polled(run_state="checking")}
+    later = T0 + timedelta(minutes=1)
+    assert to_list([3, 1, 2], feed, states, later, sweep=SWEEP) == (listed, unchanged)

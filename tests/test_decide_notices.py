@@ -9,12 +9,14 @@ import pytest
 from notifier.detect.notices import (
     LinkTemplate,
     build_notification,
+    due_reminders,
     notification_id,
     reminder_notice,
+    told,
     wants_error_message,
 )
 from notifier.detect.runs import Notice
-from notifier.domain.models import Incident, Links, MonitorInfo, RunEvent
+from notifier.domain.models import Incident, Links, MonitorInfo, MonitorState, RunEvent
 
 T0 = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
 LINKS = LinkTemplate(
@@ -116,3 +118,47 @@ def test_links(run: RunEvent, template: LinkTemplate, expected: Links) -> None:
     notice = Notice("run", run, INCIDENT)
     built = build_notification(notice, monitor=MONITOR, error_message=None, now=T0, links=template)
     assert built.links == expected
+
+
+def test_due_reminders_only_on_polled_monitors_with_an_incident_open_long_enough() -> None:
+    stale = MonitorState(watch_since=T0, incident=INCIDENT)
+    fresh = MonitorState(
+        watch_since=T0,
+        incident=INCIDENT.model_copy(update={"last_notified_at": T0 + timedelta(hours=2)}),
+    )
+    monitors = {1: stale, 2: fresh, 3: MonitorState(watch_since=T0), 4: stale}
+    later = T0 + timedelta(hours=2, minutes=30)
+    due = due_reminders(monitors, [1, 2, 3, 5], later, timedelta(hours=1))
+    assert [(n.kind, n.incident.reminders, n.incident.last_notified_at) for n in due] == [
+        ("reminder", 1, later)
+    ]
+    assert due_reminders(monitors, [1, 4], later, None) == []
+
+
+@pytest.mark.parametrize(
+    ("notice", "event", "fields"),
+    [
+        (
+            Notice("run", ERROR, INCIDENT),
+            "run_detected",
+            {"monitor_id": 4521, "run_id": 11, "state": "error", "monitor": "orders"},
+        ),
+        (
+            Notice("recovered", OK, INCIDENT),
+            "monitor_recovered",
+            {"monitor_id": 4521, "run_id": 12, "monitor": "orders", "incident": "4521-10-alert"},
+        ),
+        (
+            reminder_notice(REMINDED),
+            "reminder_due",
+            {
+                "monitor_id": 4521,
+                "incident": "4521-10-alert",
+                "open_since": T0.isoformat(),
+                "reminder": 2,
+            },
+        ),
+    ],
+)
+def test_told(notice: Notice, event: str, fields: dict[str, object]) -> None:
+    assert told(notice, MONITOR) == (event, fields)

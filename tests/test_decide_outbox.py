@@ -216,3 +216,33 @@ def test_still_deferred_and_the_short_wait(
     deferral = Deferral(until=T0 + timedelta(seconds=10), reason="HTTP 503")
     assert deferral.holds(T0 + later) is holds
     assert deferral.short_wait(T0 + later, timedelta(seconds=2)) == short_wait
+
+
+def test_what_a_removal_tells() -> None:
+    old = entry(1, "slack", age=EXPIRY * 2)
+    old.attempts, old.last_error = 3, "slack: HTTP 503"
+    about = {"notification_id": "1-1-alert", "monitor_id": 1, "run_id": 1}
+    expired = Removal(old, "expired")
+    assert expired.event == "notification_expired"
+    assert expired.fields() == {
+        **about,
+        "undelivered_to": ["slack"],
+        "attempts": 3,
+        "last_error": "slack: HTTP 503",
+    }
+    gone = Removal(old, "destination_gone", destination="old")
+    assert gone.event == "notification_dropped"
+    assert gone.fields() == {
+        "reason": "its destination is no longer configured",
+        **about,
+        "destination": "old",
+    }
+    full = Removal(old, "outbox_full", undelivered=("slack", "webhook"), limit=10)
+    assert full.event == "notification_dropped"
+    assert full.fields() == {
+        "reason": "outbox_full",
+        "limit": 10,
+        **about,
+        "undelivered_to": ["slack", "webhook"],
+        "attempts": 3,
+    }

@@ -45,6 +45,27 @@ def needs_poll(
     return now - state.last_polled_at >= due_after
 
 
+def to_list(
+    monitor_ids: Iterable[int],
+    feed: Mapping[int, str],
+    states: Mapping[int, MonitorState],
+    now: datetime,
+    *,
+    sweep: timedelta,
+) -> tuple[list[int], list[int]]:
+    """The monitors whose runs must be listed (in order), and those the feed shows unchanged.
+    A monitor missing from the feed is listed."""
+    listed: list[int] = []
+    unchanged: list[int] = []
+    for monitor_id in monitor_ids:
+        key = feed.get(monitor_id)
+        if key is None or needs_poll(monitor_id, states.get(monitor_id), key, now, sweep=sweep):
+            listed.append(monitor_id)
+        else:
+            unchanged.append(monitor_id)
+    return listed, unchanged
+
+
 @dataclass(frozen=True)
 class TagDiscovery:
     """The monitors found by tag, when they were last listed, and how many listings in a row

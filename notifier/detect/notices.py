@@ -6,11 +6,19 @@ an `error` run's message) and passes it in; the time of detection is passed in t
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
-from notifier.detect.runs import Notice
-from notifier.domain.models import Incident, Links, MonitorInfo, Notification, RunEvent
+from notifier.detect.runs import Notice, due_reminder
+from notifier.domain.models import (
+    Incident,
+    Links,
+    MonitorInfo,
+    MonitorState,
+    Notification,
+    RunEvent,
+)
 
 
 @dataclass(frozen=True)
@@ -33,6 +41,18 @@ def reminder_notice(incident: Incident) -> Notice:
     """The notice that an incident is still open, about its latest failing run; `incident` is
     the incident as it stands after this reminder (see `due_reminder`)."""
     return Notice("reminder", incident.last, incident)
+
+
+def due_reminders(
+    monitors: Mapping[int, MonitorState],
+    polled: Iterable[int],
+    now: datetime,
+    interval: timedelta | None,
+) -> list[Notice]:
+    """Reminders of the incidents left open for `interval` on monitors just polled (so each
+    incident is known to be still open, not just unseen)."""
+    due = (due_reminder(monitors.get(monitor_id), now, interval) for monitor_id in polled)
+    return [reminder_notice(incident) for incident in due if incident is not None]
 
 
 def wants_error_message(notice: Notice) -> bool:
@@ -70,3 +90,16 @@ def build_notification(
         detected_at=now,
         incident=notice.incident,
     )
+
+
+def told(notice: Notice, monitor: MonitorInfo) -> tuple[str, dict[str, object]]:
+    """The log event and fields that tell of a notice found (a reminder: once it goes out)."""
+    event, incident = notice.event, notice.incident
+    if notice.kind == "reminder":
+        since = incident.opened_at.isoformat()
+        fields = {"incident": incident.id, "open_since": since, "reminder": incident.reminders}
+        return "reminder_due", {"monitor_id": event.monitor_id, **fields}
+    about: dict[str, object] = {"monitor_id": event.monitor_id, "run_id": event.run_id}
+    if notice.kind == "recovered":
+        return "monitor_recovered", {**about, "monitor": monitor.title, "incident": incident.id}
+    return "run_detected", {**about, "state": event.state, "monitor": monitor.title}

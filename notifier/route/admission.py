@@ -19,6 +19,8 @@ Router = Callable[[Notification, datetime], RouteDecision]
 
 Outcome = Literal["queued", "muted", "quiet", "unrouted"]
 
+UNROUTED = "no route and no default route sends it anywhere"
+
 
 @dataclass(frozen=True)
 class Admission:
@@ -30,6 +32,21 @@ class Admission:
     pending: list[str] = field(default_factory=list)
     quiet: list[str] = field(default_factory=list)
     mute: Mute | None = None
+
+    def told(self) -> tuple[str, dict[str, object]] | None:
+        """The log event and fields that tell of this verdict; None for a plain "queued"."""
+        if self.mute is not None:
+            mute = self.mute
+            until = mute.until.isoformat()
+            fields = {"mute": mute.id, "muted": mute.target, "until": until, "reason": mute.reason}
+            return "notification_muted", fields
+        if self.outcome == "unrouted":
+            return "notification_unrouted", {"reason": UNROUTED}
+        if not self.quiet:
+            return None
+        if self.outcome == "quiet":
+            return "notification_quiet", {"routes": self.quiet}
+        return "notification_quiet", {"routes": self.quiet, "still_sent_to": self.pending}
 
 
 def covering_mute(notification: Notification, mutes: Iterable[Mute], now: datetime) -> Mute | None:

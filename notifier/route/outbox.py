@@ -26,6 +26,34 @@ class Removal:
     reason: Literal["expired", "destination_gone", "outbox_full"]
     destination: str | None = None
     undelivered: tuple[str, ...] = ()
+    #: The outbox's limit ("outbox_full").
+    limit: int | None = None
+
+    @property
+    def event(self) -> str:
+        """The log event that tells of it."""
+        return "notification_expired" if self.reason == "expired" else "notification_dropped"
+
+    def fields(self) -> dict[str, object]:
+        """What the log line says: which notification, why, and for whom it stays undelivered."""
+        entry, notification = self.entry, self.entry.notification
+        about: dict[str, object] = {
+            "notification_id": notification.id,
+            "monitor_id": notification.event.monitor_id,
+            "run_id": notification.event.run_id,
+        }
+        if self.reason == "destination_gone":
+            reason = "its destination is no longer configured"
+            return {"reason": reason, **about, "destination": self.destination}
+        if self.reason == "outbox_full":
+            about = {"reason": "outbox_full", "limit": self.limit, **about}
+            undelivered: object = list(self.undelivered)
+        else:
+            undelivered = entry.pending
+        fields = {**about, "undelivered_to": undelivered, "attempts": entry.attempts}
+        if self.reason == "expired":
+            fields["last_error"] = entry.last_error
+        return fields
 
 
 def unqueued(
@@ -69,7 +97,9 @@ def trim(outbox: Iterable[OutboxEntry], limit: int) -> list[Removal]:
     waiting = [entry for entry in outbox if entry.pending]
     removals = []
     for entry in waiting[: max(0, len(waiting) - limit)]:
-        removals.append(Removal(entry, "outbox_full", undelivered=tuple(entry.pending)))
+        removals.append(
+            Removal(entry, "outbox_full", undelivered=tuple(entry.pending), limit=limit)
+        )
         entry.pending.clear()
     return removals
 
