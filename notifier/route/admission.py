@@ -38,7 +38,12 @@ class Admission:
         if self.mute is not None:
             mute = self.mute
             until = mute.until.isoformat()
-            fields = {"mute": mute.id, "muted": mute.target, "until": until, "reason": mute.reason}
+            fields: dict[str, object] = {
+                "mute": mute.id,
+                "muted": mute.target,
+                "until": until,
+                "reason": mute.reason,
+            }
             return "notification_muted", fields
         if self.outcome == "unrouted":
             return "notification_unrouted", {"reason": UNROUTED}
