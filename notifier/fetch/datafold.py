@@ -7,176 +7,55 @@ The only module that talks to Datafold. It returns `notifier.domain.models` type
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import json
 import logging
-import random
-import re
-import statistics
-from collections import OrderedDict, deque
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 from typing import Any, TypeVar
 
 import aiohttp
 import structlog
-from aiolimiter import AsyncLimiter
-from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
-from tenacity import (
-    AsyncRetrying,
-    RetryCallState,
-    retry_if_exception_type,
-    stop_after_attempt,
-)
 from yarl import URL
 
 from notifier import __version__
 from notifier.bounded_http import BodyTooLarge, read_capped
-from notifier.domain.models import MonitorInfo, MonitorRun, MonitorSummary, RunDetail, as_utc
-from notifier.domain.values import retry_after_seconds
+from notifier.domain.models import MonitorInfo, MonitorRun, MonitorSummary, RunDetail
+from notifier.domain.text import iso_z
+from notifier.fetch.answers import (
+    MonitorPage,
+    RunPage,
+    Transient,
+    UnreadableMemory,
+    UnreadableRun,
+    interpret,
+    read_page_runs,
+    validated,
+)
+from notifier.fetch.pacing import RetryPolicy, rate_limiter, with_retries
+from notifier.fetch.server_clock import ServerClock
 from notifier.fetch.source import (
     AnswerTooLarge,
-    ApiKeyRefused,
     ApiUnavailable,
     DatafoldError,
     MalformedAnswer,
-    NotFound,
-    RequestRejected,
     Subject,
 )
 
 _log = structlog.get_logger(__name__)
 _stdlib_log = logging.getLogger(__name__)
 
-#: Answers worth another attempt: rate limiting and the server or a proxy being briefly unwell.
-RETRYABLE_STATUSES: frozenset[int] = frozenset({429, 500, 502, 503, 504})
-_MESSAGE_MAX = 200
 #: Of an error answer only the start is read: its `detail` is all that is used.
 _ERROR_BODY_MAX = 64 * 1024
 _REDACTED = "***"
 
 
-class _Transient(Exception):
-    """One attempt failed in a way worth retrying; never leaves this module."""
-
-    def __init__(self, reason: str, retry_after: float | None = None) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.retry_after = retry_after
-
-
-class RunPage(BaseModel):
-    """One page of `GET /api/v1/monitors/{id}/runs`, its runs still raw: each is read on its own,
-    so one run that cannot be understood does not cost the others."""
-
-    model_config = ConfigDict(extra="ignore")
-
-    count: int
-    page: int
-    page_size: int
-    total_pages: int
-    runs: list[Any]
-
-
-class _MonitorPage(BaseModel):
-    """One page of `GET /api/v1/monitors`; only the adapter needs this shape."""
-
-    model_config = ConfigDict(extra="ignore")
-
-    count: int
-    page: int
-    page_size: int
-    total_pages: int
-    monitors: list[MonitorSummary]
-
-
 #: The monitors listing (the change feed) asks for large pages; an account may have thousands.
 MONITORS_PAGE_SIZE = 500
 MONITORS_MAX_PAGES = 1000
-
-_Model = TypeVar("_Model", bound=BaseModel)
-_Page = TypeVar("_Page", RunPage, _MonitorPage)
-_RUNS: TypeAdapter[list[MonitorRun]] = TypeAdapter(list[MonitorRun])
+_Page = TypeVar("_Page", RunPage, MonitorPage)
 #: At most this many monitors in one listing: an account with more is beyond one process anyway.
 MONITORS_MAX = 100_000
-#: A run ID written as text that can still be read: ASCII digits, at most 29 of them.
-_DIGITS = re.compile(r"-?[0-9]{1,29}")
 #: The clock probe before the first cycle waits at most this long (and is never retried).
 PROBE_TIMEOUT = 5.0
-#: How many `Date` headers the clock offset is the median of.
-_OFFSET_SAMPLES = 5
-#: Unreadable runs already logged, remembered so each is logged once, not every cycle.
-_UNREADABLE_MEMORY = 10_000
-
-
-def _int_field(item: Any, key: str) -> int | None:
-    """A whole-number field of a raw run, if it has a usable one."""
-    value = item.get(key) if isinstance(item, dict) else None
-    if isinstance(value, str) and _DIGITS.fullmatch(value.strip()):
-        value = int(value.strip())
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
-
-
-def _iso_z(value: datetime) -> str:
-    return as_utc(value).isoformat().replace("+00:00", "Z")
-
-
-def _one_line(text: str, limit: int = _MESSAGE_MAX) -> str:
-    flat = " ".join(text.split())
-    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
-
-
-def _schema_problem(error: ValidationError) -> str:
-    """The first problem pydantic found, as `loc: msg`, without the offending input."""
-    problems = error.errors(include_url=False, include_input=False, include_context=False)
-    if not problems:
-        return "invalid"
-    first = problems[0]
-    loc = ".".join(str(part) for part in first["loc"])
-    text = f"{loc}: {first['msg']}" if loc else first["msg"]
-    if len(problems) > 1:
-        text += f" (and {len(problems) - 1} more)"
-    return _one_line(text)
-
-
-def _error_detail(body: bytes) -> str | None:
-    """FastAPI's `detail`: a string, or a list of `{loc, msg}` as a 422 carries it."""
-    try:
-        payload = json.loads(body)
-    except (ValueError, RecursionError):
-        return None
-    detail = payload.get("detail") if isinstance(payload, dict) else None
-    if isinstance(detail, str):
-        return _one_line(detail) if detail.strip() else None
-    if not isinstance(detail, list):
-        return None
-    parts: list[str] = []
-    for item in detail:
-        if isinstance(item, dict) and "msg" in item:
-            loc = item.get("loc")
-            where = ".".join(str(p) for p in loc) if isinstance(loc, list) else ""
-            parts.append(f"{where}: {item['msg']}" if where else str(item["msg"]))
-    return _one_line("; ".join(parts)) if parts else None
-
-
-def _validate(subject: Subject, model: type[_Model], payload: Any) -> _Model:
-    try:
-        return model.model_validate(payload)
-    except ValidationError as exc:
-        problem = _schema_problem(exc)
-        raise MalformedAnswer(
-            f"{subject.label}: answer does not match the schema: {problem}"
-        ) from None
-
-
-def _rate_limiter(per_second: float | None) -> AsyncLimiter | None:
-    """A leaky bucket of `per_second` requests; below one a second, one per 1/rate seconds."""
-    if not per_second:
-        return None
-    if per_second < 1:
-        return AsyncLimiter(1, 1 / per_second)
-    return AsyncLimiter(per_second, 1)
 
 
 class DatafoldClient:
@@ -232,19 +111,13 @@ class DatafoldClient:
         # whole cycle of listings. In flight at most: max_concurrency + max_concurrency // 4 + 1.
         self._detail_semaphore = asyncio.Semaphore(max_concurrency // 4 + 1)
         # An optional cap on the request rate, for accounts with tight limits (leaky bucket).
-        self._limiter = _rate_limiter(max_requests_per_second)
-        self._max_attempts = max_attempts
-        self._backoff_initial = backoff_initial
-        self._backoff_max = backoff_max
-        self._max_retry_after = max_retry_after
+        self._limiter = rate_limiter(max_requests_per_second)
+        self._retries = RetryPolicy(max_attempts, backoff_initial, backoff_max, max_retry_after)
         self._max_response_bytes = max_response_bytes
-        self._unreadable_logged: OrderedDict[tuple[int, int | str], None] = OrderedDict()
+        self._unreadable = UnreadableMemory()
         self._request_timeout = request_timeout
         self._timeout = aiohttp.ClientTimeout(total=request_timeout)
-        #: Datafold's clock minus ours, from the last few answers' `Date` headers.
-        self._offsets: deque[float] = deque(maxlen=_OFFSET_SAMPLES)
-        self._offset: float | None = None
-        self._last_date: str | None = None
+        self._server_clock = ServerClock()
         self.requests_made = 0
 
     def __repr__(self) -> str:
@@ -254,22 +127,7 @@ class DatafoldClient:
     def clock_offset(self) -> float | None:
         """Seconds Datafold's clock is ahead of ours (negative: behind), the median of the last
         few answers' `Date` headers (whole seconds, so about ±1 s); None before any answer."""
-        return self._offset
-
-    def _note_server_date(self, value: str | None) -> None:
-        """Take one `Date` header as a sample of Datafold's clock (once per distinct value)."""
-        if value is None or value == self._last_date:
-            return
-        self._last_date = value
-        try:
-            stamp = parsedate_to_datetime(value)
-        except (TypeError, ValueError, IndexError, OverflowError):
-            return
-        if stamp.tzinfo is None:
-            stamp = stamp.replace(tzinfo=UTC)
-        # The header is truncated to the second: its middle is the best estimate.
-        self._offsets.append((stamp - datetime.now(UTC)).total_seconds() + 0.5)
-        self._offset = statistics.median(self._offsets)
+        return self._server_clock.offset
 
     async def list_runs(
         self, monitor_id: int, since: datetime, until: datetime | None = None
@@ -282,9 +140,9 @@ class DatafoldClient:
         and looked at again (directly, once it leaves the window) until it reads well.
         """
         subject = Subject(monitor_id)
-        params = {"page_size": str(self._page_size), "start_time": _iso_z(since)}
+        params = {"page_size": str(self._page_size), "start_time": iso_z(since)}
         if until is not None:
-            params["end_time"] = _iso_z(until)
+            params["end_time"] = iso_z(until)
         runs: dict[int, MonitorRun] = {}
         path = f"/api/v1/monitors/{monitor_id}/runs"
         async for page in self._each_page(subject, path, params, RunPage, lambda p: len(p.runs)):
@@ -295,14 +153,10 @@ class DatafoldClient:
                     f"{subject.label}: a page holds {len(page.runs)} runs, more than the "
                     f"{self._page_size} asked for (NOTIFIER_PAGE_SIZE)"
                 )
-            try:
-                # The common case in one call: every run on the page reads well.
-                whole: list[MonitorRun | None] = list(_RUNS.validate_python(page.runs))
-            except ValidationError:
-                whole = [self._read_run(monitor_id, item) for item in page.runs]
-            for run in whole:
-                if run is None:
-                    continue
+            read, unreadable = read_page_runs(monitor_id, page.runs)
+            for item, problem in unreadable:
+                self._log_unreadable(monitor_id, item, problem)
+            for run in read:
                 if run.monitor_id != monitor_id:
                     _log.warning(
                         "datafold.foreign_run_dropped",
@@ -314,48 +168,16 @@ class DatafoldClient:
                 runs[run.run_id] = run
         return list(runs.values())
 
-    def _read_run(self, monitor_id: int, item: Any) -> MonitorRun | None:
-        """One listed run that may not read well: as listed, or without a state when only its
-        run_id can be read (logged once); None when not even that, or it is another monitor's."""
-        try:
-            run = MonitorRun.model_validate(item)
-        except ValidationError as exc:
-            run_id = _int_field(item, "run_id")
-            owner = _int_field(item, "monitor_id")
-            foreign = owner is not None and owner != monitor_id
-            self._log_unreadable(monitor_id, run_id, item, _schema_problem(exc), foreign)
-            if run_id is None or foreign:
-                return None
-            return MonitorRun(run_id=run_id, monitor_id=monitor_id)
-        return run
-
-    def _log_unreadable(
-        self, monitor_id: int, run_id: int | None, item: Any, problem: str, foreign: bool
-    ) -> None:
+    def _log_unreadable(self, monitor_id: int, item: Any, unreadable: UnreadableRun) -> None:
         """Once per run (bounded memory), not every cycle it is listed."""
-        identity: int | str
-        if run_id is not None:
-            identity = run_id
-        else:
-            text = repr(item)[:4096].encode("utf-8", "replace")
-            identity = hashlib.blake2b(text, digest_size=8).hexdigest()
-        key = (monitor_id, identity)
-        if key in self._unreadable_logged:
-            return
-        self._unreadable_logged[key] = None
-        if len(self._unreadable_logged) > _UNREADABLE_MEMORY:
-            self._unreadable_logged.popitem(last=False)
-        if run_id is None or foreign:
-            action = "skipped"
-        else:
-            action = "tracked as unfinished until it reads well"
-        _log.warning(
-            "datafold.run_unreadable",
-            monitor_id=monitor_id,
-            run_id=run_id,
-            problem=self._redact(problem),
-            action=action,
-        )
+        if self._unreadable.first_time(monitor_id, item, unreadable):
+            _log.warning(
+                "datafold.run_unreadable",
+                monitor_id=monitor_id,
+                run_id=unreadable.run_id,
+                problem=self._redact(unreadable.problem),
+                action=unreadable.action,
+            )
 
     async def probe_clock(self) -> float | None:
         """One request, no retries, to read Datafold's clock before the first cycle judges what
@@ -365,7 +187,7 @@ class DatafoldClient:
         limit = min(PROBE_TIMEOUT, self._request_timeout)
         try:
             await self._attempt(subject, "/api/v1/monitors", params, 1, limit=limit)
-        except (DatafoldError, _Transient) as exc:
+        except (DatafoldError, Transient) as exc:
             _log.info("datafold.clock_probe_failed", error=self._redact(str(exc)))
         return self.clock_offset
 
@@ -373,7 +195,7 @@ class DatafoldClient:
         """The monitor's name, type, tags and owner, for the notification."""
         subject = Subject(monitor_id)
         payload = await self._get_json(subject, f"/api/v1/monitors/{monitor_id}", {})
-        monitor = _validate(subject, MonitorInfo, payload)
+        monitor = validated(subject, MonitorInfo, payload)
         if monitor.id != monitor_id:
             raise MalformedAnswer(f"{subject.label}: answer describes monitor {monitor.id}")
         return monitor
@@ -382,7 +204,7 @@ class DatafoldClient:
         """One run with its error message and warnings."""
         subject = Subject(monitor_id, run_id)
         path = f"/api/v1/monitors/{monitor_id}/runs/{run_id}"
-        run = _validate(subject, RunDetail, await self._get_json(subject, path, {}))
+        run = validated(subject, RunDetail, await self._get_json(subject, path, {}))
         if (run.monitor_id, run.run_id) != (monitor_id, run_id):
             raise MalformedAnswer(
                 f"{subject.label}: answer describes run {run.run_id} of monitor {run.monitor_id}"
@@ -404,7 +226,7 @@ class DatafoldClient:
             subject,
             path,
             params,
-            _MonitorPage,
+            MonitorPage,
             lambda p: len(p.monitors),
             max_pages=MONITORS_MAX_PAGES,
         ):
@@ -434,7 +256,7 @@ class DatafoldClient:
         number = 1
         while True:
             payload = await self._get_json(subject, path, {**params, "page": str(number)})
-            page = _validate(subject, model, payload)
+            page = validated(subject, model, payload)
             yield page
             if size(page) == 0 or number >= page.total_pages:
                 return
@@ -443,42 +265,34 @@ class DatafoldClient:
             number += 1
 
     async def _get_json(self, subject: Subject, path: str, params: Mapping[str, str]) -> Any:
-        """GET with retries; the decoded JSON of a 2xx answer, or a `DatafoldError`.
+        """GET with retries; the decoded JSON of a 2xx answer, or a `DatafoldError`."""
 
-        The first attempt runs on its own: most requests succeed, and tenacity's machinery is
-        only set up once one has failed.
-        """
+        def log_retry(error: BaseException | None, wait: float, attempt: int) -> None:
+            reason = error.reason if isinstance(error, Transient) else type(error).__name__
+            _log.warning(
+                "datafold.retry",
+                **subject.log_fields,
+                path=path,
+                reason=self._redact(reason),
+                wait=round(wait, 3),
+                attempt=attempt,
+                max_attempts=self._retries.max_attempts,
+            )
+
         try:
-            return await self._attempt(subject, path, params, 1)
-        except _Transient as first:
-            if self._max_attempts == 1:
-                raise self._unavailable(subject, path, first) from first
-            failure = first
-        logger = _log.bind(**subject.log_fields, path=path)
-        retrying = AsyncRetrying(
-            stop=stop_after_attempt(self._max_attempts - 1),
-            wait=self._wait,
-            retry=retry_if_exception_type(_Transient),
-            before_sleep=lambda state: self._log_retry(logger, state, offset=1),
-            reraise=True,
-        )
-        wait = self._wait_for(failure, 1)
-        self._log_failure(logger, failure, wait, attempt=1)
-        await asyncio.sleep(wait)
-        try:
-            async for attempt in retrying:
-                with attempt:
-                    number = attempt.retry_state.attempt_number + 1
-                    return await self._attempt(subject, path, params, number)
-        except _Transient as exc:
+            return await with_retries(
+                lambda attempt: self._attempt(subject, path, params, attempt),
+                self._retries,
+                log_retry,
+            )
+        except Transient as exc:
             raise self._unavailable(subject, path, exc) from exc
-        raise AssertionError("unreachable: tenacity returns or raises")  # pragma: no cover
 
-    def _unavailable(self, subject: Subject, path: str, exc: _Transient) -> ApiUnavailable:
+    def _unavailable(self, subject: Subject, path: str, exc: Transient) -> ApiUnavailable:
         return ApiUnavailable(
             self._redact(
                 f"{subject.label}: Datafold at {self._host_label} unavailable (GET {path}): "
-                f"{exc.reason} after {self._max_attempts} attempts"
+                f"{exc.reason} after {self._retries.max_attempts} attempts"
             )
         )
 
@@ -509,16 +323,25 @@ class DatafoldClient:
                 ) as response:
                     status = response.status
                     retry_after = response.headers.get("Retry-After")
-                    self._note_server_date(response.headers.get("Date"))
+                    self._server_clock.note(response.headers.get("Date"), datetime.now(UTC))
                     body = await self._read_body(subject, response)
             except TimeoutError as exc:
                 self._debug(subject, path, attempt, error="timeout")
-                raise _Transient(f"timed out after {self._request_timeout:g}s") from exc
+                raise Transient(f"timed out after {self._request_timeout:g}s") from exc
             except aiohttp.ClientError as exc:
                 self._debug(subject, path, attempt, error=type(exc).__name__)
-                raise _Transient(type(exc).__name__) from exc
+                raise Transient(type(exc).__name__) from exc
         self._debug(subject, path, attempt, status=status)
-        return self._interpret(subject, status, body, retry_after)
+        return interpret(
+            subject,
+            status,
+            body,
+            retry_after,
+            datetime.now(UTC),
+            host_label=self._host_label,
+            max_retry_after=self._retries.max_retry_after,
+            redact=self._redact,
+        )
 
     async def _read_body(self, subject: Subject, response: aiohttp.ClientResponse) -> bytes:
         """At most NOTIFIER_MAX_RESPONSE_BYTES (decompressed) of a 2xx answer; of any other, the
@@ -548,70 +371,6 @@ class DatafoldClient:
                 attempt=attempt,
                 **fields,
             )
-
-    def _interpret(
-        self, subject: Subject, status: int, body: bytes, retry_after: str | None
-    ) -> Any:
-        """Map an HTTP answer to decoded JSON or the matching error."""
-        if 200 <= status < 300:
-            try:
-                return json.loads(body)
-            except (ValueError, RecursionError):
-                raise MalformedAnswer(f"{subject.label}: answer is not JSON") from None
-        if status in (401, 403):
-            raise ApiKeyRefused(status)
-        if status == 404 and subject.monitor_id is not None:
-            raise NotFound(subject.monitor_id, subject.run_id)
-        if status in RETRYABLE_STATUSES:
-            wait = retry_after_seconds(retry_after, datetime.now(UTC))
-            if wait is not None and wait > self._max_retry_after:
-                # Waiting that long would hold up the cycle: this monitor fails now instead.
-                raise ApiUnavailable(
-                    f"{subject.label}: Datafold at {self._host_label} asked to wait {wait:.3g} s "
-                    f"(HTTP {status}, Retry-After), more than {self._max_retry_after:g} s "
-                    "(NOTIFIER_MAX_RETRY_AFTER_SECONDS)"
-                )
-            raise _Transient(f"HTTP {status}", wait)
-        if status >= 500:
-            raise ApiUnavailable(
-                f"{subject.label}: Datafold at {self._host_label} failed (HTTP {status})"
-            )
-        if 300 <= status < 400:
-            raise RequestRejected(
-                f"{subject.label}: redirected (HTTP {status}); check the Datafold host"
-            )
-        detail = _error_detail(body)
-        message = f"{subject.label}: request rejected (HTTP {status})"
-        raise RequestRejected(self._redact(f"{message}: {detail}" if detail else message))
-
-    def _wait(self, state: RetryCallState) -> float:
-        """Tenacity's wait before the attempt after `state` (whose numbers start at the second)."""
-        error = state.outcome.exception() if state.outcome is not None else None
-        return self._wait_for(error, state.attempt_number + 1)
-
-    def _wait_for(self, error: BaseException | None, failed_attempt: int) -> float:
-        """Retry-After when the answer gives one (capped), else capped exponential with jitter."""
-        if isinstance(error, _Transient) and error.retry_after is not None:
-            return min(error.retry_after, self._max_retry_after)
-        ceiling = min(self._backoff_initial * 2.0 ** (failed_attempt - 1), self._backoff_max)
-        return ceiling / 2 + random.uniform(0, ceiling / 2)
-
-    def _log_retry(self, logger: Any, state: RetryCallState, *, offset: int) -> None:
-        error = state.outcome.exception() if state.outcome is not None else None
-        wait = state.next_action.sleep if state.next_action is not None else 0.0
-        self._log_failure(logger, error, wait, attempt=state.attempt_number + offset)
-
-    def _log_failure(
-        self, logger: Any, error: BaseException | None, wait: float, *, attempt: int
-    ) -> None:
-        reason = error.reason if isinstance(error, _Transient) else type(error).__name__
-        logger.warning(
-            "datafold.retry",
-            reason=self._redact(reason),
-            wait=round(wait, 3),
-            attempt=attempt,
-            max_attempts=self._max_attempts,
-        )
 
     def _redact(self, text: str) -> str:
         """Belt and braces: a server echoing the key back must not put it in a message."""

@@ -15,11 +15,19 @@ from notifier.domain.models import MonitorInfo, MonitorRun, MonitorSummary, RunD
 
 
 class RunSource(Protocol):
-    """Where runs and monitor details come from (Datafold's API in production)."""
+    """Where runs and monitor details come from (Datafold's API in production).
+
+    An implementation answers for what it returns: `list_runs` gives only runs of the monitor
+    asked about (a run of another monitor in the listing is dropped there, not by the caller),
+    each run once; `get_run` and `get_monitor` the object asked for, or an error of this family.
+    """
 
     async def list_runs(
         self, monitor_id: int, since: datetime, until: datetime | None = None
-    ) -> list[MonitorRun]: ...
+    ) -> list[MonitorRun]:
+        """Runs of `monitor_id` (and of no other monitor) started in [since, until], one per
+        run_id; `DatafoldError` when the listing cannot be had."""
+        ...
 
     async def get_run(self, monitor_id: int, run_id: int) -> RunDetail: ...
 
