@@ -5,8 +5,6 @@ The URL may carry a token, so it appears in no name, log line or error; `name` i
 
 from __future__ import annotations
 
-import base64
-import binascii
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Literal
@@ -20,10 +18,9 @@ from notifier.deliver.render import webhook as webhook_payload
 from notifier.deliver.render.alertmanager import notification_body
 from notifier.deliver.sink import DeliveryError
 from notifier.domain.models import MessageRef, Notification, as_utc
-from notifier.domain.values import retry_after_seconds
+from notifier.domain.values import retry_after_seconds, whsec_key
 from notifier.route.destinations import webhook_destination_name
 
-_WHSEC_PREFIX = "whsec_"
 #: Statuses that refuse one payload rather than every request (bad request, too large, ...):
 #: later notifications are still tried. 401/403/404/410, 408, 429 and 5xx stop the destination.
 _MESSAGE_REFUSED = frozenset({400, 409, 413, 415, 422})
@@ -32,17 +29,10 @@ USER_AGENT = f"datafold-notifier/{__version__}"
 
 def _signer(secret: str) -> Webhook:
     """A `whsec_`-prefixed base64 secret as Standard Webhooks defines it, or ValueError."""
-    error = ValueError("NOTIFIER_WEBHOOK_SECRET is not a valid whsec_ secret")
-    if not secret.startswith(_WHSEC_PREFIX):
-        raise error
-    encoded = secret[len(_WHSEC_PREFIX) :].strip()
     try:
-        key = base64.b64decode(encoded + "=" * (-len(encoded) % 4), validate=True)
-    except (binascii.Error, ValueError):
-        raise error from None
-    if not key:
-        raise error
-    return Webhook(key)
+        return Webhook(whsec_key(secret))
+    except ValueError:
+        raise ValueError("NOTIFIER_WEBHOOK_SECRET is not a valid whsec_ secret") from None
 
 
 def _utc_now() -> datetime:
