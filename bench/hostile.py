@@ -21,33 +21,19 @@ from pathlib import Path
 # The servers live with the tests that use them; one copy, imported from the repository root.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from tests.fakes.delivery_audit import destination_kind
 from tests.fakes.hostile import (
     BY_NAME,
     GOOD_MONITOR,
     HOSTILE,
     SCENARIOS,
+    TROUBLE,
     CliHung,
     Misbehaviour,
     Outcome,
     Scenario,
     run_scenario,
 )
-
-#: Events that say what went wrong, and the field of each that names the culprit.
-_TROUBLE = {
-    "poll_failed": "monitor_id",
-    "feed_failed": None,
-    "discovery_failed": None,
-    "monitor_detail_failed": "monitor_id",
-    "run_detail_failed": "monitor_id",
-    "delivery_failed": "destination",
-    "destination_deferred": "destination",
-    "once_failed": None,
-}
-
-
-def _destination(name: str) -> str:
-    return "webhook" if name.startswith("webhook") else name
 
 
 def describe(outcome: Outcome) -> str:
@@ -56,10 +42,10 @@ def describe(outcome: Outcome) -> str:
     failures: dict[str, int] = {}
     for event in outcome.run.events():
         name = event["event"]
-        if name not in _TROUBLE:
+        if name not in TROUBLE:
             continue
-        culprit = _TROUBLE[name]
-        who = _destination(str(event.get(culprit))) if culprit else ""
+        culprit = TROUBLE[name]
+        who = destination_kind(str(event.get(culprit))) if culprit else ""
         kind = event.get("kind", "")
         if name == "poll_failed":
             key = f"poll_failed ({kind})"
@@ -70,7 +56,7 @@ def describe(outcome: Outcome) -> str:
         notes.append(key if count == 1 else f"{key} x{count}")
     delivered = sorted(
         {
-            _destination(event["destination"])
+            destination_kind(event["destination"])
             for event in outcome.run.named("notification_sent")
             if event.get("monitor_id") == GOOD_MONITOR
         }

@@ -10,7 +10,12 @@ import pytest
 from notifier.store.file import StateFile
 from tests.fakes.cli import World, make_world
 from tests.fakes.cycle import Clock
+from tests.fakes.postgres import (
+    postgres_server_fixture,  # noqa: F401  # the session's PostgreSQL, registered by importing it
+    postgres_url_fixture,  # noqa: F401
+)
 from tests.fakes.source import FakeSource
+from tests.fakes.subprocess_daemon import reaper_fixture  # noqa: F401  # registered by importing
 
 
 @pytest.fixture

@@ -13,9 +13,7 @@ import asyncio
 import signal
 import statistics
 import time
-from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator
 from datetime import datetime
 from itertools import pairwise
 from pathlib import Path
@@ -25,28 +23,15 @@ import aiohttp
 import psycopg
 import pytest
 
-from notifier.domain.models import NotifierState
-from tests.fakes.cli import World, cli
-from tests.fakes.crash_receiver import CrashReceiver
-from tests.fakes.delivery_audit import (
-    DESTINATIONS,
-    deliveries_per_run,
-    delivery_problems,
-    log_problems,
-)
-from tests.fakes.postgres import (
-    PASSWORD,
-    PostgresServer,
-    postgres_server_fixture,  # noqa: F401  # the fixture, registered by importing it
-    postgres_url_fixture,  # noqa: F401
-)
+from tests.fakes.cli import World
+from tests.fakes.delivery_audit import DESTINATIONS, destination_kind
+from tests.fakes.postgres import PostgresServer
+from tests.fakes.replicas import INTERVAL, LEASE, Replicas, elect, eventually, serve_replicas
 from tests.fakes.subprocess_daemon import Daemon, Event
 from tests.fakes.webhook import Reply
 
 pytestmark = [pytest.mark.postgres, pytest.mark.timeout(60)]
 
-#: Poll interval and lease length of every replica, in seconds (the lease defaults to the interval).
-INTERVAL = LEASE = 1.0
 #: The README's figures. The lease is renewed every third of its length, so a dead leader's lease
 #: lapses 2/3 to 1 lease after its death, and a standby tries every third of it: it takes over
 #: within 4/3 of the lease. After a SIGTERM the leader releases it, so within a third of the lease.
@@ -56,164 +41,17 @@ HANDOVER_MAX = LEASE / 3
 #: What the takeover itself may add to those bounds (the standby's query, loading the state, its
 #: first cycle's log line; after a SIGTERM, the leader's own shutdown), as the README states it.
 TAKEOVER_MARGIN = 0.3
-#: Events that must never appear in any replica's log.
-BROKEN = {"cycle_failed", "crashed", "daemon_killed", "notification_expired"}
-
-
-async def eventually(
-    predicate: Callable[[], Awaitable[bool]], what: str, within: float = 20
-) -> None:
-    """Poll `predicate` until it holds; fail naming `what` after `within` seconds."""
-    deadline = time.monotonic() + within
-    while not await predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.05)
-
-
-@dataclass
-class Cluster:
-    """Replicas of one world sharing one database; the runs the test made and what arrived.
-
-    `exposures[(run, destination)]` counts crashes after which the database did not record a
-    delivery the destination had already accepted: each one allows one repeat, no more.
-    """
-
-    world: World
-    receiver: CrashReceiver
-    url: str
-    env: dict[str, str]
-    daemons: list[Daemon]
-    notify: dict[int, tuple[int, str]] = field(default_factory=dict)
-    exposures: Counter[tuple[int, str]] = field(default_factory=Counter)
-    outputs: list[str] = field(default_factory=list)
-
-    def replica_env(self, name: str, **extra: str) -> dict[str, str]:
-        return {**self.env, "NOTIFIER_REPLICA_NAME": name, **extra}
-
-    async def start(self, name: str) -> Daemon:
-        daemon = await Daemon.start(self.replica_env(name, NOTIFIER_HEALTH_PORT="0"))
-        self.daemons.append(daemon)
-        return daemon
-
-    async def command(self, *args: str, env: dict[str, str] | None = None) -> tuple[int, str]:
-        """A CLI command against this cluster's database; its exit code and stderr."""
-        result = await cli(*args, env=env or self.env)
-        self.outputs += [result.stdout, result.stderr]
-        return result.code, result.stderr
-
-    def add(self, monitor_id: int, state: str = "alert") -> int:
-        error = "Query failed: relation does not exist" if state == "error" else None
-        run_id = self.world.sim.add_run(
-            monitor_id, state=state, started_at=self.world.now(), error=error
-        )
-        self.notify[run_id] = (monitor_id, state)
-        return run_id
-
-    def received(self) -> dict[str, Counter[int]]:
-        return deliveries_per_run(self.receiver.accepted, self.world.slack)
-
-    def delivered_everywhere(self) -> bool:
-        received = self.received()
-        return all(received[dest][run] for dest in DESTINATIONS for run in self.notify)
-
-    async def saved_state(self) -> NotifierState:
-        """The document in the database, as a replica taking over would load it."""
-        async with await psycopg.AsyncConnection.connect(self.url, connect_timeout=5) as conn:
-            cur = await conn.execute("SELECT document FROM notifier_state WHERE id = 1")
-            row = await cur.fetchone()
-        return NotifierState() if row is None else NotifierState.model_validate_json(row[0])
-
-    def recorded(self, state: NotifierState, run_id: int, dest: str) -> bool:
-        """The saved state says `dest` has this run: handled, and not pending for `dest`."""
-        monitor_id, notify_state = self.notify[run_id]
-        monitor = state.monitors.get(monitor_id)
-        tracked = monitor.runs.get(run_id) if monitor else None
-        if tracked is None or notify_state not in tracked.handled:
-            return False
-        return not any(
-            entry.notification.event.run_id == run_id
-            and any(
-                ("webhook" if name.startswith("webhook-") else name) == dest
-                for name in entry.pending
-            )
-            for entry in state.outbox
-        )
-
-    async def all_recorded(self) -> bool:
-        state, received = await self.saved_state(), self.received()
-        return all(
-            received[dest][run] and self.recorded(state, run, dest)
-            for dest in DESTINATIONS
-            for run in self.notify
-        )
-
-    async def until_quiet(self, within: float = 20) -> None:
-        """Every run delivered everywhere and recorded in the database."""
-        await eventually(
-            self.all_recorded, f"every run delivered and saved: {self.received()}", within
-        )
-
-    async def crashed(self) -> None:
-        """After a SIGKILL: count the deliveries accepted that the database does not record."""
-        await asyncio.sleep(0.05)  # a request the dead replica had already sent lands now
-        state, received = await self.saved_state(), self.received()
-        for run_id in self.notify:
-            for dest in DESTINATIONS:
-                if received[dest][run_id] and not self.recorded(state, run_id, dest):
-                    self.exposures[(run_id, dest)] += 1
-
-    def problems(self) -> list[str]:
-        """Everything wrong with the outcome, as readable lines."""
-        found = delivery_problems(self.received(), self.notify, self.exposures)
-        found += log_problems(self.daemons, BROKEN)
-        found += [
-            f"password shown: {text[:200]!r}"
-            for text in [*self.outputs, *(d.output for d in self.daemons)]
-            if PASSWORD in text
-        ]
-        return found
 
 
 @pytest.fixture
-async def reaper() -> AsyncIterator[list[Daemon]]:
-    """Replicas a test starts; whatever is still alive at the end (a failed test) is killed."""
-    started: list[Daemon] = []
-    yield started
-    for daemon in started:
-        if daemon.proc.returncode is None:
-            daemon.proc.kill()
-            await daemon.proc.wait()
-
-
-@pytest.fixture
-async def cluster(world: World, postgres_url: str, reaper: list[Daemon]) -> AsyncIterator[Cluster]:
-    """A world whose webhook is a CrashReceiver, with the environment of a PostgreSQL replica."""
-    receiver = CrashReceiver()
-    async with receiver.serve() as hook_url:
-        env = {
-            **world.env,
-            "NOTIFIER_WEBHOOK_URLS": hook_url,
-            "NOTIFIER_STATE_URL": postgres_url,
-            "NOTIFIER_POLL_INTERVAL_SECONDS": f"{INTERVAL:g}",
-            "NOTIFIER_LEASE_SECONDS": f"{LEASE:g}",
-        }
-        yield Cluster(world, receiver, postgres_url, env, reaper)
+async def cluster(world: World, postgres_url: str) -> AsyncIterator[Replicas]:
+    """Replicas whose status server listens (on a free port), for /healthz."""
+    async with serve_replicas(world, postgres_url, NOTIFIER_HEALTH_PORT="0") as replicas:
+        yield replicas
 
 
 def leading(daemon: Daemon, start: int = 0) -> bool:
     return daemon.find("leading", start) is not None
-
-
-async def elect(cluster: Cluster, *names: str) -> tuple[Daemon, list[Daemon]]:
-    """Start replicas in order; once the first leads and has saved a baseline, start the rest."""
-    first = await cluster.start(names[0])
-    await first.wait_event("leading")
-    await first.wait_event("monitor_baselined", where=lambda e: e.get("monitor_id") == 2)
-    await first.wait_event("cycle_finished")
-    others = [await cluster.start(name) for name in names[1:]]
-    for other in others:
-        await other.wait_event("daemon_started")
-    return first, others
 
 
 async def takeover(name: str, standby: Daemon, killed_at: float, within: float = 15) -> float:
@@ -237,7 +75,7 @@ async def healthz(daemon: Daemon) -> tuple[int, dict[str, Any]]:
         return response.status, await response.json()
 
 
-async def test_one_replica_leads_the_other_stands_by(cluster: Cluster) -> None:
+async def test_one_replica_leads_the_other_stands_by(cluster: Replicas) -> None:
     a, b = await asyncio.gather(cluster.start("replica-a"), cluster.start("replica-b"))
     await cluster.daemons[0].wait_for(lambda: leading(a) or leading(b))
     leader, standby = (a, b) if leading(a) else (b, a)
@@ -268,7 +106,7 @@ async def test_one_replica_leads_the_other_stands_by(cluster: Cluster) -> None:
     assert cluster.problems() == []
 
 
-async def test_the_leader_renews_its_lease_every_third_of_its_length(cluster: Cluster) -> None:
+async def test_the_leader_renews_its_lease_every_third_of_its_length(cluster: Replicas) -> None:
     """The cadence the takeover bounds rest on: each renewal sets the lease's end to the
     database's now() plus the lease, so the steps between its successive ends are the gaps
     between renewals, on the database's clock."""
@@ -316,7 +154,7 @@ KILL_POINTS = ("detected", "delivering", "saving")
 
 @pytest.mark.parametrize("kill_at", KILL_POINTS)
 async def test_sigkill_of_the_leader_hands_over_without_loss(
-    cluster: Cluster, kill_at: str
+    cluster: Replicas, kill_at: str
 ) -> None:
     leader, (standby,) = await elect(cluster, "replica-a", "replica-b")
     if kill_at == "delivering":
@@ -364,7 +202,7 @@ async def test_sigkill_of_the_leader_hands_over_without_loss(
     # are not repeated; either way nothing is lost and nothing sent more than twice.
 
 
-async def test_a_paused_leader_is_fenced_when_it_wakes(cluster: Cluster) -> None:
+async def test_a_paused_leader_is_fenced_when_it_wakes(cluster: Replicas) -> None:
     """SIGSTOP mid-delivery, takeover, SIGCONT: the old leader starts no delivery, saves nothing."""
     leader, (standby,) = await elect(cluster, "replica-a", "replica-b")
     cluster.receiver.reply(Reply(delay=0.5))
@@ -382,7 +220,7 @@ async def test_a_paused_leader_is_fenced_when_it_wakes(cluster: Cluster) -> None
     woke = len(leader.events)
     await leader.wait_event("standing_by", woke)
     ended = {
-        (e["run_id"], "webhook" if e["destination"].startswith("webhook-") else "slack")
+        (e["run_id"], destination_kind(e["destination"]))
         for e in leader.events[woke:]
         if e.get("event") == "notification_sent"
     }
@@ -401,7 +239,7 @@ async def test_a_paused_leader_is_fenced_when_it_wakes(cluster: Cluster) -> None
     )
 
 
-async def test_a_leader_frozen_inside_its_save_is_replaced_in_time(cluster: Cluster) -> None:
+async def test_a_leader_frozen_inside_its_save_is_replaced_in_time(cluster: Replicas) -> None:
     leader, (standby,) = await elect(cluster, "replica-a", "replica-b")
     lock = await hold_state_row(cluster.url)
     try:
@@ -420,7 +258,7 @@ async def test_a_leader_frozen_inside_its_save_is_replaced_in_time(cluster: Clus
 
 
 async def test_database_outage_fences_the_leader_and_recovers(
-    cluster: Cluster, postgres_server: PostgresServer
+    cluster: Replicas, postgres_server: PostgresServer
 ) -> None:
     leader, (standby,) = await elect(cluster, "replica-a", "replica-b")
     # The leader's first webhook delivery hangs past its lease: the next one must be fenced.
@@ -453,7 +291,7 @@ async def test_database_outage_fences_the_leader_and_recovers(
         assert all(e["event"] == "state_save_failed" for e in errors), errors
 
 
-async def test_sigterm_hands_over_at_once(cluster: Cluster) -> None:
+async def test_sigterm_hands_over_at_once(cluster: Replicas) -> None:
     leader, (standby,) = await elect(cluster, "replica-a", "replica-b")
     cluster.add(1, "alert")
     await cluster.until_quiet()
@@ -480,7 +318,7 @@ def one_line_error(stderr: str) -> str:
 
 
 async def test_moving_the_state_between_file_and_postgres_notifies_nothing_again(
-    cluster: Cluster, tmp_path: Path
+    cluster: Replicas, tmp_path: Path
 ) -> None:
     file_env = {k: v for k, v in cluster.env.items() if k != "NOTIFIER_STATE_URL"}
     state_file = Path(file_env["NOTIFIER_STATE_FILE"])
@@ -530,7 +368,7 @@ async def test_moving_the_state_between_file_and_postgres_notifies_nothing_again
 
 
 async def test_healthz_turns_503_on_every_replica_while_the_database_is_away(
-    cluster: Cluster, postgres_server: PostgresServer
+    cluster: Replicas, postgres_server: PostgresServer
 ) -> None:
     """Standbys answer for the whole: with the database gone for three leases (plus one
     operation's patience), the leader and the standby both say 503 with the reason; once it is

@@ -35,26 +35,16 @@ from notifier.store.postgres import (
     read_clock,
 )
 from tests.fakes.cli import World, cli
-from tests.fakes.crash_receiver import CrashReceiver
 from tests.fakes.cycle import Clock, cycle_config
-from tests.fakes.delivery_audit import (
-    DESTINATIONS,
-    deliveries_per_run,
-    delivery_problems,
-    log_problems,
-)
-from tests.fakes.postgres import (
-    PostgresServer,
-    postgres_server_fixture,  # noqa: F401  # the fixture, registered by importing it
-    postgres_url_fixture,  # noqa: F401
-)
+from tests.fakes.delivery_audit import DESTINATIONS
+from tests.fakes.postgres import LEASE_TTL, PostgresServer, opened
+from tests.fakes.replicas import Replicas, elect, serve_replicas
 from tests.fakes.source import FakeSource
-from tests.fakes.subprocess_daemon import Daemon
 from tests.fakes.webhook import Reply
 
 pytestmark = [pytest.mark.postgres, pytest.mark.timeout(60)]
 
-TTL = timedelta(seconds=1)
+TTL = LEASE_TTL
 
 
 @dataclass
@@ -133,7 +123,6 @@ async def replica(
     url: str, name: str, runs: FakeSource, destination: Destination, clock: Clock
 ) -> AsyncIterator[Replica]:
     """A replica wired as the daemon wires one: deliveries checked by `ElectedState.may_deliver`."""
-    store = PostgresStore(url, holder=name, lease_ttl=TTL, connect_timeout=3)
     sink, source = ReplicaSink(name, destination), ReplicaSource(runs=runs.runs, infos=runs.infos)
 
     def build(elected: ElectedState) -> Notifier:
@@ -146,11 +135,8 @@ async def replica(
             may_deliver=elected.may_deliver,
         )
 
-    await store.open()
-    try:
+    async with opened(url, name) as store:
         yield Replica(name, store, LeasedNotifier(store, build), sink, source)
-    finally:
-        await store.close()
 
 
 async def acquire_within(store: PostgresStore, seconds: float) -> float:
@@ -160,23 +146,6 @@ async def acquire_within(store: PostgresStore, seconds: float) -> float:
         assert time.monotonic() - started < seconds, f"{store.holder} never got the lease"
         await asyncio.sleep(0.05)
     return time.monotonic() - started
-
-
-@asynccontextmanager
-async def opened(
-    url: str,
-    holder: str,
-    ttl: timedelta = TTL,
-    wall_clock: Callable[[], float] = time.time,
-) -> AsyncIterator[PostgresStore]:
-    store = PostgresStore(
-        url, holder=holder, lease_ttl=ttl, connect_timeout=3, wall_clock=wall_clock
-    )
-    await store.open()
-    try:
-        yield store
-    finally:
-        await store.close()
 
 
 async def saved(url: str) -> tuple[str, str]:
@@ -539,80 +508,14 @@ def test_clock_readings(
     assert reading.round_trip == pytest.approx(received - sent)
 
 
-@dataclass
-class Replicas:
-    """Real `datafold-notifier run` replicas of one world sharing one database, the runs the
-    test made and what arrived (`exposures`: crashes between a delivery and its save)."""
-
-    world: World
-    receiver: CrashReceiver
-    url: str
-    env: dict[str, str]
-    daemons: list[Daemon]
-    notify: dict[int, tuple[int, str]] = field(default_factory=dict)
-    exposures: Counter[tuple[int, str]] = field(default_factory=Counter)
-
-    async def start(self, name: str) -> Daemon:
-        daemon = await Daemon.start({**self.env, "NOTIFIER_REPLICA_NAME": name})
-        self.daemons.append(daemon)
-        return daemon
-
-    def add(self, monitor_id: int, state: str) -> int:
-        error = "Query failed" if state == "error" else None
-        run_id = self.world.sim.add_run(
-            monitor_id, state=state, started_at=self.world.now(), error=error
-        )
-        self.notify[run_id] = (monitor_id, state)
-        return run_id
-
-    def received(self) -> dict[str, Counter[int]]:
-        return deliveries_per_run(self.receiver.accepted, self.world.slack)
-
-    async def unrecorded(self) -> list[tuple[int, str]]:
-        """Deliveries that arrived but that the saved state does not record as done."""
-        async with await psycopg.AsyncConnection.connect(self.url, connect_timeout=5) as conn:
-            cur = await conn.execute("SELECT document FROM notifier_state WHERE id = 1")
-            row = await cur.fetchone()
-        state = NotifierState() if row is None else NotifierState.model_validate_json(row[0])
-        received, missing = self.received(), []
-        for run_id, (monitor_id, notify_state) in self.notify.items():
-            monitor = state.monitors.get(monitor_id)
-            tracked = monitor.runs.get(run_id) if monitor else None
-            for dest in DESTINATIONS:
-                pending = any(
-                    entry.notification.event.run_id == run_id
-                    and any(name.split("-")[0] == dest for name in entry.pending)
-                    for entry in state.outbox
-                )
-                done = tracked is not None and notify_state in tracked.handled and not pending
-                if not (received[dest][run_id] and done):
-                    missing.append((run_id, dest))
-        return missing
-
-    async def until_quiet(self, within: float = 20) -> None:
-        deadline = time.monotonic() + within
-        while missing := await self.unrecorded():
-            assert time.monotonic() < deadline, f"not delivered and saved: {missing}"
-            await asyncio.sleep(0.05)
-
-
 @pytest.fixture
 async def replicas(world: World, postgres_url: str) -> AsyncIterator[Replicas]:
-    receiver, started = CrashReceiver(), []
-    async with receiver.serve() as hook_url:
-        env = {
-            **world.env,
-            "NOTIFIER_WEBHOOK_URLS": hook_url,
-            "NOTIFIER_STATE_URL": postgres_url,
-            "NOTIFIER_POLL_INTERVAL_SECONDS": "1",
-            "NOTIFIER_LEASE_SECONDS": "1",
-        }
-        yield Replicas(world, receiver, postgres_url, env, started)
-    for daemon in started:
-        if daemon.proc.returncode is None:
-            daemon.proc.send_signal(signal.SIGCONT)
-            daemon.proc.kill()
-            await daemon.proc.wait()
+    async with serve_replicas(world, postgres_url) as started:
+        yield started
+
+
+#: Events that must never appear in these tests' replica logs.
+BROKEN = {"cycle_failed", "crashed", "daemon_killed"}
 
 
 async def test_a_frozen_run_replica_resumes_under_a_new_fence_without_repeats(
@@ -622,12 +525,7 @@ async def test_a_frozen_run_replica_resumes_under_a_new_fence_without_repeats(
     over, delivers and saves, B is killed and its lease lapses, A resumes (SIGCONT) and retakes
     the lease: nothing is repeated beyond the deliveries A had in flight (one per destination at
     most), and B's state stands."""
-    a = await replicas.start("replica-a")
-    await a.wait_event("leading")
-    await a.wait_event("monitor_baselined", where=lambda e: e.get("monitor_id") == 2)
-    await a.wait_event("cycle_finished")
-    b = await replicas.start("replica-b")
-    await b.wait_event("daemon_started")
+    a, (b,) = await elect(replicas, "replica-a", "replica-b")
 
     replicas.receiver.reply(Reply(delay=0.5))  # A's next webhook delivery is slow to answer
     replicas.add(1, "alert")
@@ -636,9 +534,7 @@ async def test_a_frozen_run_replica_resumes_under_a_new_fence_without_repeats(
     a.proc.send_signal(signal.SIGSTOP)
     frozen_at = time.monotonic()
     await asyncio.sleep(0.6)  # the answer A never reads while frozen
-    received = replicas.received()
-    in_flight = [(run, dest) for run, dest in await replicas.unrecorded() if received[dest][run]]
-    replicas.exposures.update(in_flight)  # accepted, not saved: may be repeated once
+    await replicas.crashed()  # accepted, not saved: may be repeated once
 
     index = await b.wait_event("leading", within=10)
     b_fence = b.events[index]["fence"]
@@ -664,9 +560,7 @@ async def test_a_frozen_run_replica_resumes_under_a_new_fence_without_repeats(
     await asyncio.sleep(1)  # time for a repeat, should there be one
     assert await a.stop() == 0
 
-    problems = delivery_problems(replicas.received(), replicas.notify, replicas.exposures)
-    problems += log_problems(replicas.daemons, {"cycle_failed", "crashed", "daemon_killed"})
-    assert problems == []
+    assert replicas.problems(BROKEN) == []
     print("replica-a after SIGCONT:", [e.get("event") for e in a.events[woke : ended + 1]])
     print("arrived after SIGCONT:", after_resume)
 
@@ -698,16 +592,9 @@ async def test_a_replica_an_hour_off_never_leads_and_nothing_is_lost(
 ) -> None:
     """A `run` replica under faketime, an hour fast or slow, refuses to lead (an error naming the
     offset), even when it is alone; the sound replica delivers everything meanwhile."""
-    skewed = await Daemon.start(
-        {
-            **replicas.env,
-            "NOTIFIER_REPLICA_NAME": "skewed",
-            "LD_PRELOAD": libfaketime,
-            "FAKETIME": offset,
-            "FAKETIME_DONT_FAKE_MONOTONIC": "1",
-        }
+    skewed = await replicas.start(
+        "skewed", LD_PRELOAD=libfaketime, FAKETIME=offset, FAKETIME_DONT_FAKE_MONOTONIC="1"
     )
-    replicas.daemons.append(skewed)
     refused = skewed.events[await skewed.wait_event("clock_skew_too_large")]
     assert refused["level"] == "error"
     expected = -3600 if offset == "+1h" else 3600  # the database's clock minus ours
@@ -724,9 +611,7 @@ async def test_a_replica_an_hour_off_never_leads_and_nothing_is_lost(
     assert skewed.find("lease_acquired") is None and skewed.find("leading") is None
     assert len(skewed.named("clock_skew_too_large")) == 1  # logged once, not every renewal
     assert await skewed.stop() == 0
-    problems = delivery_problems(replicas.received(), replicas.notify, replicas.exposures)
-    problems += log_problems(replicas.daemons, {"cycle_failed", "crashed", "daemon_killed"})
-    assert problems == []
+    assert replicas.problems(BROKEN) == []
 
 
 async def test_once_run_with_a_live_leaders_name_leaves_its_lease_alone(

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from notifier.bounded_http import DESTINATION_ANSWER_MAX_BYTES
+from tests.fakes.delivery_audit import destination_kind
 from tests.fakes.hostile import (
     BY_NAME,
     GOOD_MONITOR,
@@ -25,6 +26,7 @@ from tests.fakes.hostile import (
     OTHER_HOSTILE,
     RETRY_AFTER,
     SMALL_LIMIT,
+    TROUBLE,
     Outcome,
     run_scenario,
 )
@@ -182,19 +184,6 @@ EXPECTED: dict[str, Expect] = {
         kept_for=("webhook",),
     ),
 }
-#: Events that say something went wrong; each scenario has exactly the ones it expects.
-TROUBLE = frozenset(
-    {
-        "poll_failed",
-        "feed_failed",
-        "discovery_failed",
-        "monitor_detail_failed",
-        "run_detail_failed",
-        "delivery_failed",
-        "destination_deferred",
-        "once_failed",
-    }
-)
 
 
 def _report(outcome: Outcome, record_property: Callable[[str, object], None]) -> None:
@@ -227,7 +216,7 @@ def _kept_destinations(outcome: Outcome) -> set[str]:
     kept: set[str] = set()
     for entry in outcome.state.get("outbox", []):
         if entry["notification"]["event"]["monitor_id"] == GOOD_MONITOR:
-            kept.update("webhook" if p.startswith("webhook") else p for p in entry["pending"])
+            kept.update(destination_kind(p) for p in entry["pending"])
     return kept
 
 
@@ -241,6 +230,7 @@ async def test_hostile_server_costs_only_itself(
     _check_common(outcome, expect.rss_max_mb)
     run = outcome.run
 
+    # Each scenario logs exactly the trouble it expects.
     trouble = [e for e in run.events() if e["event"] in TROUBLE]
     assert len(trouble) == len(expect.lines), trouble
     for event, fields, fragments in expect.lines:

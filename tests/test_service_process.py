@@ -4,61 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import json
-import signal
 import socket
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.fakes.cli import CLI, World, cli
-
-
-class Daemon:
-    """A `datafold-notifier run` subprocess whose JSON log lines are collected as they come."""
-
-    def __init__(self, proc: asyncio.subprocess.Process) -> None:
-        self.proc = proc
-        self.events: list[dict[str, Any]] = []
-        self.loose: list[str] = []
-        self._reader = asyncio.create_task(self._read())
-
-    @classmethod
-    async def start(cls, env: dict[str, str]) -> Daemon:
-        proc = await asyncio.create_subprocess_exec(
-            CLI, "run", env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
-        )
-        return cls(proc)
-
-    async def _read(self) -> None:
-        assert self.proc.stderr is not None
-        async for raw in self.proc.stderr:
-            line = raw.decode().strip()
-            if not line:
-                continue
-            try:
-                self.events.append(json.loads(line))
-            except json.JSONDecodeError:
-                self.loose.append(line)
-
-    async def wait_for(self, predicate: Callable[[], bool], within: float = 20) -> None:
-        deadline = time.monotonic() + within
-        while not predicate():
-            assert time.monotonic() < deadline, f"timed out; last events: {self.events[-5:]}"
-            assert self.proc.returncode is None, f"daemon exited: {self.events[-5:]}"
-            await asyncio.sleep(0.05)
-
-    def event(self, name: str) -> dict[str, Any] | None:
-        return next((e for e in self.events if e.get("event") == name), None)
-
-    async def stop(self) -> int:
-        self.proc.send_signal(signal.SIGTERM)
-        code = await asyncio.wait_for(self.proc.wait(), timeout=15)
-        await self._reader
-        return code
+from tests.fakes.cli import World, cli
+from tests.fakes.subprocess_daemon import Daemon
 
 
 def metric(text: str, name: str, **labels: str) -> float:

@@ -6,13 +6,14 @@ import asyncio
 import json
 import os
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from notifier.demo.simulator import Simulator, serve
+from notifier.demo.server import serve
+from notifier.demo.simulator import Simulator
 from tests.fakes.slack import FakeSlack
 from tests.fakes.webhook import WebhookReceiver
 
@@ -20,6 +21,30 @@ CLI = str(Path(sys.executable).parent / "datafold-notifier")
 API_KEY = "dfk-e2e-distinctive-api-key-0001"
 WHSEC = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 SECRETS = [API_KEY, WHSEC, FakeSlack.token, "s3cr3t-url-token", FakeSlack.WEBHOOK_PATH]
+
+
+SLACK_CHANNEL = "C0123ABCD"
+
+
+def cli_env(
+    datafold_url: str, slack_url: str, hook_url: str, monitors: Iterable[int], state_file: Path
+) -> dict[str, str]:
+    """The CLI's environment against local servers: every destination on, JSON logs."""
+    return {
+        "PATH": os.environ.get("PATH", ""),
+        "DATAFOLD_API_KEY": API_KEY,
+        "DATAFOLD_HOST": datafold_url,
+        "NOTIFIER_MONITOR_IDS": ",".join(str(m) for m in monitors),
+        "NOTIFIER_STATE_FILE": str(state_file),
+        "SLACK_BOT_TOKEN": FakeSlack.token,
+        "SLACK_CHANNEL": SLACK_CHANNEL,
+        "SLACK_API_URL": slack_url + "/api/",
+        "NOTIFIER_WEBHOOK_URLS": hook_url,
+        "NOTIFIER_WEBHOOK_SECRET": WHSEC,
+        "NOTIFIER_LOG_FORMAT": "json",
+        # Tests send bursts: Slack's real pace (1 per second per channel) has its own test.
+        "NOTIFIER_SLACK_MESSAGES_PER_SECOND": "50",
+    }
 
 
 @dataclass
@@ -43,22 +68,10 @@ async def make_world(tmp_path: Path) -> AsyncIterator[World]:
     async with serve(sim) as sim_url, slack.serve() as slack_url, receiver.serve() as hook_url:
         state_file = tmp_path / "state.json"
         env = {
-            "PATH": os.environ.get("PATH", ""),
-            "DATAFOLD_API_KEY": API_KEY,
-            "DATAFOLD_HOST": sim_url,
-            "NOTIFIER_MONITOR_IDS": "1,2",
-            "NOTIFIER_STATE_FILE": str(state_file),
-            "SLACK_BOT_TOKEN": slack.token,
-            "SLACK_CHANNEL": "C0123ABCD",
-            "SLACK_API_URL": slack_url + "/api/",
-            "NOTIFIER_WEBHOOK_URLS": hook_url,
-            "NOTIFIER_WEBHOOK_SECRET": WHSEC,
-            "NOTIFIER_LOG_FORMAT": "json",
+            **cli_env(sim_url, slack_url, hook_url, (1, 2), state_file),
             "NOTIFIER_LOG_LEVEL": "debug",
             "NOTIFIER_POLL_INTERVAL_SECONDS": "1",
             "NOTIFIER_SHUTDOWN_GRACE_SECONDS": "5",
-            # Tests send bursts: Slack's real pace (1 per second per channel) has its own test.
-            "NOTIFIER_SLACK_MESSAGES_PER_SECOND": "50",
         }
         yield World(sim, slack, receiver, env, state_file)
 

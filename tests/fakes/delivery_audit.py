@@ -14,6 +14,11 @@ DESTINATIONS = ("slack", "webhook")
 NOTIFY_STATES = ("alert", "error")
 
 
+def destination_kind(name: str) -> str:
+    """What a test calls a destination: the state names a webhook `webhook-<hash of its URL>`."""
+    return "webhook" if name.startswith("webhook") else name
+
+
 def slack_run_id(message: PostedMessage) -> int:
     """The run a Slack message is about: its "Run ID" field, else the fallback text."""
     for block in message.blocks or []:

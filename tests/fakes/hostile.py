@@ -33,7 +33,7 @@ from typing import Any, Literal
 
 from aiohttp import web
 
-from tests.fakes.cli import API_KEY, CLI, WHSEC
+from tests.fakes.cli import API_KEY, CLI, cli_env
 from tests.fakes.slack import FakeSlack, serve_app
 from tests.fakes.webhook import WebhookReceiver
 
@@ -75,7 +75,6 @@ OVERSIZED_PAGES = 2
 OVERSIZED_PAGE_RUNS = 10_000
 #: The monitor that behaves, with one fresh alert run, in every scenario.
 GOOD_MONITOR = 1
-SLACK_CHANNEL = "C0123ABCD"
 
 
 @dataclass(frozen=True)
@@ -537,6 +536,19 @@ async def run_cli(*args: str, env: Mapping[str, str], workdir: Path, limit: floa
     )
 
 
+#: Events that say something went wrong, and the field of each that names the culprit (if any).
+TROUBLE: Mapping[str, str | None] = {
+    "poll_failed": "monitor_id",
+    "feed_failed": None,
+    "discovery_failed": None,
+    "monitor_detail_failed": "monitor_id",
+    "run_detail_failed": "monitor_id",
+    "delivery_failed": "destination",
+    "destination_deferred": "destination",
+    "once_failed": None,
+}
+
+
 # --- scenarios ----------------------------------------------------------------------------------
 
 
@@ -578,20 +590,9 @@ def base_env(
 ) -> dict[str, str]:
     """Every destination on, the first cycle reporting runs of the last ten minutes."""
     return {
-        "PATH": os.environ.get("PATH", ""),
-        "DATAFOLD_API_KEY": API_KEY,
-        "DATAFOLD_HOST": datafold_url,
-        "NOTIFIER_MONITOR_IDS": ",".join(str(m) for m in monitors),
-        "NOTIFIER_STATE_FILE": str(state),
-        "SLACK_BOT_TOKEN": FakeSlack.token,
-        "SLACK_CHANNEL": SLACK_CHANNEL,
-        "SLACK_API_URL": slack_url + "/api/",
-        "NOTIFIER_WEBHOOK_URLS": hook_url,
-        "NOTIFIER_WEBHOOK_SECRET": WHSEC,
-        "NOTIFIER_LOG_FORMAT": "json",
+        **cli_env(datafold_url, slack_url, hook_url, monitors, state),
         "NOTIFIER_FIRST_START_LOOKBACK_SECONDS": "600",
         "NOTIFIER_REQUEST_TIMEOUT_SECONDS": "10",
-        "NOTIFIER_SLACK_MESSAGES_PER_SECOND": "50",
     }
 
 

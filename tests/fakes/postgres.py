@@ -15,16 +15,23 @@ import shutil
 import socket
 import subprocess
 import tempfile
-from collections.abc import Iterator
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager
+from datetime import timedelta
 from pathlib import Path
 
 import psycopg
 import pytest
 
+from notifier.store.postgres import PostgresStore
+
 USER = "notifier_test"
 #: Distinctive, so a test can assert that no message or repr ever shows it.
 PASSWORD = "pw-Zq7-vexing-marmot-41"
 SERVER_BINARIES = ("initdb", "pg_ctl", "postgres")
+#: The lease of a store from `opened()` unless a test asks for another.
+LEASE_TTL = timedelta(seconds=1)
 
 
 def find_bindir() -> Path | None:
@@ -208,3 +215,27 @@ def postgres_url_fixture(postgres_server: PostgresServer) -> str:
     if not postgres_server.running:
         postgres_server.start()
     return postgres_server.fresh_database()
+
+
+@asynccontextmanager
+async def opened(
+    url: str,
+    holder: str = "a",
+    ttl: timedelta = LEASE_TTL,
+    *,
+    connect_timeout: float = 3.0,
+    wall_clock: Callable[[], float] = time.time,
+) -> AsyncIterator[PostgresStore]:
+    """A PostgreSQL store of replica `holder`, opened (its schema made) and closed after."""
+    store = PostgresStore(
+        url,
+        holder=holder,
+        lease_ttl=ttl,
+        connect_timeout=connect_timeout,
+        wall_clock=wall_clock,
+    )
+    await store.open()
+    try:
+        yield store
+    finally:
+        await store.close()

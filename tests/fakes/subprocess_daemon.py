@@ -10,8 +10,10 @@ import asyncio
 import json
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
+
+import pytest
 
 from tests.fakes.cli import CLI
 
@@ -74,15 +76,24 @@ class Daemon:
                 return index
         return None
 
+    def event(self, name: str) -> Event | None:
+        """The first event `name` logged so far, if any."""
+        index = self.find(name)
+        return None if index is None else self.events[index]
+
     def named(self, name: str) -> list[Event]:
         """Every event `name` logged so far."""
         return [event for event in self.events if event.get("event") == name]
 
     async def wait_for(self, predicate: Callable[[], bool], within: float = 20) -> None:
+        """Until `predicate` holds; fails after `within` seconds or if the daemon exits, with
+        its last events and loose lines (a traceback at start-up, say)."""
         deadline = time.monotonic() + within
         while not predicate():
             assert time.monotonic() < deadline, f"timed out; last events: {self.events[-6:]}"
-            assert self.proc.returncode is None, f"daemon exited: {self.events[-6:]}"
+            if self.proc.returncode is not None:
+                await asyncio.wait_for(self._reader, timeout=5)
+                raise AssertionError(f"daemon exited: {self.events[-6:]} {self.loose[-6:]}")
             await asyncio.sleep(0.02)
 
     async def wait_event(
@@ -116,3 +127,14 @@ class Daemon:
         code = await asyncio.wait_for(self.proc.wait(), timeout=15)
         await self._reader
         return code
+
+
+@pytest.fixture(name="reaper")
+async def reaper_fixture() -> AsyncIterator[list[Daemon]]:
+    """Daemons a test starts; whatever is still alive at the end (a failed test) is killed."""
+    started: list[Daemon] = []
+    yield started
+    for daemon in started:
+        if daemon.proc.returncode is None:
+            daemon.proc.kill()
+            await daemon.proc.wait()
