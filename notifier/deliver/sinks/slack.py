@@ -1,11 +1,11 @@
-"""Slack sinks: a bot token (`chat.postMessage`, `chat.update`) or an incoming webhook, both via
-slack_sdk. Each builds its plan (`deliver.plan`) before any I/O, makes the plan's calls in order
-and reports what happened; pacing, rate limits and refusals are read in `slack_transport`.
+"""The Slack bot sink (`chat.postMessage`, `chat.update` via slack_sdk). It builds its plan
+(`deliver.plan`) before any I/O, makes the plan's calls in order and reports what happened;
+pacing, rate limits and refusals are read in `slack_transport`. The incoming-webhook sink is in
+`slack_webhook` (also importable from here, with the shared `ChannelPacer`).
 """
 
 from __future__ import annotations
 
-import logging
 import re
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -16,12 +16,12 @@ import structlog
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.web.async_slack_response import AsyncSlackResponse
-from slack_sdk.webhook.async_client import AsyncWebhookClient
 
 from notifier.deliver.checks import CheckResult
 from notifier.deliver.plan import SlackCall, SlackOptions, owner_to_look_up, plan_digest, plan_send
 from notifier.deliver.render import blockkit
 from notifier.deliver.sink import DeliveryError
+from notifier.deliver.sinks.context import SinkContext
 from notifier.deliver.sinks.slack_owners import OwnerDirectory
 from notifier.deliver.sinks.slack_transport import (
     DETAIL_MAX,
@@ -29,21 +29,20 @@ from notifier.deliver.sinks.slack_transport import (
     TRANSPORT_ERRORS,
     ChannelPacer,
     api_failure,
-    body_code,
     error_code,
-    retry_after,
+    post_digest,
     retry_handlers,
     transport_failure,
 )
+from notifier.deliver.sinks.slack_webhook import SlackWebhookSink
 from notifier.domain.models import MessageRef, Notification
 from notifier.domain.text import one_line
+from notifier.route.destinations import SlackDestination
 
 __all__ = ["ChannelPacer", "SlackBotSink", "SlackWebhookSink"]
 
 #: A conversation ID (C…, G…, D…). `conversations.info` takes only IDs, never `#name`.
 _CHANNEL_ID: Final = re.compile(r"[CGD][A-Z0-9]{6,}")
-#: Incoming-webhook answers to an empty test message from a valid, live webhook.
-_WEBHOOK_ALIVE_CODES: Final = frozenset({"no_text", "invalid_payload", "missing_text_or_fallback"})
 
 log = structlog.get_logger(__name__)
 
@@ -109,6 +108,25 @@ class SlackBotSink:
         )
         self._owners = OwnerDirectory(self._client, name, clock)
 
+    @classmethod
+    def from_destination(
+        cls, name: str, destination: SlackDestination, context: SinkContext
+    ) -> SlackBotSink:
+        """The sink for a `slack` destination of the routes."""
+        return cls(
+            destination.token.get_secret_value(),
+            destination.channel,
+            base_url=context.slack_api_url,
+            session=context.session,
+            timeout=int(context.timeout),
+            name=name,
+            thread=destination.thread,
+            mentions=destination.mentions,
+            mention_owner=destination.mention_owner,
+            digest_threshold=destination.digest_threshold,
+            pacer=context.slack_pacer,
+        )
+
     def __repr__(self) -> str:
         return f"SlackBotSink(channel={self.channel!r})"
 
@@ -134,7 +152,7 @@ class SlackBotSink:
         On failure, `DeliveryError.delivered` names the notifications wholly in messages posted.
         """
         options = SlackOptions(channel=self.channel, mentions=self.mentions)
-        await _post_digest(self._call, plan_digest(notifications, options))
+        await post_digest(self._call, plan_digest(notifications, options))
 
     async def _make(self, calls: Sequence[SlackCall]) -> MessageRef | None:
         """Make the calls in order; return where the first posted message went. A refusal the
@@ -266,115 +284,6 @@ class SlackBotSink:
         return CheckResult(self.name, True, detail)
 
 
-class SlackWebhookSink:
-    """Posts to a Slack incoming webhook. The URL is a secret: it is never logged or echoed."""
-
-    name = "slack-webhook"
-    header_text_max: ClassVar[int] = blockkit.HEADER_TEXT_MAX
-    section_text_max: ClassVar[int] = blockkit.SECTION_TEXT_MAX
-    blocks_max: ClassVar[int] = blockkit.MESSAGE_BLOCKS_MAX
-
-    def __init__(
-        self,
-        url: str,
-        *,
-        session: aiohttp.ClientSession | None = None,
-        max_rate_limit_retries: int = 3,
-        timeout: int = 30,
-        name: str = "slack-webhook",
-        mentions: Sequence[str] = (),
-        digest_threshold: int | None = None,
-        pacer: ChannelPacer | None = None,
-    ) -> None:
-        self.name = name
-        for mention in mentions:
-            blockkit.mention_markup(mention)  # a ValueError now rather than at the first alert
-        self.mentions = tuple(mentions)
-        self.digest_threshold = digest_threshold
-        self._pacer = pacer or ChannelPacer()
-        # slack_sdk logs the URL at DEBUG if its logger's own level allows: give it one that won't.
-        logger = logging.getLogger(f"{__name__}.webhook_client")
-        logger.setLevel(logging.INFO)
-        self._client = AsyncWebhookClient(
-            url,
-            session=session,
-            timeout=timeout,
-            logger=logger,
-            retry_handlers=retry_handlers(max_rate_limit_retries),
-        )
-
-    def __repr__(self) -> str:
-        return "SlackWebhookSink(url=<redacted>)"
-
-    async def send(self, notification: Notification, thread: MessageRef | None = None) -> None:
-        """Post the rendered message(s) at the top level; a webhook cannot thread or update, so
-        `thread` is ignored. Success is exactly HTTP 200 with body `ok`."""
-        for call in plan_send(notification, thread, SlackOptions(mentions=self.mentions)):
-            await self._post(call)
-
-    async def send_digest(self, notifications: Sequence[Notification]) -> None:
-        """Post one digest (several messages only if Block Kit limits force it).
-
-        On failure, `DeliveryError.delivered` names the notifications wholly in messages posted.
-        """
-        await _post_digest(
-            self._post, plan_digest(notifications, SlackOptions(mentions=self.mentions))
-        )
-
-    async def _post(self, call: SlackCall) -> None:
-        """One top-level post (the only call a webhook plan holds)."""
-        await self._pacer.wait(self.name)
-        try:
-            response = await self._client.send(
-                text=call.message.text, blocks=call.message.blocks, unfurl_links=False
-            )
-        except TRANSPORT_ERRORS as error:
-            raise DeliveryError(self.name, transport_failure(error)) from None
-        if response.status_code == 200 and response.body == "ok":
-            return
-        wait = retry_after(response.headers) if response.status_code == 429 else None
-        code = body_code(response.body)
-        raise DeliveryError(
-            self.name,
-            f"HTTP {response.status_code} {code}",
-            retry_after=wait,
-            whole_destination=response.status_code != 400 or code not in MESSAGE_ERRORS,
-        )
-
-    async def check(self) -> list[CheckResult]:
-        """Post an empty message: a live webhook refuses it (400 `no_text`) and posts nothing."""
-        try:
-            # slack_sdk would send `{}` as `null`; an empty text is the closest to an empty object.
-            response = await self._client.send_dict({"text": ""})
-        except TRANSPORT_ERRORS as error:
-            return [CheckResult(self.name, False, transport_failure(error))]
-        code = body_code(response.body)
-        answer = f"HTTP {response.status_code} {code}"
-        alive = response.status_code == 400 and code in _WEBHOOK_ALIVE_CODES
-        if alive or (response.status_code == 200 and code == "ok"):
-            return [CheckResult(self.name, True, f"Slack webhook OK ({answer} to an empty test)")]
-        return [CheckResult(self.name, False, f"Slack webhook refused: {answer}")]
-
-
 def _detail(value: object) -> str:
     """Text from Slack or the settings, on one line and short, for a check line."""
     return one_line(str(value), DETAIL_MAX)
-
-
-async def _post_digest(
-    post: Callable[[SlackCall], Awaitable[object]], calls: Sequence[SlackCall]
-) -> None:
-    """Post a digest's messages in order; a failure names what the earlier messages completed."""
-    delivered: set[str] = set()
-    for call in calls:
-        try:
-            await post(call)
-        except DeliveryError as error:
-            raise DeliveryError(
-                error.destination,
-                error.reason,
-                retry_after=error.retry_after,
-                whole_destination=error.whole_destination,
-                delivered=frozenset(delivered),
-            ) from None
-        delivered |= call.message.completes

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import random
 import re
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, Final
 
@@ -27,6 +27,8 @@ from slack_sdk.http_retry.response import HttpResponse
 from slack_sdk.http_retry.state import RetryState
 
 from notifier.bounded_http import BodyTooLarge
+from notifier.deliver.plan import SlackCall
+from notifier.deliver.sink import DeliveryError
 from notifier.domain.text import one_line
 from notifier.domain.values import retry_after_seconds
 
@@ -180,3 +182,22 @@ def api_failure(error: SlackApiError) -> tuple[str, float | None]:
     if code in {"invalid_blocks", "invalid_arguments"} and messages:
         reason += f" ({one_line(str(messages[0]), DETAIL_MAX)})"
     return reason, wait
+
+
+async def post_digest(
+    post: Callable[[SlackCall], Awaitable[object]], calls: Sequence[SlackCall]
+) -> None:
+    """Post a digest's messages in order; a failure names what the earlier messages completed."""
+    delivered: set[str] = set()
+    for call in calls:
+        try:
+            await post(call)
+        except DeliveryError as error:
+            raise DeliveryError(
+                error.destination,
+                error.reason,
+                retry_after=error.retry_after,
+                whole_destination=error.whole_destination,
+                delivered=frozenset(delivered),
+            ) from None
+        delivered |= call.message.completes

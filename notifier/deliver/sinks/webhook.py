@@ -17,9 +17,10 @@ from notifier.deliver.checks import CheckResult
 from notifier.deliver.render import webhook as webhook_payload
 from notifier.deliver.render.alertmanager import notification_body
 from notifier.deliver.sink import DeliveryError
+from notifier.deliver.sinks.context import SinkContext
 from notifier.domain.models import MessageRef, Notification, as_utc
 from notifier.domain.values import retry_after_seconds, whsec_key
-from notifier.route.destinations import webhook_destination_name
+from notifier.route.destinations import WebhookDestination, webhook_destination_name
 
 #: Statuses that refuse one payload rather than every request (bad request, too large, ...):
 #: later notifications are still tried. 401/403/404/410, 408, 429 and 5xx stop the destination.
@@ -67,6 +68,21 @@ class WebhookSink:
         self._session = session
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._clock = clock or _utc_now
+
+    @classmethod
+    def from_destination(
+        cls, name: str, destination: WebhookDestination, context: SinkContext
+    ) -> WebhookSink:
+        """The sink for a `webhook` destination of the routes (either payload format)."""
+        return cls(
+            destination.url.get_secret_value(),
+            secret=[secret.get_secret_value() for secret in destination.secrets],
+            session=context.session,
+            timeout=context.timeout,
+            name=name,
+            payload_format=destination.format,
+            external_url=context.external_url,
+        )
 
     def __repr__(self) -> str:
         return f"WebhookSink(name={self.name!r}, signatures={len(self._signers)})"

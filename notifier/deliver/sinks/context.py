@@ -1,0 +1,22 @@
+"""What every sink built from a destination model shares, so the wiring's registry stays a dict
+of one `from_destination` per destination kind."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import aiohttp
+
+from notifier.deliver.sinks.slack_transport import ChannelPacer
+
+
+@dataclass(frozen=True)
+class SinkContext:
+    """The process's HTTP session and request timeout, the pacer every Slack sink shares (one
+    channel, one rate), Slack's API URL, and the Datafold URL receivers link back to."""
+
+    session: aiohttp.ClientSession
+    timeout: float
+    slack_pacer: ChannelPacer
+    slack_api_url: str = "https://slack.com/api/"
+    external_url: str = ""

@@ -1,0 +1,99 @@
+"""Each sink is built from its destination model by `from_destination`, so the wiring's registry
+is one entry per destination kind."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import aiohttp
+import pytest
+from pydantic import SecretStr
+
+from notifier.deliver.render.alertmanager import notification_body
+from notifier.deliver.sink import Sink
+from notifier.deliver.sinks.context import SinkContext
+from notifier.deliver.sinks.slack import ChannelPacer, SlackBotSink
+from notifier.deliver.sinks.slack_webhook import SlackWebhookSink
+from notifier.deliver.sinks.webhook import WebhookSink
+from notifier.route.destinations import (
+    DESTINATION_TYPES,
+    SlackDestination,
+    SlackWebhookDestination,
+    WebhookDestination,
+)
+from tests.test_slack_render import make
+
+TOKEN = "xoxb-1234-factory-secret"
+HOOK_URL = "https://hooks.slack.com/services/T0/B0/factory-secret"
+WHSEC = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+
+#: The registry as the wiring would hold it: one factory per destination `type`.
+REGISTRY: dict[str, Callable[[str, Any, SinkContext], Sink]] = {
+    "slack": SlackBotSink.from_destination,
+    "slack-webhook": SlackWebhookSink.from_destination,
+    "webhook": WebhookSink.from_destination,
+}
+
+
+@pytest.fixture
+async def context() -> AsyncIterator[SinkContext]:
+    async with aiohttp.ClientSession() as session:
+        yield SinkContext(
+            session=session,
+            timeout=7.5,
+            slack_pacer=ChannelPacer(),
+            slack_api_url="http://127.0.0.1:1/api/",
+            external_url="https://app.datafold.com",
+        )
+
+
+def test_every_destination_kind_has_a_factory() -> None:
+    assert set(REGISTRY) == set(DESTINATION_TYPES)
+
+
+async def test_a_slack_destination_makes_a_bot_sink(context: SinkContext) -> None:
+    destination = SlackDestination(
+        channel="C0123ABCD",
+        token=SecretStr(TOKEN),
+        thread=True,
+        mentions=["@here"],
+        mention_owner=True,
+        digest_threshold=5,
+    )
+    sink = REGISTRY["slack"]("ops", destination, context)
+    assert isinstance(sink, SlackBotSink)
+    assert (sink.name, sink.channel, sink.thread) == ("ops", "C0123ABCD", True)
+    assert (sink.mentions, sink.mention_owner, sink.digest_threshold) == (("@here",), True, 5)
+    assert sink._pacer is context.slack_pacer
+    assert TOKEN not in repr(sink)
+
+
+async def test_a_slack_webhook_destination_makes_a_webhook_sink(context: SinkContext) -> None:
+    destination = SlackWebhookDestination(
+        url=SecretStr(HOOK_URL), mentions=["@channel"], digest_threshold=3
+    )
+    sink = REGISTRY["slack-webhook"]("hook", destination, context)
+    assert isinstance(sink, SlackWebhookSink)
+    assert (sink.name, sink.mentions, sink.digest_threshold) == ("hook", ("@channel",), 3)
+    assert sink._pacer is context.slack_pacer
+    assert "factory-secret" not in repr(sink)
+
+
+@pytest.mark.parametrize("payload_format", ["standard", "alertmanager"])
+async def test_a_webhook_destination_makes_a_signed_webhook_sink(
+    context: SinkContext, payload_format: str
+) -> None:
+    destination = WebhookDestination(
+        url=SecretStr("https://receiver.example/hook"),
+        secrets=[SecretStr(WHSEC)],
+        format=payload_format,  # type: ignore[arg-type]
+    )
+    sink = REGISTRY["webhook"]("receiver", destination, context)
+    assert isinstance(sink, WebhookSink)
+    assert sink.name == "receiver" and sink.signed
+    n = make()
+    if payload_format == "alertmanager":
+        expected = notification_body(n, receiver="receiver", external_url=context.external_url)
+        assert sink.body(n) == expected
+    assert WHSEC not in repr(sink)
