@@ -4,7 +4,7 @@ is one entry per destination kind."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
-from typing import Any
+from typing import Any, Literal
 
 import aiohttp
 import pytest
@@ -82,12 +82,12 @@ async def test_a_slack_webhook_destination_makes_a_webhook_sink(context: SinkCon
 
 @pytest.mark.parametrize("payload_format", ["standard", "alertmanager"])
 async def test_a_webhook_destination_makes_a_signed_webhook_sink(
-    context: SinkContext, payload_format: str
+    context: SinkContext, payload_format: Literal["standard", "alertmanager"]
 ) -> None:
     destination = WebhookDestination(
         url=SecretStr("https://receiver.example/hook"),
         secrets=[SecretStr(WHSEC)],
-        format=payload_format,  # type: ignore[arg-type]
+        format=payload_format,
     )
     sink = REGISTRY["webhook"]("receiver", destination, context)
     assert isinstance(sink, WebhookSink)
