@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from run_bench import API_KEY, build_simulator
 
-from notifier.demo.simulator import serve
+from notifier.demo.server import serve
 from notifier.run.config import load_settings
 from notifier.run.daemon import make_notifier, open_runtime
 from notifier.run.logs import configure_logging

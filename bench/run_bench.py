@@ -27,7 +27,8 @@ from typing import Any
 
 from aiohttp import web
 
-from notifier.demo.simulator import Simulator, serve
+from notifier.demo.server import serve
+from notifier.demo.simulator import Simulator
 
 API_KEY = "dfk-bench-key-0000000001"
 CLI = str(Path(sys.executable).parent / "datafold-notifier")

@@ -11,7 +11,8 @@ from pathlib import Path
 import aiohttp
 from structlog.testing import capture_logs
 
-from notifier.demo.simulator import Simulator, serve
+from notifier.demo.server import serve
+from notifier.demo.simulator import Simulator
 from notifier.detect.runs import DetectionPolicy
 from notifier.fetch.datafold import DatafoldClient
 from notifier.run.cycle import Notifier, ServiceConfig

@@ -38,7 +38,8 @@ from notifier.domain.models import (
     is_in_progress,
 )
 from notifier.domain.values import retry_after_seconds
-from notifier.fetch.datafold import DatafoldClient, RunPage
+from notifier.fetch.answers import RunPage
+from notifier.fetch.datafold import DatafoldClient
 from notifier.fetch.source import (
     ApiKeyRefused,
     ApiUnavailable,

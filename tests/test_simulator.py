@@ -17,8 +17,9 @@ from jsonschema import Draft202012Validator, FormatChecker
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
-from notifier.demo import simulator
-from notifier.demo.simulator import Simulator, demo_simulator, serve
+from notifier.demo import records
+from notifier.demo.server import serve
+from notifier.demo.simulator import Simulator, demo_simulator
 
 KEY = "test-key"
 T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
@@ -234,14 +235,14 @@ def test_the_spec_is_openapi_3_1() -> None:
 @pytest.mark.parametrize(
     ("ours", "theirs"),
     [
-        (simulator.RUN_STATES, SCHEMAS["MonitorRunState"]["enum"]),
+        (records.RUN_STATES, SCHEMAS["MonitorRunState"]["enum"]),
         (
-            simulator.MONITOR_TYPES,
+            records.MONITOR_TYPES,
             SCHEMAS["ApiPublicGetMonitorOut"]["properties"]["monitor_type"]["anyOf"][0]["enum"],
         ),
-        (simulator.SORTABLE_FIELDS, SCHEMAS["SortableFields"]["enum"]),
+        (records.SORTABLE_FIELDS, SCHEMAS["SortableFields"]["enum"]),
         (
-            simulator.SORT_ORDERS,
+            records.SORT_ORDERS,
             next(
                 p["schema"]["enum"]
                 for p in SPEC["paths"]["/api/v1/monitors"]["get"]["parameters"]
@@ -309,7 +310,7 @@ async def test_answers_follow_the_published_schemas(
     sim.add_monitor(4, name="a test", monitor_type="test", owner="o@example.com")
     runs = [
         sim.add_run(1, state=state, started_at=T0 + timedelta(minutes=i), diff_id=i, error="x")
-        for i, state in enumerate(simulator.RUN_STATES)
+        for i, state in enumerate(records.RUN_STATES)
     ]
     runs.append(sim.add_run(1, state="created", started_at=None))
     sim.add_run(2, state=None)
@@ -321,8 +322,8 @@ async def test_answers_follow_the_published_schemas(
         ("/api/v1/monitors", "/api/v1/monitors", {"page": 9}, 200),
         *(
             ("/api/v1/monitors", "/api/v1/monitors", {"order_by": field, "sort_order": order}, 200)
-            for field in simulator.SORTABLE_FIELDS
-            for order in simulator.SORT_ORDERS
+            for field in records.SORTABLE_FIELDS
+            for order in records.SORT_ORDERS
         ),
         *(
             ("/api/v1/monitors/{id}", f"/api/v1/monitors/{monitor_id}", {}, 200)

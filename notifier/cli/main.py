@@ -30,7 +30,8 @@ from dotenv import dotenv_values
 from notifier import __version__
 from notifier.deliver.sink import Sink
 from notifier.deliver.sinks.console import ConsoleSink
-from notifier.demo.simulator import demo_simulator, serve
+from notifier.demo.server import serve
+from notifier.demo.simulator import demo_simulator
 from notifier.domain.models import TAG_MAX, Mute, NotifierState
 from notifier.route.routes_file import RoutesError, load_routes
 from notifier.route.rules import Routes
