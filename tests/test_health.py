@@ -5,11 +5,11 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from notifier.domain.report import CycleReport
 from notifier.run.health import ClusterView, HealthTracker
 from notifier.run.metrics import Metrics
+from tests.fakes.scrape import sample
 
 T0 = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
 MINUTE = timedelta(minutes=1)
@@ -117,12 +117,8 @@ def test_metrics_follow_reports() -> None:
     ]
     for line in expected:
         assert line in text, line
-    [family] = [
-        f
-        for f in text_string_to_metric_families(text)
-        if f.name == "datafold_notifier_last_successful_poll_timestamp_seconds"
-    ]
-    assert family.samples[0].value == (T0 + timedelta(seconds=2)).timestamp()
+    last_poll = sample(text, "datafold_notifier_last_successful_poll_timestamp_seconds")
+    assert last_poll == (T0 + timedelta(seconds=2)).timestamp()
 
 
 def test_metrics_count_silenced_and_digested_and_show_leadership() -> None:
@@ -218,8 +214,7 @@ def test_name_clashes_and_clock_offsets_are_read_at_each_scrape() -> None:
     metrics.watch_clock("database", lambda: offset[0])
 
     def value(name: str) -> float:
-        families = text_string_to_metric_families(metrics.render().decode())
-        return next(s.value for f in families for s in f.samples if s.name == name)
+        return sample(metrics.render().decode(), name)
 
     assert value("datafold_notifier_replica_name_clashes") == 0
     assert value("datafold_notifier_clock_offset_seconds") == 0

@@ -10,18 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-from prometheus_client.parser import text_string_to_metric_families
 
 from tests.fakes.cli import World, cli
+from tests.fakes.scrape import sample
 from tests.fakes.subprocess_daemon import Daemon
-
-
-def metric(text: str, name: str, **labels: str) -> float:
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
-                return sample.value
-    return 0.0
 
 
 async def test_health_metrics_and_graceful_stop(world: World) -> None:
@@ -56,12 +48,12 @@ async def test_health_metrics_and_graceful_stop(world: World) -> None:
             await daemon.wait_for(lambda: daemon.event("notification_sent") is not None)
             await asyncio.sleep(1.2)  # the cycle that sent it has been recorded
             text = await metrics()
-            assert metric(text, "datafold_notifier_poll_cycles_total") >= 2
-            sent = metric(text, "datafold_notifier_notifications_sent_total", destination="slack")
+            assert sample(text, "datafold_notifier_poll_cycles_total") >= 2
+            sent = sample(text, "datafold_notifier_notifications_sent_total", destination="slack")
             assert sent == 1
-            assert metric(text, "datafold_notifier_events_detected_total", state="alert") == 1
-            assert metric(text, "datafold_notifier_last_successful_poll_timestamp_seconds") > 0
-            assert metric(text, "datafold_notifier_cycle_duration_seconds_count") >= 2
+            assert sample(text, "datafold_notifier_events_detected_total", state="alert") == 1
+            assert sample(text, "datafold_notifier_last_successful_poll_timestamp_seconds") > 0
+            assert sample(text, "datafold_notifier_cycle_duration_seconds_count") >= 2
 
             # break Datafold: every request is refused from now on
             world.sim.inject_fault(endpoint="runs", status=401, times=10_000)
@@ -73,7 +65,7 @@ async def test_health_metrics_and_graceful_stop(world: World) -> None:
                 status, body = await healthz()
             assert "every poll failed" in body["reason"] and "refused" in body["reason"]
             text = await metrics()
-            assert metric(text, "datafold_notifier_poll_errors_total", kind="refused") >= 6
+            assert sample(text, "datafold_notifier_poll_errors_total", kind="refused") >= 6
     finally:
         started = time.monotonic()
         code = await daemon.stop()
