@@ -186,11 +186,10 @@ class WebhookDestination(StrictModel):
         return [self.url, *self.secrets]
 
 
-Destination = Annotated[
-    SlackDestination | SlackWebhookDestination | WebhookDestination, Field(discriminator="type")
-]
+AnyDestination = SlackDestination | SlackWebhookDestination | WebhookDestination
+Destination = Annotated[AnyDestination, Field(discriminator="type")]
 #: Each destination kind by its `type` in the routes file.
-DESTINATION_TYPES: dict[str, type[BaseModel]] = {
+DESTINATION_TYPES: dict[str, type[AnyDestination]] = {
     "slack": SlackDestination,
     "slack-webhook": SlackWebhookDestination,
     "webhook": WebhookDestination,

@@ -4,6 +4,7 @@ routes file is given. Here in `run`, not in `route`, because it reads `Settings`
 from __future__ import annotations
 
 from notifier.route.destinations import (
+    AnyDestination,
     SlackDestination,
     SlackWebhookDestination,
     WebhookDestination,
@@ -16,7 +17,7 @@ from notifier.run.settings import Settings
 def routes_from_settings(settings: Settings) -> Routes:
     """Today's environment variables as one default route to every destination they configure,
     named as today's sinks are, so outbox entries stay deliverable."""
-    destinations: dict[str, SlackDestination | SlackWebhookDestination | WebhookDestination] = {}
+    destinations: dict[str, AnyDestination] = {}
     if settings.slack_bot_token is not None and settings.slack_channel:
         destinations["slack"] = SlackDestination(
             channel=settings.slack_channel, token=settings.slack_bot_token
