@@ -20,6 +20,7 @@ from hypothesis import event, example, given, target
 from hypothesis import strategies as st
 from structlog.testing import capture_logs
 
+from notifier.demo.records import RUN_STATES as SCHEMA_STATES
 from notifier.domain.models import MonitorRun
 from notifier.fetch.datafold import DatafoldClient
 from notifier.fetch.source import AnswerTooLarge, DatafoldError, MalformedAnswer
@@ -28,7 +29,6 @@ from tests.test_properties import (  # the project's property-test conventions a
     API_KEY,
     MONITOR,
     PROFILE,
-    SCHEMA_STATES,
     SINCE,
     Served,
     _parsed,
