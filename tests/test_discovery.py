@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 import aiohttp
@@ -10,32 +10,17 @@ from structlog.testing import capture_logs
 
 from notifier.demo.server import serve
 from notifier.demo.simulator import Simulator
-from notifier.detect.runs import DetectionPolicy
 from notifier.fetch.datafold import DatafoldClient
 from notifier.run.cycle import Notifier, ServiceConfig
 from notifier.store.file import StateFile
+from tests.fakes.cycle import T0, cycle_config
 from tests.fakes.source import FakeSink
 
-T0 = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
 KEY = "dfk-discovery-key-12345"
 
 
 def config() -> ServiceConfig:
-    return ServiceConfig(
-        monitor_ids=(4,),
-        policy=DetectionPolicy(
-            notify_states=frozenset({"alert", "error"}),
-            retention=timedelta(hours=1),
-            in_progress_limit=timedelta(hours=24),
-        ),
-        lookback=timedelta(minutes=30),
-        outbox_expiry=timedelta(hours=24),
-        catchup_limit=timedelta(hours=24),
-        host="https://app.example",
-        monitor_url_template="{host}/monitors/{monitor_id}",
-        monitor_tags=("finance",),
-        discovery_interval=timedelta(minutes=5),
-    )
+    return cycle_config((4,), monitor_tags=("finance",), discovery_interval=timedelta(minutes=5))
 
 
 async def test_tags_find_monitors_and_follow_changes(tmp_path: Path) -> None:

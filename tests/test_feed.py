@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 from collections import Counter
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 import aiohttp
@@ -13,40 +13,17 @@ from structlog.testing import capture_logs
 
 from notifier.demo.server import serve
 from notifier.demo.simulator import Simulator
-from notifier.detect.runs import DetectionPolicy
 from notifier.fetch.datafold import DatafoldClient
 from notifier.run.cycle import Notifier, ServiceConfig
 from notifier.store.file import StateFile
+from tests.fakes.cycle import T0, Clock, cycle_config
 from tests.fakes.source import FakeSink
 
-T0 = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
 KEY = "dfk-feed-test-key-123"
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = T0
-
-    def __call__(self) -> datetime:
-        return self.now
-
-
 def config(monitor_ids: list[int], mode: str, sweep: timedelta) -> ServiceConfig:
-    return ServiceConfig(
-        monitor_ids=tuple(monitor_ids),
-        policy=DetectionPolicy(
-            notify_states=frozenset({"alert", "error"}),
-            retention=timedelta(hours=1),
-            in_progress_limit=timedelta(hours=24),
-        ),
-        lookback=timedelta(minutes=30),
-        outbox_expiry=timedelta(hours=24),
-        catchup_limit=timedelta(hours=24),
-        host="https://app.example",
-        monitor_url_template="{host}/monitors/{monitor_id}",
-        mode=mode,  # type: ignore[arg-type]
-        sweep=sweep,
-    )
+    return cycle_config(tuple(monitor_ids), mode=mode, sweep=sweep)
 
 
 def scenario(clock: Clock, seed: int = 7) -> Simulator:
