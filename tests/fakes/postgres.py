@@ -20,6 +20,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from datetime import timedelta
 from pathlib import Path
+from typing import NoReturn
 
 import psycopg
 import pytest
@@ -178,8 +179,8 @@ class PostgresServer:
             raise RuntimeError(f"{program} failed ({done.returncode}): {output}")
 
 
-def _unavailable(reason: str) -> None:
-    """Skip where PostgreSQL is not installed; in CI (CI set) fail, so nothing skips silently."""
+def unavailable(reason: str) -> NoReturn:
+    """Skip where a tool the test needs is missing; in CI (CI set) fail: nothing skips silently."""
     if os.environ.get("CI"):
         pytest.fail(f"{reason} (CI is set, so this fails instead of skipping)", pytrace=False)
     pytest.skip(reason)
@@ -190,7 +191,7 @@ def postgres_server_fixture() -> Iterator[PostgresServer]:
     """One private PostgreSQL server for the session. Import this fixture where it is needed."""
     bindir = find_bindir()
     if bindir is None:
-        _unavailable(
+        unavailable(
             "PostgreSQL server binaries (initdb, pg_ctl, postgres) not found: "
             "run tools/ensure-postgres.sh"
         )
@@ -199,7 +200,7 @@ def postgres_server_fixture() -> Iterator[PostgresServer]:
         try:
             pwd.getpwnam("postgres")
         except KeyError:
-            _unavailable("running as root and there is no `postgres` user to run PostgreSQL as")
+            unavailable("running as root and there is no `postgres` user to run PostgreSQL as")
     server = PostgresServer(bindir)
     try:
         server.init()
