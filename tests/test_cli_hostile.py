@@ -182,7 +182,7 @@ async def test_importing_no_state_changes_nothing_in_the_state_file(
 ) -> None:
     env = offline_env(tmp_path)
     state_file = tmp_path / "state.json"
-    StateFile(state_file).save(valid_state())
+    await StateFile(state_file).save(valid_state())
     before, mtime = state_file.read_bytes(), state_file.stat().st_mtime_ns
     bad, problem = write_bad(tmp_path, name)
     result = await cli("state", "import", str(bad), env=env)

@@ -241,7 +241,7 @@ async def test_mutes_written_beside_a_running_notifier_are_adopted_and_kept(
     source.put(1, 11, "alert", clock.now)
     report = await n.run_cycle()
     assert report.muted == 1 and slack.sent == []
-    saved = StateFile(path).load()
+    saved = await StateFile(path).load()
     assert [m.id for m in saved.mutes] == ["m1"]  # the daemon's save kept the mute
 
     StateFile(path).update_mutes(lambda mutes: [])  # `unmute`
@@ -249,7 +249,7 @@ async def test_mutes_written_beside_a_running_notifier_are_adopted_and_kept(
     source.put(1, 12, "alert", clock.now)
     await n.run_cycle()
     assert slack.sent_keys == ["1-12-alert"]
-    assert StateFile(path).load().mutes == []
+    assert (await StateFile(path).load()).mutes == []
 
 
 async def test_quiet_routes_hold_an_event_back_and_count_it(

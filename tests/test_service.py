@@ -119,6 +119,7 @@ async def test_destination_down_keeps_notification_until_it_is_back(
     restarted = make(
         source, StateFile(tmp_path / "state.json"), clock, slack, hook, monitor_ids=(1,)
     )
+    await restarted.load()
     assert len(restarted.state.outbox) == 2
     slack.down = False
     report = await restarted.run_cycle()
@@ -243,7 +244,7 @@ async def test_cancelled_delivery_still_saves_decisions(
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    saved = StateFile(tmp_path / "state.json").load()
+    saved = await StateFile(tmp_path / "state.json").load()
     assert [e.notification.id for e in saved.outbox] == ["1-11-alert"]
     assert saved.outbox[0].pending == ["slack"]
 

@@ -56,38 +56,38 @@ def sample_state() -> NotifierState:
     )
 
 
-def test_missing_file_is_an_empty_state(tmp_path: Path) -> None:
-    assert StateFile(tmp_path / "s.json").load() == NotifierState()
+async def test_missing_file_is_an_empty_state(tmp_path: Path) -> None:
+    assert await StateFile(tmp_path / "s.json").load() == NotifierState()
 
 
-def test_round_trip_is_versioned_json(tmp_path: Path) -> None:
+async def test_round_trip_is_versioned_json(tmp_path: Path) -> None:
     path = tmp_path / "s.json"
     store = StateFile(path)
-    assert store.save(sample_state()) is True
+    assert await store.save(sample_state()) is True
     document = json.loads(path.read_text())
     assert document["version"] == 1
-    assert StateFile(path).load() == sample_state()
+    assert await StateFile(path).load() == sample_state()
 
 
-def test_save_leaves_no_temp_files_and_mode_0600(tmp_path: Path) -> None:
+async def test_save_leaves_no_temp_files_and_mode_0600(tmp_path: Path) -> None:
     path = tmp_path / "s.json"
     store = StateFile(path)
-    store.save(sample_state())
-    store.save(NotifierState())
+    await store.save(sample_state())
+    await store.save(NotifierState())
     assert sorted(p.name for p in tmp_path.iterdir() if p.suffix != ".lock") == ["s.json"]
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
 
 
-def test_unchanged_state_is_not_rewritten(tmp_path: Path) -> None:
+async def test_unchanged_state_is_not_rewritten(tmp_path: Path) -> None:
     path = tmp_path / "s.json"
     store = StateFile(path)
-    assert store.save(sample_state()) is True
+    assert await store.save(sample_state()) is True
     mtime = path.stat().st_mtime_ns
-    assert store.save(sample_state()) is False
+    assert await store.save(sample_state()) is False
     assert path.stat().st_mtime_ns == mtime
     reloaded = StateFile(path)
-    reloaded.load()
-    assert reloaded.save(sample_state()) is False
+    await reloaded.load()
+    assert await reloaded.save(sample_state()) is False
 
 
 @pytest.mark.parametrize(
@@ -103,12 +103,12 @@ def test_unchanged_state_is_not_rewritten(tmp_path: Path) -> None:
     ],
     ids=["truncated", "not-object", "wrong-shape", "not-utf8", "empty", "deep", "deep-inside"],
 )
-def test_corrupt_file_is_moved_aside_and_logged(tmp_path: Path, content: bytes) -> None:
+async def test_corrupt_file_is_moved_aside_and_logged(tmp_path: Path, content: bytes) -> None:
     path = tmp_path / "s.json"
     path.write_bytes(content)
     store = StateFile(path, clock=lambda: T0)
     with capture_logs() as logs:
-        state = store.load()
+        state = await store.load()
     assert state == NotifierState()
     aside = tmp_path / "s.json.corrupt-20261126T120000Z"
     assert aside.read_bytes() == content
@@ -122,10 +122,12 @@ def test_corrupt_file_is_moved_aside_and_logged(tmp_path: Path, content: bytes) 
     ['{"version": 99}', '{"version": 99, "monitors": "a new shape"}'],
     ids=["number", "new-shape"],
 )
-def test_newer_version_is_refused_and_kept(tmp_path: Path, content: str) -> None:
+async def test_newer_version_is_refused_and_kept(tmp_path: Path, content: str) -> None:
     path = tmp_path / "s.json"
     path.write_text(content)
-    for read in (StateFile(path).load, StateFile(path).peek, lambda: read_state_file(path)):
+    with pytest.raises(StateError, match=r"version 99, newer .*\(1\): upgrade"):
+        await StateFile(path).load()
+    for read in (StateFile(path).peek, lambda: read_state_file(path)):
         with pytest.raises(StateError, match=r"version 99, newer .*\(1\): upgrade"):
             read()
     with pytest.raises(StateError, match="newer"):
@@ -133,13 +135,13 @@ def test_newer_version_is_refused_and_kept(tmp_path: Path, content: str) -> None
     assert path.read_text() == content
 
 
-def test_a_version_written_as_text_counts_for_the_daemon_not_for_an_import(
+async def test_a_version_written_as_text_counts_for_the_daemon_not_for_an_import(
     tmp_path: Path,
 ) -> None:
     path = tmp_path / "s.json"
     path.write_text('{"version": "99"}')
     with pytest.raises(StateError, match="version 99, newer"):
-        StateFile(path).load()
+        await StateFile(path).load()
     with pytest.raises(StateError, match='its version "99" is not a version number'):
         read_state_file(path)
 
@@ -157,12 +159,12 @@ def test_lock_keeps_a_second_daemon_off(tmp_path: Path) -> None:
         pass
 
 
-def test_unwritable_location_gives_one_line_error(tmp_path: Path) -> None:
+async def test_unwritable_location_gives_one_line_error(tmp_path: Path) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("")
     store = StateFile(blocker / "s.json")  # a directory that is a file
     with pytest.raises(StateError) as info:
-        store.save(sample_state())
+        await store.save(sample_state())
     assert str(blocker / "s.json") in str(info.value) and "\n" not in str(info.value)
 
 
@@ -233,11 +235,11 @@ def test_an_import_is_validated_in_full(content: bytes, problem: str) -> None:
     assert info.value.newer == ("newer" in problem)
 
 
-def test_a_valid_import_reads_back_what_was_saved(tmp_path: Path) -> None:
+async def test_a_valid_import_reads_back_what_was_saved(tmp_path: Path) -> None:
     path = tmp_path / "s.json"
     state = sample_state()
     state.mutes = [Mute.model_validate_json(MUTE)]
-    StateFile(path).save(state)
+    await StateFile(path).save(state)
     assert read_state_file(path) == state
     assert parse_state(path.read_bytes(), strict=True).version == STATE_VERSION
 
@@ -264,7 +266,7 @@ def test_reading_an_import_names_the_file_and_the_problem(tmp_path: Path) -> Non
         read_state_file(garbage)
 
 
-def test_replace_writes_the_imported_mutes_over_the_files_own(tmp_path: Path) -> None:
+async def test_replace_writes_the_imported_mutes_over_the_files_own(tmp_path: Path) -> None:
     """An import is the whole state: the mutes in the file it replaces do not survive it."""
     path = tmp_path / "s.json"
     old = Mute.model_validate_json(MUTE)
@@ -273,14 +275,14 @@ def test_replace_writes_the_imported_mutes_over_the_files_own(tmp_path: Path) ->
     new = old.model_copy(update={"id": "ffff0000", "until": T0 + timedelta(days=1)})
     imported.mutes = [new]
     StateFile(path).replace(imported)
-    assert StateFile(path).load().mutes == [new]
+    assert (await StateFile(path).load()).mutes == [new]
 
 
-def test_replace_works_over_a_corrupt_file(tmp_path: Path) -> None:
+async def test_replace_works_over_a_corrupt_file(tmp_path: Path) -> None:
     path = tmp_path / "s.json"
     path.write_text("garbage")
     StateFile(path).replace(sample_state())
-    assert StateFile(path).load() == sample_state()
+    assert await StateFile(path).load() == sample_state()
 
 
 def test_write_state_file_is_atomic_0600_and_creates_nothing_else(tmp_path: Path) -> None:
@@ -297,16 +299,16 @@ def test_write_state_file_is_atomic_0600_and_creates_nothing_else(tmp_path: Path
     assert read_state_file(target) == sample_state()
 
 
-def test_taking_the_lock_removes_temp_files_of_an_interrupted_save(tmp_path: Path) -> None:
+async def test_taking_the_lock_removes_temp_files_of_an_interrupted_save(tmp_path: Path) -> None:
     path = tmp_path / "s.json"
-    StateFile(path).save(sample_state())
+    await StateFile(path).save(sample_state())
     leftover = tmp_path / ".s.json.abc123.tmp"
     leftover.write_text("half")
     unrelated = tmp_path / ".other.json.abc123.tmp"
     unrelated.write_text("not ours")
     with StateFile(path).locked():
         assert not leftover.exists() and unrelated.exists()
-    assert StateFile(path).load() == sample_state()
+    assert await StateFile(path).load() == sample_state()
 
 
 def test_stale_temp_files_are_removed_only_between_writes(tmp_path: Path) -> None:

@@ -591,7 +591,9 @@ async def _once(settings: Settings, routes: Routes) -> int:
                 return EXIT_FAILED
         else:
             with store.locked():
-                report = await make_notifier(runtime, spread=False).run_cycle()
+                notifier = make_notifier(runtime, spread=False)
+                await notifier.load()
+                report = await notifier.run_cycle()
     if report.key_refused and report.all_failed:
         log.error("once_failed", reason="Datafold refused the API key")
         return EXIT_FAILED
@@ -607,7 +609,9 @@ async def _run(settings: Settings, routes: Routes) -> int:
         if not isinstance(store, StateFile):
             return await _daemon(settings, runtime, make_leased(runtime)).run()
         with store.locked():
-            return await _daemon(settings, runtime, make_notifier(runtime)).run()
+            notifier = make_notifier(runtime)
+            await notifier.load()
+            return await _daemon(settings, runtime, notifier).run()
 
 
 def _daemon(
@@ -676,7 +680,9 @@ async def _demo(env_file: Path | None, interval: float, duration: float | None) 
                     raise StateError("the demo keeps its own state file")
                 with store.locked():
                     # The demo runs in a terminal: when it closes (SIGHUP), the demo ends.
-                    daemon = _daemon(settings, runtime, make_notifier(runtime), stop_on_hangup=True)
+                    notifier = make_notifier(runtime)
+                    await notifier.load()
+                    daemon = _daemon(settings, runtime, notifier, stop_on_hangup=True)
                     writer.stop = daemon.request_stop
                     if duration is not None:
                         asyncio.get_running_loop().call_later(duration, daemon.request_stop)

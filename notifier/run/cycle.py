@@ -7,12 +7,11 @@ the same against Datafold or the simulator, a file or a test double.
 from __future__ import annotations
 
 import asyncio
-import inspect
 import zlib
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Literal, Protocol
+from typing import Literal
 
 import structlog
 
@@ -42,24 +41,13 @@ from notifier.domain.models import (
 from notifier.domain.report import CycleReport, Deferral
 from notifier.fetch.source import ApiKeyRefused, DatafoldError, NotFound, RunSource
 from notifier.route.rules import RouteDecision
+from notifier.store.store import StateStore
 
 log = structlog.get_logger(__name__)
 
 #: In-progress runs that left the listing window are fetched one by one, at most this many per
 #: monitor per cycle.
 MAX_DIRECT_FETCHES = 20
-
-
-class StateStore(Protocol):
-    """Where the state lives between cycles and restarts. `save` may be a coroutine (PostgreSQL).
-
-    A store whose mutes others change (`mute` while the daemon runs) also has `fresh_mutes()`
-    (maybe a coroutine): the mutes if they changed since it last read or wrote them, else None.
-    """
-
-    def load(self) -> NotifierState: ...
-
-    def save(self, state: NotifierState) -> bool | Awaitable[bool]: ...
 
 
 #: A routing decision for one notification at one time (rules, quiet hours).
@@ -152,7 +140,9 @@ class Notifier:
         self._missing: dict[int, int] = {}
         #: Destinations deferred by their own Retry-After, until when.
         self._deferred: dict[str, Deferral] = {}
-        self.state = store.load()
+        #: Read from the store by `load`, at the latest before the first cycle.
+        self.state = NotifierState()
+        self._loaded = False
 
     @property
     def sinks(self) -> Mapping[str, Sink]:
@@ -166,6 +156,7 @@ class Notifier:
         alongside the polls, one worker per destination, oldest notification first. A cancelled
         cycle (shutdown) still saves what was decided and delivered.
         """
+        await self.load()
         now = self._clock()
         report = CycleReport(started_at=now)
         await self._refresh_mutes()
@@ -522,12 +513,8 @@ class Notifier:
 
     async def _refresh_mutes(self) -> None:
         """Adopt mutes set or lifted (by `mute`/`unmute`) since the state was last read."""
-        fresh_mutes = getattr(self._store, "fresh_mutes", None)
-        if fresh_mutes is None:
-            return
         try:
-            result = fresh_mutes()
-            mutes = await result if inspect.isawaitable(result) else result
+            mutes = await self._store.fresh_mutes()
         except Exception as exc:
             log.warning("mutes_unreadable", error=str(exc), keeping=len(self.state.mutes))
             return
@@ -537,8 +524,15 @@ class Notifier:
 
     async def save(self) -> bool:
         """Write the state if it changed since the last save."""
-        saved = self._store.save(self.state)
-        return await saved if inspect.isawaitable(saved) else saved
+        await self.load()
+        return await self._store.save(self.state)
+
+    async def load(self) -> None:
+        """Read the saved state, once: the command calls it at start, so that a state it cannot
+        use stops it there; otherwise the first cycle (or save) does."""
+        if not self._loaded:
+            self.state = await self._store.load()
+            self._loaded = True
 
     async def _poll(self, monitor_id: int, now: datetime, delay: float = 0.0) -> _Poll:
         if delay > 0:

@@ -29,7 +29,7 @@ from notifier.domain.report import CycleReport
 from notifier.fetch.datafold import DatafoldClient
 from notifier.route.destinations import SlackDestination, SlackWebhookDestination
 from notifier.route.rules import RouteDecision, Routes, route_event
-from notifier.run.cycle import Notifier, ServiceConfig, StateStore
+from notifier.run.cycle import Notifier, ServiceConfig
 from notifier.run.health import HealthTracker
 from notifier.run.metrics import Metrics
 from notifier.run.routes import routes_from_settings
@@ -37,6 +37,7 @@ from notifier.run.settings import Settings
 from notifier.run.status_server import serve_status, status_app
 from notifier.run.systemd import SystemdNotify
 from notifier.store.file import StateError, StateFile
+from notifier.store.store import StateStore
 
 if TYPE_CHECKING:  # psycopg costs ~20 MB: imported only when NOTIFIER_STATE_URL is set
     from notifier.run.leadership import LeasedNotifier
@@ -264,8 +265,8 @@ def make_notifier(
     store: StateStore | None = None,
     may_deliver: Callable[[], bool] | None = None,
 ) -> Notifier:
-    """A notifier over the runtime's adapters; loads the state file (hold its lock first), or
-    from `store` (the state a leader read from PostgreSQL).
+    """A notifier over the runtime's adapters and the state file (hold its lock, then `load`),
+    or over `store` (the state a leader read from PostgreSQL).
 
     Sinks that are not destinations of the routes (the demo's console) get every notification.
     """

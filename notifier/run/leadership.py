@@ -34,7 +34,7 @@ class ElectedState:
         self._state = state
         self.fence = fence
 
-    def load(self) -> NotifierState:
+    async def load(self) -> NotifierState:
         return self._state
 
     async def save(self, state: NotifierState) -> bool:

@@ -189,7 +189,7 @@ class StateFile:
                 "start afresh"
             ) from None
 
-    def load(self) -> NotifierState:
+    async def load(self) -> NotifierState:
         """The saved state, or an empty one when there is none yet."""
         try:
             raw = self.path.read_bytes()
@@ -218,8 +218,11 @@ class StateFile:
         self._known = self._identity()
         return state
 
-    def fresh_mutes(self) -> list[Mute] | None:
+    async def fresh_mutes(self) -> list[Mute] | None:
         """The file's mutes, if someone else (`mute`) wrote it since this process last did."""
+        return self._fresh_mutes()
+
+    def _fresh_mutes(self) -> list[Mute] | None:
         if self._identity() == self._known:
             return None
         try:
@@ -254,13 +257,13 @@ class StateFile:
         busy = f"state file {self.path}: timed out waiting for {self._write_lock.lock_file}"
         return _holding(self._write_lock, self.path, busy)
 
-    def save(self, state: NotifierState) -> bool:
+    async def save(self, state: NotifierState) -> bool:
         """Write atomically (temp file, fsync, rename) when the content changed; True if written.
 
         The file is created with mode 0600 (mkstemp); on failure the previous file is untouched.
         """
         with self._exclusive_write():
-            mutes = self.fresh_mutes()
+            mutes = self._fresh_mutes()
             if mutes is not None:
                 # `mute` changed the file since we last wrote it: its mutes win over ours.
                 state.mutes = mutes
