@@ -27,6 +27,7 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 from structlog.testing import capture_logs
 
+from notifier.demo.records import RUN_STATES
 from notifier.detect.runs import CLOCK_SKEW_MARGIN, DetectionPolicy, detect, new_monitor_state
 from notifier.domain.models import (
     MonitorInfo,
@@ -105,18 +106,6 @@ MONITOR = 7
 API_KEY = "dfk_prop_s3cr3t_0123456789abcdef"
 SINCE = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 T0 = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
-#: `MonitorRunState` of the newer OpenAPI copy (it adds `queued`); the enum is treated as open.
-SCHEMA_STATES = (
-    "ok",
-    "alert",
-    "error",
-    "learning",
-    "checking",
-    "created",
-    "skipped",
-    "cancelled",
-    "queued",
-)
 #: What `NOTIFIER_NOTIFY_STATES` accepts: finished states only.
 FINISHED_STATES = ("alert", "error", "ok", "skipped", "cancelled")
 RUN_FIELDS = frozenset({"run_id", "monitor_id", "state", "started_at", "diff_id"})
@@ -150,7 +139,7 @@ absurd_ints = st.one_of(st.integers(-(2**70), 2**70), st.sampled_from(EXTREME_IN
 small_or_absurd = weighted((4, st.integers(-2, 6)), (1, absurd_ints))
 run_ids = weighted((6, st.integers(0, 6)), (1, absurd_ints))
 states = weighted(
-    (6, st.sampled_from(SCHEMA_STATES)),
+    (6, st.sampled_from(RUN_STATES)),
     (2, st.none()),
     (1, st.sampled_from(("ALERT", "Alert", " alert", "", "paused", "alert\n", "ok "))),
     (1, st.text(max_size=8)),
@@ -901,9 +890,11 @@ class ScriptedSource:
         listing = self.listings[self.cycle].get(monitor_id, [])
         if isinstance(listing, Exception):
             raise listing
-        for run in listing:
+        # The port's promise, kept as the adapter keeps it: a monitor's own runs only.
+        own = [run for run in listing if run.monitor_id == monitor_id]
+        for run in own:
             self.handed_out.add((monitor_id, run.monitor_id, run.run_id, run.state))
-        return list(listing)
+        return own
 
     async def get_run(self, monitor_id: int, run_id: int) -> RunDetail:
         detail = self.details.get(run_id, NotFound(monitor_id, run_id))
@@ -965,7 +956,7 @@ def summaries(configured: list[int]) -> st.SearchStrategy[MonitorSummary]:
         id=st.sampled_from((*configured, *UNCONFIGURED)),
         name=st.none() | st.text(max_size=10),
         last_run=st.none() | st.sampled_from([T0 + timedelta(minutes=m) for m in (-10, 0, 10)]),
-        state=st.none() | st.sampled_from(SCHEMA_STATES),
+        state=st.none() | st.sampled_from(RUN_STATES),
     )
 
 
@@ -1031,29 +1022,40 @@ def test_cycles_never_crash_or_notify_unasked_monitors(data: st.DataObject) -> N
 @settings(budget(150), phases=[Phase.explicit, Phase.generate], report_multiple_bugs=False)
 @given(data=st.data())
 def test_cycles_with_foreign_runs_from_source(data: st.DataObject) -> None:
-    """The same with sources that also return other monitors' runs (found the foreign-run bug,
-    fixed in Notifier._poll; its minimal example is the next test)."""
+    """The same with scripts that also hold other monitors' runs (this found the foreign-run bug;
+    the adapter now drops them, as the `RunSource` port promises and `ScriptedSource` does too;
+    its minimal example, through the adapter, is the next test)."""
     check_cycles(data, foreign_runs=True)
 
 
 async def test_foreign_run_from_source_is_not_notified() -> None:
-    listings: list[dict[int, Listing]] = [
-        {1: []},
-        {1: [MonitorRun(run_id=5, monitor_id=99, state="alert", started_at=T0)]},
-    ]
-    source = ScriptedSource(listings, feeds=[[], []], details={}, infos={})
+    """Another monitor's run in a listing: the adapter drops it (the `RunSource` port promises a
+    monitor's own runs), so the cycle never notifies it."""
+    foreign = {
+        "run_id": 5,
+        "monitor_id": 99,
+        "state": "alert",
+        "started_at": "2026-11-26T12:00:00Z",
+    }
+    api = ScriptedApi()
+    api.play([Sliced(runs=(), count=0), Sliced(runs=(foreign,), count=1)])
+    server, url = await start_server(api)
     sink = FakeSink("slack")
     clock = [T0]
-    notifier = Notifier(
-        source, MemoryStore(), {"slack": sink}, cycle_config([1]), clock=lambda: clock[0]
-    )
-    with capture_logs():
-        source.next_cycle(0)
-        await notifier.run_cycle()
-        source.next_cycle(1)
-        clock[0] = T0 + timedelta(minutes=1)
-        await notifier.run_cycle()
+    try:
+        async with aiohttp.ClientSession() as session:
+            client = ClientSetup(page_size=5, max_pages=2, max_attempts=1).client(session, url)
+            notifier = Notifier(
+                client, MemoryStore(), {"slack": sink}, cycle_config([1]), clock=lambda: clock[0]
+            )
+            with capture_logs() as logs:
+                await notifier.run_cycle()
+                clock[0] = T0 + timedelta(minutes=1)
+                await notifier.run_cycle()
+    finally:
+        await server.close()
     assert sink.sent_keys == []
+    assert [e["run_id"] for e in logs if e["event"] == "datafold.foreign_run_dropped"] == [5]
 
 
 DEFAULT_POLICY = DetectionPolicy(
