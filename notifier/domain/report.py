@@ -47,6 +47,30 @@ class CycleReport:
     #: A replica without the lease did nothing (high availability).
     standby: bool = False
 
+    def fail(self, monitor_id: int, reason: str) -> None:
+        """Count a monitor as failed this cycle (`reason`: the error's kind), not as polled."""
+        if monitor_id in self.polled:
+            self.polled.remove(monitor_id)
+        self.failed[monitor_id] = reason
+
+    def summary(self) -> dict[str, object]:
+        """The figures the `cycle_finished` log line gives (once `finished_at` is set)."""
+        took = (
+            (self.finished_at - self.started_at).total_seconds()
+            if self.finished_at and self.started_at
+            else 0.0
+        )
+        return {
+            "monitors_polled": len(self.polled),
+            "monitors_failed": len(self.failed),
+            "events": self.events,
+            "muted": self.muted + self.quieted,
+            "delivered": self.delivered,
+            "delivery_failures": self.delivery_failures,
+            "outbox": self.outbox_size,
+            "duration_seconds": round(took, 3),
+        }
+
     @property
     def all_failed(self) -> bool:
         """No monitor could be polled at all (and there was one to poll, or to discover)."""

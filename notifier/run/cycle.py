@@ -157,17 +157,7 @@ class Notifier:
             report.deferred = dict(deliveries.deferred)
             report.finished_at = self._clock()
             report.state_saved = await self.save()
-        log.info(
-            "cycle_finished",
-            monitors_polled=len(report.polled),
-            monitors_failed=len(report.failed),
-            events=report.events,
-            muted=report.muted + report.quieted,
-            delivered=report.delivered,
-            delivery_failures=report.delivery_failures,
-            outbox=report.outbox_size,
-            duration_seconds=round((report.finished_at - now).total_seconds(), 3),
-        )
+        log.info("cycle_finished", **report.summary())
         return report
 
     async def monitor_set(self, now: datetime, report: CycleReport | None = None) -> list[int]:
@@ -210,9 +200,7 @@ class Notifier:
             log.exception(
                 "poll_failed", monitor_id=monitor_id, kind="internal", error=type(exc).__name__
             )
-            if monitor_id in report.polled:
-                report.polled.remove(monitor_id)
-            report.failed[monitor_id] = "internal"
+            report.fail(monitor_id, "internal")
 
     async def _adopt(
         self, poll: Poll, now: datetime, report: CycleReport, feed_key: str | None
@@ -250,8 +238,7 @@ class Notifier:
                 reason="the monitor's details could not be fetched; routing needs them",
                 runs=[n.event.run_id for n in notifications],
             )
-            report.polled.remove(monitor_id)
-            report.failed[monitor_id] = "details_unavailable"
+            report.fail(monitor_id, "details_unavailable")
             return
         # From here to the end: no await, so the state and the outbox change together.
         monitors[monitor_id] = detection.state
