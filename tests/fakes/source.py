@@ -13,7 +13,8 @@ from notifier.fetch.source import DatafoldError, NotFound
 
 @dataclass
 class FakeSource:
-    """Monitors and runs held in memory; `failures` makes a monitor's listing raise."""
+    """Monitors and runs held in memory; `failures` makes a monitor's listing raise. Like the
+    Datafold adapter, it keeps the `RunSource` promise: a listing holds the monitor's own runs."""
 
     runs: dict[int, dict[int, RunDetail]] = field(default_factory=dict)
     infos: dict[int, MonitorInfo] = field(default_factory=dict)
@@ -50,7 +51,9 @@ class FakeSource:
         return [
             MonitorRun.model_validate(r.model_dump())
             for r in self.runs.get(monitor_id, {}).values()
-            if r.run_id not in self.hidden and (r.started_at is None or r.started_at >= since)
+            if r.monitor_id == monitor_id
+            and r.run_id not in self.hidden
+            and (r.started_at is None or r.started_at >= since)
         ]
 
     async def get_run(self, monitor_id: int, run_id: int) -> RunDetail:
