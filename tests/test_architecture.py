@@ -312,19 +312,18 @@ def test_no_module_over_400_lines() -> None:
 
 
 def _skipped_lines(tree: ast.Module) -> set[int]:
-    """Line numbers of imports and docstrings: repeats there are not code worth merging."""
+    """Line numbers of imports and docstrings (a bare string statement, attribute docstrings
+    too): repeats there are not code worth merging."""
     skipped: set[int] = set()
     for node in ast.walk(tree):
-        if isinstance(node, ast.Import | ast.ImportFrom):
+        docstring = (
+            isinstance(node, ast.Expr)
+            and isinstance(node.value, ast.Constant)
+            and isinstance(node.value.value, str)
+        )
+        if docstring or isinstance(node, ast.Import | ast.ImportFrom):
+            assert isinstance(node, ast.stmt)
             skipped |= set(range(node.lineno, (node.end_lineno or node.lineno) + 1))
-        if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef):
-            first = node.body[0] if node.body else None
-            if (
-                isinstance(first, ast.Expr)
-                and isinstance(first.value, ast.Constant)
-                and isinstance(first.value.value, str)
-            ):
-                skipped |= set(range(first.lineno, (first.end_lineno or first.lineno) + 1))
     return skipped
 
 
