@@ -17,7 +17,7 @@ from structlog.testing import capture_logs
 from notifier.demo.simulator import Simulator
 from notifier.fetch.datafold import DatafoldClient
 from notifier.run.cycle import Notifier
-from notifier.run.daemon import datafold_offset
+from notifier.run.wiring import datafold_offset
 from notifier.run.metrics import Metrics
 from notifier.store.file import StateFile
 from tests.fakes.cycle import cycle_config

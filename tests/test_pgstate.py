@@ -23,6 +23,7 @@ from notifier.domain.models import (
     RunEvent,
     TrackedRun,
 )
+from notifier.domain.mutes import MuteSelector
 from notifier.store.postgres import (
     SCHEMA_VERSION,
     LeaseLost,
@@ -238,9 +239,9 @@ async def test_a_newer_document_is_refused(postgres_url: str) -> None:
 
 async def test_mutes_add_list_remove_and_save_leaves_them_alone(postgres_url: str) -> None:
     async with opened(postgres_url) as store:
-        await store.add_mute(mute("m1", monitor_id=7))
-        await store.add_mute(mute("m2", tag="Finance"))
-        await store.add_mute(mute("m3", monitor_id=8))
+        await store.add_mute(mute("m1", monitor_id=7), T0)
+        await store.add_mute(mute("m2", tag="Finance"), T0)
+        await store.add_mute(mute("m3", monitor_id=8), T0)
         assert [m.id for m in await store.mutes()] == ["m1", "m2", "m3"]
         assert (await store.mutes())[0] == mute("m1", monitor_id=7)
 
@@ -251,13 +252,13 @@ async def test_mutes_add_list_remove_and_save_leaves_them_alone(postgres_url: st
         loaded = await store.load()
         assert [m.id for m in loaded.mutes] == ["m1", "m2", "m3"]
 
-        assert [m.id for m in await store.remove_mutes(tag=" finance ")] == ["m2"]
-        assert [m.id for m in await store.remove_mutes(monitor_id=7)] == ["m1"]
-        assert await store.remove_mutes(mute_id="nope") == []
-        assert [m.id for m in await store.remove_mutes(mute_id="m3")] == ["m3"]
+        assert [m.id for m in await store.remove_mutes(MuteSelector(tag=" finance "), T0)] == ["m2"]
+        assert [m.id for m in await store.remove_mutes(MuteSelector(monitor_id=7), T0)] == ["m1"]
+        assert await store.remove_mutes(MuteSelector(mute_id="nope"), T0) == []
+        assert [m.id for m in await store.remove_mutes(MuteSelector(mute_id="m3"), T0)] == ["m3"]
         assert await store.mutes() == []
         with pytest.raises(ValueError, match="needs"):
-            await store.remove_mutes()
+            MuteSelector()
 
 
 async def test_export_import_round_trip_and_refusal_while_leased(postgres_url: str) -> None:

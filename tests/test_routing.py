@@ -31,7 +31,7 @@ from notifier.route.rules import (
     route_event,
 )
 from notifier.run.config import load_settings
-from notifier.run.daemon import build_sinks
+from notifier.run.wiring import build_sinks
 from notifier.run.routes import routes_from_settings
 
 DOCS_EXAMPLE = Path(__file__).resolve().parent.parent / "docs" / "routing.example.toml"

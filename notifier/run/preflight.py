@@ -8,12 +8,12 @@ from datetime import UTC, datetime
 from typing import TextIO
 
 from notifier.deliver.checks import CheckResult
-from notifier.domain.models import MonitorInfo, Mute, NotifierState
+from notifier.domain.models import MonitorInfo, Mute
 from notifier.fetch.source import ApiKeyRefused, DatafoldError
 from notifier.route.rules import Routes, explain, quiet_hours_summary
-from notifier.run.daemon import Runtime, open_runtime
 from notifier.run.settings import Settings
-from notifier.store.file import StateError, StateFile
+from notifier.run.wiring import Runtime, leader_note, open_runtime
+from notifier.store.store import StateError
 
 
 async def run_checks(
@@ -153,20 +153,10 @@ async def _check_destinations(runtime: Runtime) -> list[CheckResult]:
 async def _check_state(runtime: Runtime) -> tuple[list[CheckResult], list[Mute]]:
     """The state's summary (and, in PostgreSQL, who leads), then one line per active mute."""
     store = runtime.store
-    lead = ""
+    where = store.where
     try:
-        if not isinstance(store, StateFile):
-            where = f"PostgreSQL {store.where}"
-            state: NotifierState | None = await store.export_state()
-            lease = await store.lease()
-            lead = (
-                f"; leader {lease.holder} (lease {lease.expires_in:.0f} s left)"
-                if lease is not None and lease.holder and lease.expires_in > 0
-                else "; no leader holds the lease"
-            )
-        else:
-            where = str(store.path)
-            state = store.peek()
+        state = await store.export_state()
+        lead = await leader_note(store)
     except StateError as exc:
         return [CheckResult("state", False, str(exc))], []
     if state is None:

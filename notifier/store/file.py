@@ -4,14 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import gc
-import json
 import os
-import stat
-import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import pydantic_core
 import structlog
@@ -19,120 +15,28 @@ from filelock import FileLock, Timeout
 from pydantic import ValidationError
 
 from notifier.domain.models import STATE_VERSION, Mute, NotifierState
+from notifier.domain.mutes import MuteSelector, lift, with_mute
+from notifier.store.document import (
+    IMPORT_MAX_BYTES,
+    StateProblem,
+    parse_state,
+    read_state_file,
+    write_atomically,
+    write_state_file,
+)
+from notifier.store.store import StateError
+
+__all__ = [
+    "IMPORT_MAX_BYTES",
+    "StateError",
+    "StateFile",
+    "StateProblem",
+    "parse_state",
+    "read_state_file",
+    "write_state_file",
+]
 
 log = structlog.get_logger(__name__)
-
-
-#: The largest file `state import` reads: a state takes about 200 bytes per monitor.
-IMPORT_MAX_BYTES = 256 * 1024 * 1024
-#: Every whole number in a state fits PostgreSQL's bigint (IDs, counters, the version).
-_INT_MIN, _INT_MAX = -(2**63), 2**63 - 1
-
-
-class StateError(Exception):
-    """The state file cannot be used; the message is one line that names the file."""
-
-
-class StateProblem(ValueError):
-    """Why some bytes are no state this notifier can use, as a phrase that follows the file's
-    name ("is not JSON (...)"); `newer` when they come from a newer notifier."""
-
-    def __init__(self, problem: str, *, newer: bool = False) -> None:
-        super().__init__(problem)
-        self.newer = newer
-
-
-def parse_state(raw: bytes, *, strict: bool = False) -> NotifierState:
-    """`raw` as a state of this notifier's version, or `StateProblem` saying why not.
-
-    `strict` (what `state import` asks): the version must be given, and no unknown field, time
-    without a time zone or number beyond 64 bits may appear anywhere, since the daemon would fail
-    on it later. A file from a newer notifier is `newer` either way.
-    """
-    if not raw.strip():
-        raise StateProblem("is empty")
-    try:
-        # pydantic's parser, not json.loads: it stops at 200 levels of nesting instead of
-        # raising RecursionError, and reads numbers of any length.
-        document = pydantic_core.from_json(raw, allow_inf_nan=False)
-    except ValueError as exc:
-        raise StateProblem(f"is not JSON ({_clip(str(exc))})") from None
-    if not isinstance(document, dict):
-        raise StateProblem(
-            f"is not a notifier state (a JSON {_json_kind(document)}, not an object)"
-        )
-    version = document.get("version")
-    if isinstance(version, int) and not isinstance(version, bool) and version > STATE_VERSION:
-        raise StateProblem(
-            f"has version {_clip(str(version), 24)}, newer than this notifier understands "
-            f"({STATE_VERSION}): upgrade datafold-notifier",
-            newer=True,
-        )
-    if strict and "version" not in document:
-        raise StateProblem("is not a notifier state (it has no version)")
-    if strict and (type(version) is not int or version < 1):
-        raise StateProblem(
-            f"is not a notifier state (its version {_clip(json.dumps(version), 24)} is not a "
-            "version number)"
-        )
-    try:
-        state = NotifierState.model_validate(document)
-    except ValidationError as exc:
-        first = exc.errors(include_url=False)[0]
-        where = _path(first.get("loc", ()))
-        raise StateProblem(
-            f"is not a notifier state (at {where}: {_clip(str(first.get('msg', 'invalid')))})"
-        ) from None
-    if state.version > STATE_VERSION:  # a version written as text, "2"
-        raise StateProblem(
-            f"has version {state.version}, newer than this notifier understands "
-            f"({STATE_VERSION}): upgrade datafold-notifier",
-            newer=True,
-        )
-    if strict:
-        problem = _unknown_field(document, state.model_dump(mode="json")) or _unusable_value(
-            state.model_dump()
-        )
-        if problem is not None:
-            raise StateProblem(f"is not a notifier state ({problem})")
-    return state
-
-
-def read_state_file(path: Path, *, max_bytes: int = IMPORT_MAX_BYTES) -> NotifierState:
-    """The state in `path`, validated in full (`parse_state(strict=True)`) before anyone acts on
-    it; `StateError`, one line naming the file, when it is missing, no regular file, larger than
-    `max_bytes` or no state of this notifier's version."""
-    name = f"state file {path}"
-    try:
-        info = path.stat()
-        if stat.S_ISDIR(info.st_mode):
-            raise StateError(f"{name} is a directory")
-        if not stat.S_ISREG(info.st_mode):
-            raise StateError(f"{name} is not a regular file")
-        if info.st_size > max_bytes:
-            raise StateError(
-                f"{name} is {_size(info.st_size)}, larger than a state can be ({_size(max_bytes)})"
-            )
-        with path.open("rb") as handle:
-            raw = handle.read(max_bytes + 1)  # the file may have grown since stat
-    except FileNotFoundError:
-        raise StateError(f"{name} does not exist") from None
-    except OSError as exc:
-        raise StateError(f"cannot read {name}: {exc.strerror or type(exc).__name__}") from None
-    if len(raw) > max_bytes:
-        raise StateError(f"{name} is larger than a state can be ({_size(max_bytes)})")
-    try:
-        return parse_state(raw, strict=True)
-    except StateProblem as exc:
-        raise StateError(f"{name} {exc}") from None
-
-
-def write_state_file(path: Path, state: NotifierState) -> None:
-    """Write `state` to `path` atomically with mode 0600 (`state export`): no lock, and no
-    directory is created; `StateError`, one line naming the file, when it cannot be written."""
-    if path.is_dir():
-        raise StateError(f"cannot write state file {path}: it is a directory")
-    _write_atomically(path, state.model_dump_json(indent=None).encode())
 
 
 class StateFile:
@@ -170,6 +74,20 @@ class StateFile:
                 for stale in self.path.parent.glob(f".{self.path.name}.*.tmp"):
                     stale.unlink(missing_ok=True)
             yield
+
+    @property
+    def where(self) -> str:
+        """The file's path, as messages name it."""
+        return str(self.path)
+
+    @contextlib.asynccontextmanager
+    async def exclusive(self) -> AsyncIterator[None]:
+        """Hold the daemon's lock (`locked`) while the block runs."""
+        with self.locked():
+            yield
+
+    async def close(self) -> None:
+        """Nothing is held open between operations: each one opens the file itself."""
 
     def peek(self) -> NotifierState | None:
         """Read without side effects (for `check`): None when there is no file yet."""
@@ -245,6 +163,38 @@ class StateFile:
             self._write(state.model_dump_json(indent=None).encode())
             return state.mutes
 
+    async def mutes(self) -> list[Mute]:
+        """Every mute in the file, oldest first."""
+        state = self.peek()
+        return [] if state is None else sorted(state.mutes, key=lambda m: (m.created_at, m.id))
+
+    async def add_mute(self, mute: Mute, now: datetime) -> None:
+        """Set `mute` beside a running daemon (`update_mutes`), as `with_mute` says."""
+        self.update_mutes(lambda mutes: with_mute(mutes, mute, now))
+
+    async def remove_mutes(self, selector: MuteSelector, now: datetime) -> list[Mute]:
+        """Lift the mutes `selector` matches beside a running daemon, as `lift` says."""
+        lifted: list[Mute] = []
+
+        def change(mutes: list[Mute]) -> list[Mute]:
+            kept, found = lift(mutes, selector, now)
+            lifted.extend(found)
+            return kept
+
+        self.update_mutes(change)
+        return lifted
+
+    async def export_state(self) -> NotifierState | None:
+        """The file's state as it is (`peek`); None when there is no file yet."""
+        return self.peek()
+
+    async def import_state(self, state: NotifierState, *, force: bool = False) -> str | None:
+        """Write `state` whole under the daemon's lock, so never under a running daemon; there
+        is no leader to fence out, and `force` cannot take a lock from a live process."""
+        with self.locked():
+            self.replace(state)
+        return None
+
     def _identity(self) -> tuple[int, int, int] | None:
         try:
             info = self.path.stat()
@@ -280,7 +230,7 @@ class StateFile:
 
     def _write(self, data: bytes) -> None:
         log.debug("state_saving", path=str(self.path), bytes=len(data))
-        _write_atomically(self.path, data)
+        write_atomically(self.path, data)
         self._last_saved = data
         self._known = self._identity()
         log.debug("state_saved", path=str(self.path))
@@ -303,93 +253,6 @@ class StateFile:
             consequence="starting afresh: monitors are re-baselined, the old outbox is not sent",
         )
         return NotifierState()
-
-
-def _write_atomically(path: Path, data: bytes) -> None:
-    """Temp file beside `path` (mode 0600), fsync, rename, fsync the directory: `path` is either
-    its old self or `data`, whenever the process dies."""
-    directory = path.parent
-    try:
-        fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{path.name}.", suffix=".tmp")
-    except OSError as exc:
-        raise StateError(f"cannot write state file {path}: {exc.strerror}") from None
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except OSError as exc:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise StateError(f"cannot write state file {path}: {exc.strerror}") from None
-    _fsync_directory(directory)
-
-
-def _json_kind(value: Any) -> str:
-    if isinstance(value, list):
-        return "list"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, bool):
-        return "boolean"
-    if value is None:
-        return "null"
-    return "number"
-
-
-def _clip(text: str, limit: int = 120) -> str:
-    """One line of at most `limit` characters, for a message that echoes the file."""
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def _path(loc: tuple[int | str, ...] | list[Any]) -> str:
-    return _clip(".".join(str(part) for part in loc), 80) or "top level"
-
-
-def _size(count: int) -> str:
-    return f"{count / 1024 / 1024:.0f} MiB" if count >= 1024 * 1024 else f"{count} bytes"
-
-
-def _unknown_field(document: Any, known: Any, loc: tuple[Any, ...] = ()) -> str | None:
-    """The first key of `document` that the state (`known`, dumped as JSON) does not have."""
-    if isinstance(document, dict) and isinstance(known, dict):
-        for key, value in document.items():
-            if key not in known:
-                return f"unknown field {_path((*loc, key))}"
-            found = _unknown_field(value, known[key], (*loc, key))
-            if found is not None:
-                return found
-    elif isinstance(document, list) and isinstance(known, list):
-        for index, (value, kept) in enumerate(zip(document, known, strict=False)):
-            found = _unknown_field(value, kept, (*loc, index))
-            if found is not None:
-                return found
-    return None
-
-
-def _unusable_value(value: Any, loc: tuple[Any, ...] = ()) -> str | None:
-    """The first time without a time zone or number beyond 64 bits in a dumped state."""
-    if isinstance(value, dict):
-        for key, item in value.items():
-            found = _unusable_value(key, (*loc, key)) or _unusable_value(item, (*loc, key))
-            if found is not None:
-                return found
-    elif isinstance(value, list):
-        for index, item in enumerate(value):
-            found = _unusable_value(item, (*loc, index))
-            if found is not None:
-                return found
-    elif isinstance(value, datetime) and value.utcoffset() is None:
-        return f"a time without a time zone at {_path(loc)}"
-    elif (
-        isinstance(value, int)
-        and not isinstance(value, bool)
-        and not (_INT_MIN <= value <= _INT_MAX)
-    ):
-        return f"a number beyond 64 bits at {_path(loc)}"
-    return None
 
 
 @contextlib.contextmanager
@@ -419,12 +282,3 @@ def _no_gc() -> Iterator[None]:
     finally:
         if enabled:
             gc.enable()
-
-
-def _fsync_directory(directory: Path) -> None:
-    with contextlib.suppress(OSError):
-        fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)

@@ -1,0 +1,368 @@
+"""The wiring: build the adapters from settings, and the one place that knows which state store
+(a file, or PostgreSQL) and which cycle runner (a notifier, or a leased one) a command uses."""
+
+from __future__ import annotations
+
+import contextlib
+import ssl
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
+
+import aiohttp
+import structlog
+
+from notifier import __version__
+from notifier.bounded_http import BoundedResponse
+from notifier.deliver.sink import Sink
+from notifier.deliver.sinks.slack import ChannelPacer, SlackBotSink, SlackWebhookSink
+from notifier.deliver.sinks.webhook import WebhookSink
+from notifier.detect.runs import DetectionPolicy
+from notifier.domain.models import Notification
+from notifier.fetch.datafold import DatafoldClient
+from notifier.route.destinations import SlackDestination, SlackWebhookDestination
+from notifier.route.rules import RouteDecision, Routes, route_event
+from notifier.run.cycle import Notifier, ServiceConfig
+from notifier.run.daemon import CycleRunner, Daemon
+from notifier.run.health import ClusterView
+from notifier.run.routes import routes_from_settings
+from notifier.run.settings import Settings
+from notifier.store.file import StateFile
+from notifier.store.store import StateStore
+
+if TYPE_CHECKING:  # psycopg costs ~20 MB: imported only when NOTIFIER_STATE_URL is set
+    from notifier.run.leadership import LeasedNotifier
+    from notifier.store.postgres import PostgresStore
+
+log = structlog.get_logger("notifier.run.daemon")
+
+
+def service_config(settings: Settings, *, spread: bool = True) -> ServiceConfig:
+    """The cycle's view of the settings; `spread=False` for one-shot cycles that should be quick."""
+    lookback = timedelta(seconds=settings.lookback_seconds)
+    return ServiceConfig(
+        monitor_ids=tuple(settings.monitor_ids),
+        policy=DetectionPolicy(
+            notify_states=frozenset(settings.notify_states),
+            retention=max(2 * lookback, timedelta(hours=1)),
+            in_progress_limit=timedelta(hours=24),
+            first_start_lookback=timedelta(seconds=settings.first_start_lookback_seconds),
+            stamp_granularity=min(lookback / 4, timedelta(minutes=5)),
+        ),
+        lookback=lookback,
+        outbox_expiry=timedelta(seconds=settings.outbox_expiry_seconds),
+        catchup_limit=timedelta(seconds=settings.catchup_limit_seconds),
+        host=settings.datafold_host,
+        monitor_url_template=settings.monitor_url_template,
+        monitor_cache=timedelta(seconds=settings.monitor_cache_seconds),
+        spread=timedelta(seconds=settings.poll_spread if spread else 0.0),
+        mode=settings.poll_mode,
+        sweep=timedelta(seconds=settings.feed_sweep_seconds),
+        monitor_tags=tuple(settings.monitor_tags),
+        discovery_interval=timedelta(seconds=settings.discovery_interval_seconds),
+        reminder_interval=(
+            timedelta(seconds=settings.reminder_interval_seconds)
+            if settings.reminder_interval_seconds > 0
+            else None
+        ),
+        retry_after_cap=timedelta(seconds=settings.retry_after_cap),
+        outbox_max=settings.outbox_max_entries,
+    )
+
+
+#: Below this, our clock and Datafold's are taken to agree (its `Date` header has whole seconds).
+CLOCK_OFFSET_MIN = 2.0
+#: Beyond this, a `Date` header is not believed (a proxy's broken clock, a hostile answer): the
+#: cycle keeps our own clock rather than judge every run by it.
+CLOCK_OFFSET_MAX = 6 * 3600.0
+
+
+def datafold_offset(client: DatafoldClient) -> Callable[[], float]:
+    """How far Datafold's clock is ahead of ours (seconds), as its `Date` headers show it and as
+    far as it is believed: 0 within the headers' resolution, and 0 past `CLOCK_OFFSET_MAX` (a
+    proxy's broken clock, a hostile answer; logged once as an error). The cycle runs on our clock;
+    the offset only widens listing windows and moves a first listing's history cutoff, so a
+    replica an hour fast or slow neither misses runs nor takes history for news, and a wrong
+    offset can only make a listing longer."""
+    disbelieved = False
+
+    def offset() -> float:
+        nonlocal disbelieved
+        measured = client.clock_offset
+        if measured is None or abs(measured) < CLOCK_OFFSET_MIN:
+            return 0.0
+        if abs(measured) > CLOCK_OFFSET_MAX:
+            if not disbelieved:
+                disbelieved = True
+                log.error(
+                    "clock_offset_untrusted",
+                    against="datafold",
+                    offset_seconds=round(measured, 1),
+                    bound_seconds=CLOCK_OFFSET_MAX,
+                    action="not applied; check this machine's clock and any proxy",
+                )
+            return 0.0
+        disbelieved = False
+        return measured
+
+    return offset
+
+
+def build_sinks(
+    routes: Routes, settings: Settings, session: aiohttp.ClientSession
+) -> dict[str, Sink]:
+    """The explicit registry: one sink per destination of the routes, by its stable name."""
+    sinks: dict[str, Sink] = {}
+    timeout = settings.request_timeout_seconds
+    # One pacer for every Slack sink: destinations sharing a channel share its 1 message/s.
+    rate = settings.slack_messages_per_second
+    # aiolimiter's bucket holds max_rate messages: at least one, so slower rates stretch time.
+    pacer = ChannelPacer(max_rate=max(rate, 1.0), time_period=max(1.0, 1.0 / rate))
+    for name, destination in routes.destinations.items():
+        if isinstance(destination, SlackDestination):
+            sinks[name] = SlackBotSink(
+                destination.token.get_secret_value(),
+                destination.channel,
+                base_url=settings.slack_api_url,
+                session=session,
+                timeout=int(timeout),
+                name=name,
+                thread=destination.thread,
+                mentions=destination.mentions,
+                mention_owner=destination.mention_owner,
+                digest_threshold=destination.digest_threshold,
+                pacer=pacer,
+            )
+        elif isinstance(destination, SlackWebhookDestination):
+            sinks[name] = SlackWebhookSink(
+                destination.url.get_secret_value(),
+                session=session,
+                timeout=int(timeout),
+                name=name,
+                mentions=destination.mentions,
+                digest_threshold=destination.digest_threshold,
+                pacer=pacer,
+            )
+        else:
+            sinks[name] = WebhookSink(
+                destination.url.get_secret_value(),
+                secret=[secret.get_secret_value() for secret in destination.secrets],
+                session=session,
+                timeout=timeout,
+                name=name,
+                payload_format=destination.format,
+                external_url=settings.datafold_host,
+            )
+    return sinks
+
+
+def tls_context(settings: Settings) -> ssl.SSLContext:
+    """Verification always on: the system's CAs, plus NOTIFIER_CA_BUNDLE's when set."""
+    context = ssl.create_default_context()
+    if settings.ca_bundle is not None:
+        context.load_verify_locations(cafile=str(settings.ca_bundle))
+    return context
+
+
+@dataclass
+class Runtime:
+    """The adapters of one process: HTTP session, Datafold client, sinks and the state store
+    (a file, or PostgreSQL when NOTIFIER_STATE_URL is set)."""
+
+    settings: Settings
+    routes: Routes
+    session: aiohttp.ClientSession
+    client: DatafoldClient
+    sinks: dict[str, Sink]
+    store: StateStore
+
+
+@contextlib.asynccontextmanager
+async def open_runtime(
+    settings: Settings,
+    routes: Routes | None = None,
+    *,
+    extra_sinks: dict[str, Sink] | None = None,
+    trust_env: bool = False,
+) -> AsyncIterator[Runtime]:
+    """Open the shared HTTP session and build every adapter; close them on the way out.
+
+    `trust_env` makes aiohttp honour HTTP(S)_PROXY/NO_PROXY; it costs a thread hop per request,
+    so the CLI turns it on only when a proxy variable is set.
+    """
+    # slack_sdk applies its own timeout only to sessions it creates, so the shared one has it.
+    ssl_context = tls_context(settings)
+    session = aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(ssl=ssl_context),
+        headers={"User-Agent": f"datafold-notifier/{__version__}"},
+        timeout=aiohttp.ClientTimeout(total=settings.request_timeout_seconds),
+        trust_env=trust_env,
+        # Slack's answers are read through it: none may be larger than a megabyte.
+        response_class=BoundedResponse,
+    )
+    try:
+        client = DatafoldClient(
+            session,
+            settings.datafold_host,
+            settings.datafold_api_key.get_secret_value(),
+            page_size=settings.page_size,
+            max_concurrency=settings.max_concurrency,
+            max_requests_per_second=settings.max_requests_per_second,
+            request_timeout=settings.request_timeout_seconds,
+            max_retry_after=settings.retry_after_cap,
+            max_response_bytes=settings.max_response_bytes,
+        )
+        routes = routes if routes is not None else routes_from_settings(settings)
+        sinks = {**(extra_sinks or {}), **build_sinks(routes, settings, session)}
+        offset = await client.probe_clock()
+        if offset is not None and abs(offset) >= CLOCK_OFFSET_MIN:
+            log.warning(
+                "clock_offset",
+                against="datafold",
+                offset_seconds=round(offset, 1),
+                action="listings reach back by it; first listings judge history on its clock",
+            )
+        async with open_store(settings) as store:
+            yield Runtime(settings, routes, session, client, sinks, store)
+    finally:
+        await session.close()
+
+
+@contextlib.asynccontextmanager
+async def open_store(settings: Settings) -> AsyncIterator[StateStore]:
+    """The state file, or PostgreSQL (connected, schema migrated) when NOTIFIER_STATE_URL is set."""
+    if settings.state_url is None:
+        yield StateFile(settings.state_file)
+        return
+    from notifier.store.postgres import PostgresStore
+
+    store = PostgresStore(
+        settings.state_url.get_secret_value(),
+        holder=settings.replica,
+        lease_ttl=timedelta(seconds=settings.lease),
+        connect_timeout=min(10.0, settings.request_timeout_seconds),
+    )
+    await store.open()
+    try:
+        yield store
+    finally:
+        await store.close()
+
+
+def make_notifier(
+    runtime: Runtime,
+    *,
+    spread: bool = True,
+    store: StateStore | None = None,
+    may_deliver: Callable[[], bool] | None = None,
+) -> Notifier:
+    """A notifier over the runtime's adapters and the state file (hold its lock, then `load`),
+    or over `store` (the state a leader read from PostgreSQL).
+
+    Sinks that are not destinations of the routes (the demo's console) get every notification.
+    """
+    config = service_config(runtime.settings, spread=spread)
+    routes = runtime.routes
+    unrouted = [name for name in runtime.sinks if name not in routes.destinations]
+
+    def route(notification: Notification, now: datetime) -> RouteDecision:
+        decision = route_event(routes, notification.monitor, notification.event_kind, now)
+        return RouteDecision(to=[*decision.to, *unrouted], quiet=decision.quiet)
+
+    if store is None:
+        if _postgres(runtime.store) is not None:
+            raise TypeError("with PostgreSQL the notifier runs under a lease: make_leased")
+        store = runtime.store
+    return Notifier(
+        runtime.client,
+        store,
+        runtime.sinks,
+        config,
+        source_offset=datafold_offset(runtime.client),
+        route=route,
+        hold_without_details=runtime.settings.routes_file is not None,
+        may_deliver=may_deliver,
+    )
+
+
+def make_leased(runtime: Runtime, *, spread: bool = True) -> LeasedNotifier:
+    """The notifier of one replica sharing PostgreSQL: it acts only while holding the lease."""
+    from notifier.run.leadership import LeasedNotifier
+
+    pg = _postgres(runtime.store)
+    if pg is None:
+        raise TypeError("a leased notifier needs the PostgreSQL store")
+    return LeasedNotifier(
+        pg,
+        # Deliveries stop at the first check once the lease may have lapsed or a new lease
+        # began: the fence the state was loaded under must still be the lease's.
+        lambda elected: make_notifier(
+            runtime, spread=spread, store=elected, may_deliver=elected.may_deliver
+        ),
+    )
+
+
+@contextlib.asynccontextmanager
+async def cycle_runner(runtime: Runtime, *, once: bool = False) -> AsyncIterator[CycleRunner]:
+    """What runs the cycles of `run` (and the demo), or the one cycle of `once`, on the state it
+    has loaded, holding what it must hold meanwhile.
+
+    A state file: its lock, for as long as the block runs. PostgreSQL: for `run`, a leased
+    notifier, whose daemon takes and keeps the lease; for `once`, the lease taken at once
+    (`StoreBusy` when another replica holds it) and released at the end.
+    """
+    pg = _postgres(runtime.store)
+    if pg is None:
+        async with runtime.store.exclusive():
+            notifier = make_notifier(runtime, spread=not once)
+            await notifier.load()  # a state it cannot use stops the command here
+            yield notifier
+        return
+    leased = make_leased(runtime, spread=not once)
+    if not once:
+        yield leased
+        return
+    async with pg.exclusive():
+        try:
+            yield leased
+        finally:
+            await leased.release()
+
+
+def watch_store(daemon: Daemon, runtime: Runtime) -> None:
+    """Hang what PostgreSQL tells about the cluster (its clock, namesakes, who last polled) on
+    the daemon's metrics and health; a state file tells nothing more."""
+    pg = _postgres(runtime.store)
+    if pg is None:
+        return
+    daemon.metrics.watch_clock("database", lambda: pg.clock_offset)
+    daemon.metrics.watch_name_clashes(lambda: pg.name_clashes)
+    daemon.health.cluster = lambda: ClusterView(
+        database_answered_at=pg.last_reachable_at,
+        last_cycle_at=pg.last_cycle_at,
+        last_cycle_by=pg.last_cycle_by,
+        lease=pg.lease_ttl,
+        patience=timedelta(seconds=pg.connect_timeout),
+    )
+
+
+async def leader_note(store: StateStore) -> str:
+    """What `check` adds to the state's line: who holds the PostgreSQL lease (nothing for a
+    file)."""
+    pg = _postgres(store)
+    if pg is None:
+        return ""
+    lease = await pg.lease()
+    if lease is not None and lease.holder and lease.expires_in > 0:
+        return f"; leader {lease.holder} (lease {lease.expires_in:.0f} s left)"
+    return "; no leader holds the lease"
+
+
+def _postgres(store: StateStore) -> PostgresStore | None:
+    """`store` as the PostgreSQL store, when it is one (psycopg is loaded only then)."""
+    if isinstance(store, StateFile):
+        return None
+    from notifier.store.postgres import PostgresStore
+
+    return store if isinstance(store, PostgresStore) else None
