@@ -35,6 +35,7 @@ if TYPE_CHECKING:  # psycopg costs ~20 MB: imported only when NOTIFIER_STATE_URL
     from notifier.run.leadership import LeasedNotifier
     from notifier.store.postgres import PostgresStore
 
+# The clock-offset events were the daemon module's: their logger keeps its name.
 log = structlog.get_logger("notifier.run.daemon")
 
 

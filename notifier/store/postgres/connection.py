@@ -142,9 +142,9 @@ class PostgresConnection:
                         "set_config('lock_timeout', %s, false), "
                         "set_config('idle_in_transaction_session_timeout', %s, false)",
                         (
-                            millis(STATEMENT_TIMEOUT),
-                            millis(LOCK_TIMEOUT),
-                            millis(IDLE_IN_TRANSACTION_TIMEOUT),
+                            _millis(STATEMENT_TIMEOUT),
+                            _millis(LOCK_TIMEOUT),
+                            _millis(IDLE_IN_TRANSACTION_TIMEOUT),
                         ),
                     )
                 except BaseException:
@@ -179,5 +179,5 @@ class PostgresConnection:
         return text
 
 
-def millis(value: timedelta) -> str:
+def _millis(value: timedelta) -> str:
     return str(int(value.total_seconds() * 1000))
