@@ -6,7 +6,7 @@ import asyncio
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from urllib.parse import quote
 
 import psycopg
@@ -14,14 +14,8 @@ import psycopg.sql
 import pytest
 
 from notifier.domain.models import (
-    MonitorInfo,
-    MonitorState,
     Mute,
-    Notification,
     NotifierState,
-    OutboxEntry,
-    RunEvent,
-    TrackedRun,
 )
 from notifier.domain.mutes import MuteSelector
 from notifier.store.postgres import (
@@ -37,32 +31,11 @@ from tests.fakes.postgres import (
     postgres_server_fixture,  # noqa: F401  # the fixture, registered by importing it
     postgres_url_fixture,  # noqa: F401
 )
+from tests.fakes.states import T0, sample_state
 
 pytestmark = pytest.mark.postgres
 
-T0 = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
 TTL = timedelta(seconds=1.5)
-
-
-def sample_state(run_id: int = 70) -> NotifierState:
-    event = RunEvent(monitor_id=7, run_id=run_id, state="alert", started_at=T0)
-    notification = Notification(
-        id=event.key, event=event, monitor=MonitorInfo(id=7, name="orders"), detected_at=T0
-    )
-    return NotifierState(
-        monitors={
-            7: MonitorState(
-                watch_since=T0,
-                baselined=True,
-                runs={
-                    run_id: TrackedRun(
-                        state="alert", handled=["alert"], first_seen=T0, last_seen=T0
-                    )
-                },
-            )
-        },
-        outbox=[OutboxEntry(notification=notification, pending=["slack"], attempts=2)],
-    )
 
 
 def mute(mute_id: str, *, monitor_id: int | None = None, tag: str | None = None) -> Mute:

@@ -8,7 +8,7 @@ import stat
 import subprocess
 import sys
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -16,14 +16,8 @@ from structlog.testing import capture_logs
 
 from notifier.domain.models import (
     STATE_VERSION,
-    MonitorInfo,
-    MonitorState,
     Mute,
-    Notification,
     NotifierState,
-    OutboxEntry,
-    RunEvent,
-    TrackedRun,
 )
 from notifier.store.file import (
     StateError,
@@ -33,27 +27,7 @@ from notifier.store.file import (
     read_state_file,
     write_state_file,
 )
-
-T0 = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
-
-
-def sample_state() -> NotifierState:
-    event = RunEvent(monitor_id=7, run_id=70, state="alert", started_at=T0)
-    notification = Notification(
-        id=event.key, event=event, monitor=MonitorInfo(id=7, name="orders"), detected_at=T0
-    )
-    return NotifierState(
-        monitors={
-            7: MonitorState(
-                watch_since=T0,
-                baselined=True,
-                runs={
-                    70: TrackedRun(state="alert", handled=["alert"], first_seen=T0, last_seen=T0)
-                },
-            )
-        },
-        outbox=[OutboxEntry(notification=notification, pending=["slack"])],
-    )
+from tests.fakes.states import T0, sample_state
 
 
 async def test_missing_file_is_an_empty_state(tmp_path: Path) -> None:

@@ -5,27 +5,20 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
 from notifier.domain.models import (
-    MonitorInfo,
-    MonitorState,
     Mute,
-    Notification,
     NotifierState,
-    OutboxEntry,
-    RunEvent,
-    TrackedRun,
 )
 from notifier.domain.mutes import MuteSelector
 from notifier.store.file import StateFile
 from notifier.store.store import StateError, StateStore, StoreBusy
 from tests.fakes.postgres import LEASE_TTL, opened
-
-T0 = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
+from tests.fakes.states import T0, sample_state
 
 #: A store handle for replica (or process) `name`, opened for the block and closed after.
 Handles = Callable[[str], AbstractAsyncContextManager[StateStore]]
@@ -54,19 +47,6 @@ def handles(request: pytest.FixtureRequest, tmp_path: Path) -> Handles:
             yield store
 
     return postgres_handle
-
-
-def sample_state(run_id: int = 70, mutes: tuple[Mute, ...] = ()) -> NotifierState:
-    event = RunEvent(monitor_id=7, run_id=run_id, state="alert", started_at=T0)
-    notification = Notification(
-        id=event.key, event=event, monitor=MonitorInfo(id=7, name="orders"), detected_at=T0
-    )
-    tracked = TrackedRun(state="alert", handled=["alert"], first_seen=T0, last_seen=T0)
-    return NotifierState(
-        monitors={7: MonitorState(watch_since=T0, baselined=True, runs={run_id: tracked})},
-        outbox=[OutboxEntry(notification=notification, pending=["slack"], attempts=2)],
-        mutes=list(mutes),
-    )
 
 
 def mute(
