@@ -17,8 +17,8 @@ from structlog.testing import capture_logs
 from notifier.demo.simulator import Simulator
 from notifier.fetch.datafold import DatafoldClient
 from notifier.run.cycle import Notifier
-from notifier.run.wiring import datafold_offset
 from notifier.run.metrics import Metrics
+from notifier.run.wiring import datafold_offset
 from notifier.store.file import StateFile
 from tests.fakes.cycle import cycle_config
 from tests.fakes.source import FakeSink
