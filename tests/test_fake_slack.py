@@ -22,7 +22,8 @@ from slack_sdk.webhook.async_client import AsyncWebhookClient
 from notifier.deliver.render import blockkit, digest
 from notifier.deliver.render import slack as render
 from notifier.deliver.sink import DeliveryError
-from notifier.deliver.sinks.slack import ChannelPacer, SlackBotSink
+from notifier.deliver.sinks.slack import SlackBotSink
+from notifier.deliver.sinks.slack_transport import ChannelPacer
 from notifier.domain.models import MessageRef, Notification
 from tests.fakes.slack import FakeSlack, Refusal, block_kit_problems
 from tests.test_slack_render import make, notifications

@@ -31,8 +31,8 @@ from notifier.route.rules import (
     route_event,
 )
 from notifier.run.config import load_settings
-from notifier.run.wiring import build_sinks
 from notifier.run.routes import routes_from_settings
+from notifier.run.wiring import build_sinks
 
 DOCS_EXAMPLE = Path(__file__).resolve().parent.parent / "docs" / "routing.example.toml"
 

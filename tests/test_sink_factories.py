@@ -3,17 +3,18 @@ is one entry per destination kind."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
-from typing import Any, Literal
+from collections.abc import AsyncIterator
+from typing import Literal
 
 import aiohttp
 import pytest
 from pydantic import SecretStr
 
 from notifier.deliver.render.alertmanager import notification_body
-from notifier.deliver.sink import Sink
 from notifier.deliver.sinks.context import SinkContext
-from notifier.deliver.sinks.slack import ChannelPacer, SlackBotSink
+from notifier.deliver.sinks.registry import SINK_FACTORIES
+from notifier.deliver.sinks.slack import SlackBotSink
+from notifier.deliver.sinks.slack_transport import ChannelPacer
 from notifier.deliver.sinks.slack_webhook import SlackWebhookSink
 from notifier.deliver.sinks.webhook import WebhookSink
 from notifier.route.destinations import (
@@ -27,13 +28,6 @@ from tests.test_slack_render import make
 TOKEN = "xoxb-1234-factory-secret"
 HOOK_URL = "https://hooks.slack.com/services/T0/B0/factory-secret"
 WHSEC = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
-
-#: The registry as the wiring would hold it: one factory per destination `type`.
-REGISTRY: dict[str, Callable[[str, Any, SinkContext], Sink]] = {
-    "slack": SlackBotSink.from_destination,
-    "slack-webhook": SlackWebhookSink.from_destination,
-    "webhook": WebhookSink.from_destination,
-}
 
 
 @pytest.fixture
@@ -49,7 +43,7 @@ async def context() -> AsyncIterator[SinkContext]:
 
 
 def test_every_destination_kind_has_a_factory() -> None:
-    assert set(REGISTRY) == set(DESTINATION_TYPES)
+    assert set(SINK_FACTORIES) == set(DESTINATION_TYPES)
 
 
 async def test_a_slack_destination_makes_a_bot_sink(context: SinkContext) -> None:
@@ -61,7 +55,7 @@ async def test_a_slack_destination_makes_a_bot_sink(context: SinkContext) -> Non
         mention_owner=True,
         digest_threshold=5,
     )
-    sink = REGISTRY["slack"]("ops", destination, context)
+    sink = SINK_FACTORIES["slack"]("ops", destination, context)
     assert isinstance(sink, SlackBotSink)
     assert (sink.name, sink.channel, sink.thread) == ("ops", "C0123ABCD", True)
     assert (sink.mentions, sink.mention_owner, sink.digest_threshold) == (("@here",), True, 5)
@@ -73,7 +67,7 @@ async def test_a_slack_webhook_destination_makes_a_webhook_sink(context: SinkCon
     destination = SlackWebhookDestination(
         url=SecretStr(HOOK_URL), mentions=["@channel"], digest_threshold=3
     )
-    sink = REGISTRY["slack-webhook"]("hook", destination, context)
+    sink = SINK_FACTORIES["slack-webhook"]("hook", destination, context)
     assert isinstance(sink, SlackWebhookSink)
     assert (sink.name, sink.mentions, sink.digest_threshold) == ("hook", ("@channel",), 3)
     assert sink._pacer is context.slack_pacer
@@ -89,7 +83,7 @@ async def test_a_webhook_destination_makes_a_signed_webhook_sink(
         secrets=[SecretStr(WHSEC)],
         format=payload_format,
     )
-    sink = REGISTRY["webhook"]("receiver", destination, context)
+    sink = SINK_FACTORIES["webhook"]("receiver", destination, context)
     assert isinstance(sink, WebhookSink)
     assert sink.name == "receiver" and sink.signed
     n = make()

@@ -14,7 +14,9 @@ from structlog.testing import capture_logs
 from notifier.deliver.render import digest
 from notifier.deliver.render import slack as render
 from notifier.deliver.sink import DeliveryError, DigestSink
-from notifier.deliver.sinks.slack import ChannelPacer, SlackBotSink, SlackWebhookSink
+from notifier.deliver.sinks.slack import SlackBotSink
+from notifier.deliver.sinks.slack_transport import ChannelPacer
+from notifier.deliver.sinks.slack_webhook import SlackWebhookSink
 from notifier.domain.models import MessageRef, Notification
 from tests.fakes.slack import FakeSlack
 from tests.test_slack_render import make

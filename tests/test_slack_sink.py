@@ -15,7 +15,8 @@ import pytest
 from notifier.deliver.checks import CheckResult
 from notifier.deliver.render import slack as render
 from notifier.deliver.sink import DeliveryError
-from notifier.deliver.sinks.slack import SlackBotSink, SlackWebhookSink
+from notifier.deliver.sinks.slack import SlackBotSink
+from notifier.deliver.sinks.slack_webhook import SlackWebhookSink
 from notifier.domain.models import Links, MonitorInfo, Notification, RunEvent
 from tests.fakes.slack import FakeSlack, Fault
 from tests.fakes.webhook import WebhookReceiver

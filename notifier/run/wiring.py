@@ -16,12 +16,12 @@ import structlog
 from notifier import __version__
 from notifier.bounded_http import BoundedResponse
 from notifier.deliver.sink import Sink
-from notifier.deliver.sinks.slack import ChannelPacer, SlackBotSink, SlackWebhookSink
-from notifier.deliver.sinks.webhook import WebhookSink
+from notifier.deliver.sinks.context import SinkContext
+from notifier.deliver.sinks.registry import build_sink
+from notifier.deliver.sinks.slack_transport import ChannelPacer
 from notifier.detect.runs import DetectionPolicy
 from notifier.domain.models import Notification
 from notifier.fetch.datafold import DatafoldClient
-from notifier.route.destinations import SlackDestination, SlackWebhookDestination
 from notifier.route.rules import RouteDecision, Routes, route_event
 from notifier.run.cycle import Notifier, ServiceConfig
 from notifier.run.daemon import CycleRunner, Daemon
@@ -113,49 +113,21 @@ def datafold_offset(client: DatafoldClient) -> Callable[[], float]:
 def build_sinks(
     routes: Routes, settings: Settings, session: aiohttp.ClientSession
 ) -> dict[str, Sink]:
-    """The explicit registry: one sink per destination of the routes, by its stable name."""
-    sinks: dict[str, Sink] = {}
-    timeout = settings.request_timeout_seconds
-    # One pacer for every Slack sink: destinations sharing a channel share its 1 message/s.
+    """One sink per destination of the routes, by its stable name, built by its kind's factory."""
     rate = settings.slack_messages_per_second
-    # aiolimiter's bucket holds max_rate messages: at least one, so slower rates stretch time.
-    pacer = ChannelPacer(max_rate=max(rate, 1.0), time_period=max(1.0, 1.0 / rate))
-    for name, destination in routes.destinations.items():
-        if isinstance(destination, SlackDestination):
-            sinks[name] = SlackBotSink(
-                destination.token.get_secret_value(),
-                destination.channel,
-                base_url=settings.slack_api_url,
-                session=session,
-                timeout=int(timeout),
-                name=name,
-                thread=destination.thread,
-                mentions=destination.mentions,
-                mention_owner=destination.mention_owner,
-                digest_threshold=destination.digest_threshold,
-                pacer=pacer,
-            )
-        elif isinstance(destination, SlackWebhookDestination):
-            sinks[name] = SlackWebhookSink(
-                destination.url.get_secret_value(),
-                session=session,
-                timeout=int(timeout),
-                name=name,
-                mentions=destination.mentions,
-                digest_threshold=destination.digest_threshold,
-                pacer=pacer,
-            )
-        else:
-            sinks[name] = WebhookSink(
-                destination.url.get_secret_value(),
-                secret=[secret.get_secret_value() for secret in destination.secrets],
-                session=session,
-                timeout=timeout,
-                name=name,
-                payload_format=destination.format,
-                external_url=settings.datafold_host,
-            )
-    return sinks
+    context = SinkContext(
+        session=session,
+        timeout=settings.request_timeout_seconds,
+        # One pacer for every Slack sink: destinations sharing a channel share its 1 message/s.
+        # aiolimiter's bucket holds max_rate messages: at least one, so slower rates stretch time.
+        slack_pacer=ChannelPacer(max_rate=max(rate, 1.0), time_period=max(1.0, 1.0 / rate)),
+        slack_api_url=settings.slack_api_url,
+        external_url=settings.datafold_host,
+    )
+    return {
+        name: build_sink(name, destination, context)
+        for name, destination in routes.destinations.items()
+    }
 
 
 def tls_context(settings: Settings) -> ssl.SSLContext:

@@ -1,7 +1,7 @@
 """The Slack bot sink (`chat.postMessage`, `chat.update` via slack_sdk). It builds its plan
 (`deliver.plan`) before any I/O, makes the plan's calls in order and reports what happened;
 pacing, rate limits and refusals are read in `slack_transport`. The incoming-webhook sink is in
-`slack_webhook` (also importable from here, with the shared `ChannelPacer`).
+`slack_webhook`.
 """
 
 from __future__ import annotations
@@ -34,12 +34,9 @@ from notifier.deliver.sinks.slack_transport import (
     retry_handlers,
     transport_failure,
 )
-from notifier.deliver.sinks.slack_webhook import SlackWebhookSink
 from notifier.domain.models import MessageRef, Notification
 from notifier.domain.text import one_line
 from notifier.route.destinations import SlackDestination
-
-__all__ = ["ChannelPacer", "SlackBotSink", "SlackWebhookSink"]
 
 #: A conversation ID (C…, G…, D…). `conversations.info` takes only IDs, never `#name`.
 _CHANNEL_ID: Final = re.compile(r"[CGD][A-Z0-9]{6,}")
