@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import re
 from datetime import UTC, datetime, timedelta, timezone
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -17,13 +16,15 @@ from notifier.deliver.render.alertmanager import (
     alertmanager_payload,
     fingerprint,
 )
-from notifier.domain.models import Links, MonitorInfo, Notification, RunEvent
+from notifier.domain.models import Links, Notification
+from tests.fakes.samples import (
+    MONITOR_URL,
+    STARTED,
+    notification,
+    schema_validator,
+)
 
-STARTED = datetime(2025, 3, 14, 9, 30, tzinfo=UTC)
-DETECTED = datetime(2025, 3, 14, 9, 41, 7, tzinfo=UTC)
 RECOVERED = datetime(2025, 3, 14, 10, 30, tzinfo=UTC)
-DIFF_URL = "https://app.datafold.com/datadiffs/77001/overview"
-MONITOR_URL = "https://app.datafold.com/monitors/4521"
 RECEIVER = "datafold-alerts"
 EXTERNAL_URL = "https://app.datafold.com"
 DOC = Path(__file__).resolve().parents[1] / "docs" / "alertmanager-payload.md"
@@ -50,39 +51,6 @@ ALERT_KEYS = {
     "generatorURL",
     "fingerprint",
 }
-
-
-def notification(
-    *,
-    state: str = "alert",
-    run_id: int = 98123,
-    name: str | None = "orders prod vs staging",
-    monitor_type: str | None = "diff",
-    tags: list[str] | None = None,
-    owner: str | None = "data-team@example.com",
-    started_at: datetime | None = STARTED,
-    diff_id: int | None = 77001,
-    error: str | None = None,
-    links: Links | None = None,
-    detected_at: datetime = DETECTED,
-) -> Notification:
-    event = RunEvent(
-        monitor_id=4521, run_id=run_id, state=state, started_at=started_at, diff_id=diff_id
-    )
-    return Notification(
-        id=event.key,
-        event=event,
-        monitor=MonitorInfo(
-            id=4521,
-            name=name,
-            monitor_type=monitor_type,
-            tags=["finance", "tier-1"] if tags is None else tags,
-            owner=owner,
-        ),
-        error_message=error,
-        links=Links(monitor=MONITOR_URL, diff=DIFF_URL) if links is None else links,
-        detected_at=detected_at,
-    )
 
 
 def recovery(**kwargs: Any) -> Notification:
@@ -112,10 +80,7 @@ def only_alert(payload: dict[str, Any]) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def validator() -> Draft202012Validator:
-    text = resources.files("notifier").joinpath("schemas/alertmanager-webhook.v4.json").read_text()
-    schema = json.loads(text)
-    Draft202012Validator.check_schema(schema)
-    return Draft202012Validator(schema, format_checker=Draft202012Validator.FORMAT_CHECKER)
+    return schema_validator("alertmanager-webhook.v4.json")
 
 
 NOTIFICATION_VARIANTS: list[dict[str, Any]] = [

@@ -14,13 +14,12 @@ from notifier.deliver.render.alertmanager import (
     alertmanager_payload,
     fingerprint,
 )
+from tests.fakes.samples import STARTED, notification
 from tests.test_alertmanager import (
     DOC,
     EXTERNAL_URL,
     RECEIVER,
-    STARTED,
     doc_json_blocks,
-    notification,
     only_alert,
     recovery,
     render,

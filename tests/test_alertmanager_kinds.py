@@ -13,17 +13,14 @@ from jsonschema import Draft202012Validator
 from notifier.deliver.render import alertmanager
 from notifier.deliver.render.alertmanager import fingerprint
 from notifier.domain.models import Incident, Links, Notification, RunEvent
+from tests.fakes.samples import DETECTED, MONITOR_URL, STARTED, notification
 from tests.test_alertmanager import (
     ALERT_KEYS,
     CLASSIC_LABEL_NAME,
-    DETECTED,
     EXTERNAL_URL,
-    MONITOR_URL,
     RECEIVER,
-    STARTED,
     TOP_LEVEL_KEYS,
     doc_json_blocks,
-    notification,
     only_alert,
     recovery,
     render,

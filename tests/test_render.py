@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import json
 import re
-from datetime import UTC, datetime, timedelta, timezone
-from importlib import resources
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pytest
@@ -17,46 +16,16 @@ from notifier.deliver.render import slack as render
 from notifier.deliver.render import webhook as webhook_payload
 from notifier.deliver.render.style import state_style
 from notifier.deliver.sinks.console import ConsoleSink
-from notifier.domain.models import Links, MonitorInfo, Notification, RunEvent
+from notifier.domain.models import Links, Notification
+from tests.fakes.samples import (
+    DIFF_URL,
+    MONITOR_URL,
+    notification,
+    schema_validator,
+)
 
-STARTED = datetime(2025, 3, 14, 9, 30, tzinfo=UTC)
-DETECTED = datetime(2025, 3, 14, 9, 41, 7, tzinfo=UTC)
-DIFF_URL = "https://app.datafold.com/datadiffs/77001/overview"
-MONITOR_URL = "https://app.datafold.com/monitors/4521"
 HUGE = 50_000
 BARE_AMPERSAND = re.compile(r"&(?!amp;|lt;|gt;)")
-
-
-def notification(
-    *,
-    state: str = "alert",
-    name: str | None = "orders prod vs staging",
-    monitor_type: str | None = "diff",
-    tags: list[str] | None = None,
-    owner: str | None = "data-team@example.com",
-    started_at: datetime | None = STARTED,
-    diff_id: int | None = 77001,
-    error: str | None = None,
-    links: Links | None = None,
-    detected_at: datetime = DETECTED,
-) -> Notification:
-    event = RunEvent(
-        monitor_id=4521, run_id=98123, state=state, started_at=started_at, diff_id=diff_id
-    )
-    return Notification(
-        id=event.key,
-        event=event,
-        monitor=MonitorInfo(
-            id=4521,
-            name=name,
-            monitor_type=monitor_type,
-            tags=["finance", "tier-1"] if tags is None else tags,
-            owner=owner,
-        ),
-        error_message=error,
-        links=Links(monitor=MONITOR_URL, diff=DIFF_URL) if links is None else links,
-        detected_at=detected_at,
-    )
 
 
 def mrkdwn_texts(blocks: list[dict[str, Any]]) -> list[str]:
@@ -258,10 +227,7 @@ def test_cut_text_ends_with_an_ellipsis_and_long_errors_are_split() -> None:
 
 @pytest.fixture(scope="module")
 def validator() -> Draft202012Validator:
-    text = resources.files("notifier").joinpath("schemas/webhook-payload.v1.json").read_text()
-    schema = json.loads(text)
-    Draft202012Validator.check_schema(schema)
-    return Draft202012Validator(schema, format_checker=Draft202012Validator.FORMAT_CHECKER)
+    return schema_validator("webhook-payload.v1.json")
 
 
 PAYLOAD_VARIANTS = [

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import json
 import re
-from datetime import UTC, datetime, timedelta
-from importlib import resources
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -14,9 +13,8 @@ from jsonschema import Draft202012Validator
 
 from notifier.deliver.render import webhook as webhook_payload
 from notifier.domain.models import Incident, Links, MonitorInfo, Notification, RunEvent
+from tests.fakes.samples import DETECTED, MONITOR_URL, STARTED, schema_validator
 
-STARTED = datetime(2025, 3, 14, 9, 30, tzinfo=UTC)
-DETECTED = datetime(2025, 3, 14, 9, 41, 7, tzinfo=UTC)
 MONITOR = MonitorInfo(
     id=4521,
     name="orders prod vs staging",
@@ -24,7 +22,6 @@ MONITOR = MonitorInfo(
     tags=["finance", "tier-1"],
     owner="data-team@example.com",
 )
-MONITOR_URL = "https://app.datafold.com/monitors/4521"
 DOC = Path(__file__).resolve().parents[1] / "docs" / "webhook-payload.md"
 
 ALERT_RUN = RunEvent(
@@ -123,10 +120,7 @@ CASES: dict[str, Notification] = {
 
 @pytest.fixture(scope="module")
 def validator() -> Draft202012Validator:
-    text = resources.files("notifier").joinpath("schemas/webhook-payload.v1.json").read_text()
-    schema = json.loads(text)
-    Draft202012Validator.check_schema(schema)
-    return Draft202012Validator(schema, format_checker=Draft202012Validator.FORMAT_CHECKER)
+    return schema_validator("webhook-payload.v1.json")
 
 
 @pytest.mark.parametrize("n", CASES.values(), ids=CASES.keys())
