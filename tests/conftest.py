@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import aiohttp
 import pytest
 
 from notifier.store.file import StateFile
@@ -14,8 +15,10 @@ from tests.fakes.postgres import (
     postgres_server_fixture,  # noqa: F401  # the session's PostgreSQL, registered by importing it
     postgres_url_fixture,  # noqa: F401
 )
+from tests.fakes.slack import CHANNEL, OTHER, FakeSlack
 from tests.fakes.source import FakeSource
 from tests.fakes.subprocess_daemon import reaper_fixture  # noqa: F401  # registered by importing
+from tests.fakes.webhook import WebhookReceiver
 
 
 @pytest.fixture
@@ -41,3 +44,26 @@ def source() -> FakeSource:
 def store(tmp_path: Path) -> StateFile:
     """A real state file in the test's directory."""
     return StateFile(tmp_path / "state.json")
+
+
+@pytest.fixture
+async def session() -> AsyncIterator[aiohttp.ClientSession]:
+    """An HTTP client session for the sinks and clients under test, closed afterwards."""
+    async with aiohttp.ClientSession() as client_session:
+        yield client_session
+
+
+@pytest.fixture
+async def slack() -> AsyncIterator[tuple[FakeSlack, str]]:
+    """A served FakeSlack with channels CHANNEL and OTHER, and its base URL."""
+    fake = FakeSlack(channels={CHANNEL: "data-alerts", OTHER: "other"})
+    async with fake.serve() as base_url:
+        yield fake, base_url
+
+
+@pytest.fixture
+async def closed_url() -> str:
+    """A webhook URL on which nothing listens any more."""
+    async with WebhookReceiver().serve() as url:
+        pass
+    return url

@@ -96,12 +96,6 @@ async def serve() -> AsyncIterator[Serve]:
 
 
 @pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as client_session:
-        yield client_session
-
-
-@pytest.fixture
 def make_client(session: aiohttp.ClientSession) -> Callable[..., DatafoldClient]:
     def make(host: str, **options: Any) -> DatafoldClient:
         settings: dict[str, Any] = {

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
@@ -25,11 +24,8 @@ from notifier.deliver.sink import DeliveryError
 from notifier.deliver.sinks.slack import SlackBotSink
 from notifier.deliver.sinks.slack_transport import ChannelPacer
 from notifier.domain.models import MessageRef, Notification
-from tests.fakes.slack import FakeSlack, Refusal, block_kit_problems
+from tests.fakes.slack import CHANNEL, OTHER, FakeSlack, Refusal, block_kit_problems
 from tests.test_slack_render import make, notifications
-
-CHANNEL = "C0123ABCD"
-OTHER = "C0999ZZZZ"
 
 
 def section(text: str) -> dict[str, Any]:
@@ -108,19 +104,6 @@ def test_everything_rendered_passes_the_fakes_block_kit_check(
         assert block_kit_problems(message.blocks) == []
 
 
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
-
-
-@pytest.fixture
-async def served() -> AsyncIterator[tuple[FakeSlack, str]]:
-    fake = FakeSlack(channels={CHANNEL: "data-alerts", OTHER: "other"})
-    async with fake.serve() as base_url:
-        yield fake, base_url
-
-
 async def call(
     session: aiohttp.ClientSession, base_url: str, method: str, **args: Any
 ) -> tuple[int, dict[str, Any], dict[str, str]]:
@@ -131,9 +114,9 @@ async def call(
 
 
 async def test_invalid_blocks_get_slacks_answer_and_post_nothing(
-    served: tuple[FakeSlack, str], session: aiohttp.ClientSession
+    slack: tuple[FakeSlack, str], session: aiohttp.ClientSession
 ) -> None:
-    fake, base_url = served
+    fake, base_url = slack
     blocks = [header("ok"), section("s" * 3001)]
     status, body, _ = await call(
         session, base_url, "chat.postMessage", channel=CHANNEL, text="t", blocks=blocks
@@ -147,9 +130,9 @@ async def test_invalid_blocks_get_slacks_answer_and_post_nothing(
 
 
 async def test_form_encoded_blocks_are_checked_too(
-    served: tuple[FakeSlack, str], session: aiohttp.ClientSession
+    slack: tuple[FakeSlack, str], session: aiohttp.ClientSession
 ) -> None:
-    fake, base_url = served
+    fake, base_url = slack
     client = AsyncWebClient(FakeSlack.token, base_url=base_url + "/api/", session=session)
     with pytest.raises(SlackApiError) as refused:
         await client.api_call(
@@ -166,9 +149,9 @@ async def test_form_encoded_blocks_are_checked_too(
 
 
 async def test_an_update_is_checked_like_a_post(
-    served: tuple[FakeSlack, str], session: aiohttp.ClientSession
+    slack: tuple[FakeSlack, str], session: aiohttp.ClientSession
 ) -> None:
-    fake, base_url = served
+    fake, base_url = slack
     _, posted, _ = await call(
         session, base_url, "chat.postMessage", channel=CHANNEL, blocks=[section("first")]
     )
@@ -183,9 +166,9 @@ async def test_an_update_is_checked_like_a_post(
 
 
 async def test_webhook_refuses_invalid_blocks_with_400(
-    served: tuple[FakeSlack, str], session: aiohttp.ClientSession
+    slack: tuple[FakeSlack, str], session: aiohttp.ClientSession
 ) -> None:
-    fake, base_url = served
+    fake, base_url = slack
     client = AsyncWebhookClient(base_url + FakeSlack.WEBHOOK_PATH, session=session)
     response = await client.send(text="t", blocks=[fields(*["f"] * 11)])
     assert (response.status_code, response.body) == (400, "invalid_blocks")
@@ -196,9 +179,9 @@ async def test_webhook_refuses_invalid_blocks_with_400(
 
 
 async def test_replies_only_to_threads_it_posted_in_that_channel(
-    served: tuple[FakeSlack, str], session: aiohttp.ClientSession
+    slack: tuple[FakeSlack, str], session: aiohttp.ClientSession
 ) -> None:
-    fake, base_url = served
+    fake, base_url = slack
     _, parent, _ = await call(session, base_url, "chat.postMessage", channel=CHANNEL, text="p")
     for channel, thread_ts in [(CHANNEL, "1700000000.999999"), (OTHER, parent["ts"])]:
         _, body, _ = await call(
@@ -218,9 +201,9 @@ async def test_replies_only_to_threads_it_posted_in_that_channel(
 
 
 async def test_a_deleted_message_takes_no_replies_and_no_updates(
-    served: tuple[FakeSlack, str], session: aiohttp.ClientSession
+    slack: tuple[FakeSlack, str], session: aiohttp.ClientSession
 ) -> None:
-    fake, base_url = served
+    fake, base_url = slack
     _, parent, _ = await call(session, base_url, "chat.postMessage", channel=CHANNEL, text="p")
     fake.delete_message(CHANNEL, parent["ts"])
     _, body, _ = await call(
@@ -237,11 +220,11 @@ async def test_a_deleted_message_takes_no_replies_and_no_updates(
 
 
 async def test_bot_sink_answers_a_vanished_thread_and_message_unscripted(
-    served: tuple[FakeSlack, str], session: aiohttp.ClientSession
+    slack: tuple[FakeSlack, str], session: aiohttp.ClientSession
 ) -> None:
     """No scripted error: the fake's own `thread_not_found` and `message_not_found` are what the
     sink tolerates, so a deleted incident message leads to top-level posts."""
-    fake, base_url = served
+    fake, base_url = slack
     sink = SlackBotSink(
         FakeSlack.token,
         CHANNEL,

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
@@ -18,25 +17,10 @@ from notifier.deliver.sinks.slack import SlackBotSink
 from notifier.deliver.sinks.slack_transport import ChannelPacer
 from notifier.deliver.sinks.slack_webhook import SlackWebhookSink
 from notifier.domain.models import MessageRef, Notification
-from tests.fakes.slack import FakeSlack
+from tests.fakes.slack import CHANNEL, OTHER, FakeSlack
 from tests.test_slack_render import make
 
-CHANNEL = "C0123ABCD"
-OTHER = "C0999ZZZZ"
 OWNER = "dana@example.com"
-
-
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
-
-
-@pytest.fixture
-async def slack() -> AsyncIterator[tuple[FakeSlack, str]]:
-    fake = FakeSlack(channels={CHANNEL: "data-alerts", OTHER: "other"})
-    async with fake.serve() as base_url:
-        yield fake, base_url
 
 
 def bot(base_url: str, session: aiohttp.ClientSession, **kwargs: Any) -> SlackBotSink:

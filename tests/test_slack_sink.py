@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -18,10 +17,8 @@ from notifier.deliver.sink import DeliveryError
 from notifier.deliver.sinks.slack import SlackBotSink
 from notifier.deliver.sinks.slack_webhook import SlackWebhookSink
 from notifier.domain.models import Links, MonitorInfo, Notification, RunEvent
-from tests.fakes.slack import FakeSlack, Fault
-from tests.fakes.webhook import WebhookReceiver
+from tests.fakes.slack import CHANNEL, FakeSlack, Fault
 
-CHANNEL = "C0123ABCD"
 NOTIFICATION = Notification(
     id="4521-98123-alert",
     event=RunEvent(monitor_id=4521, run_id=98123, state="alert", diff_id=77001),
@@ -29,27 +26,6 @@ NOTIFICATION = Notification(
     links=Links(monitor="https://app.datafold.com/monitors/4521"),
     detected_at=datetime(2025, 3, 14, 9, 41, tzinfo=UTC),
 )
-
-
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
-
-
-@pytest.fixture
-async def slack() -> AsyncIterator[tuple[FakeSlack, str]]:
-    fake = FakeSlack()
-    async with fake.serve() as base_url:
-        yield fake, base_url
-
-
-@pytest.fixture
-async def closed_url() -> str:
-    """A URL on which nothing listens any more."""
-    async with WebhookReceiver().serve() as url:
-        pass
-    return url
 
 
 def bot(

@@ -42,23 +42,10 @@ class Clock:
 
 
 @pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
-
-
-@pytest.fixture
 async def receiver() -> AsyncIterator[tuple[WebhookReceiver, str]]:
     fake = WebhookReceiver()
     async with fake.serve() as url:
         yield fake, url
-
-
-@pytest.fixture
-async def closed_url() -> str:
-    async with WebhookReceiver().serve() as url:
-        pass
-    return url
 
 
 async def failure(sink: WebhookSink, url: str) -> DeliveryError:

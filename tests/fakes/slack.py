@@ -157,6 +157,11 @@ class UpdatedMessage:
     at: float = 0.0
 
 
+#: The channel the sinks under test post to, and a second one the bot is also in.
+CHANNEL = "C0123ABCD"
+OTHER = "C0999ZZZZ"
+
+
 @dataclass
 class FakeSlack:
     """The Slack endpoints the notifier uses. Serve it with `async with fake.serve() as base_url`.
