@@ -33,17 +33,21 @@ def notifier(
     )
 
 
-async def baselined(n: Notifier, clock: Clock) -> None:
+async def baselined(
+    source: FakeSource, store: StateFile, clock: Clock, *sinks: FakeSink, **options: Any
+) -> Notifier:
+    """A `notifier(...)` past its first cycle (its monitors baselined), the clock a minute on."""
+    n = notifier(source, store, clock, *sinks, **options)
     await n.run_cycle()
     clock.tick()
+    return n
 
 
 async def test_an_ok_run_after_an_alert_is_a_recovery_sent_once(
     source: FakeSource, store: StateFile, clock: Clock
 ) -> None:
     slack = FakeSink("slack", anchors=True)
-    n = notifier(source, store, clock, slack)
-    await baselined(n, clock)
+    n = await baselined(source, store, clock, slack)
     source.put(1, 11, "alert", clock.now)
     await n.run_cycle()
     clock.tick()
@@ -68,8 +72,7 @@ async def test_an_ok_run_older_than_the_alert_is_no_recovery(
     source: FakeSource, store: StateFile, clock: Clock
 ) -> None:
     slack = FakeSink("slack")
-    n = notifier(source, store, clock, slack)
-    await baselined(n, clock)
+    n = await baselined(source, store, clock, slack)
     source.put(1, 12, "ok", clock.now - timedelta(seconds=30))  # finished after, started before
     source.put(1, 11, "alert", clock.now)
     await n.run_cycle()
@@ -81,8 +84,7 @@ async def test_further_alerts_get_the_first_alerts_anchor_and_a_new_incident_a_n
     source: FakeSource, store: StateFile, clock: Clock
 ) -> None:
     slack = FakeSink("slack", anchors=True)
-    n = notifier(source, store, clock, slack)
-    await baselined(n, clock)
+    n = await baselined(source, store, clock, slack)
     source.put(1, 11, "alert", clock.now)
     await n.run_cycle()
     clock.tick()
@@ -108,8 +110,7 @@ async def test_further_alerts_get_the_first_alerts_anchor_and_a_new_incident_a_n
 async def test_anchors_survive_a_restart(source: FakeSource, tmp_path: Path, clock: Clock) -> None:
     path = tmp_path / "state.json"
     slack = FakeSink("slack", anchors=True)
-    first = notifier(source, StateFile(path), clock, slack)
-    await baselined(first, clock)
+    first = await baselined(source, StateFile(path), clock, slack)
     source.put(1, 11, "alert", clock.now)
     await first.run_cycle()
 
@@ -128,8 +129,7 @@ async def test_reminders_for_an_alert_left_open(
     source: FakeSource, store: StateFile, clock: Clock, minutes_open: int, reminders: int
 ) -> None:
     slack = FakeSink("slack")
-    n = notifier(source, store, clock, slack, reminder_interval=timedelta(minutes=10))
-    await baselined(n, clock)
+    n = await baselined(source, store, clock, slack, reminder_interval=timedelta(minutes=10))
     source.put(1, 11, "alert", clock.now)
     await n.run_cycle()
     for _ in range(minutes_open):
@@ -144,8 +144,7 @@ async def test_no_reminder_when_off_or_when_the_monitor_could_not_be_polled(
     source: FakeSource, store: StateFile, clock: Clock
 ) -> None:
     slack = FakeSink("slack")
-    off = notifier(source, store, clock, slack)
-    await baselined(off, clock)
+    off = await baselined(source, store, clock, slack)
     source.put(1, 11, "alert", clock.now)
     await off.run_cycle()
     clock.tick(60)
@@ -167,8 +166,7 @@ async def test_a_newer_alert_postpones_the_reminder(
     source: FakeSource, store: StateFile, clock: Clock
 ) -> None:
     slack = FakeSink("slack")
-    n = notifier(source, store, clock, slack, reminder_interval=timedelta(minutes=10))
-    await baselined(n, clock)
+    n = await baselined(source, store, clock, slack, reminder_interval=timedelta(minutes=10))
     source.put(1, 11, "alert", clock.now)
     await n.run_cycle()
     clock.tick(8)
@@ -193,8 +191,7 @@ async def test_a_muted_alert_is_logged_and_counted_not_sent_and_expiry_lets_the_
     source: FakeSource, store: StateFile, clock: Clock
 ) -> None:
     slack = FakeSink("slack")
-    n = notifier(source, store, clock, slack)
-    await baselined(n, clock)
+    n = await baselined(source, store, clock, slack)
     n.state.mutes = [mute(clock.now + timedelta(minutes=30), monitor_id=1)]
     source.put(1, 11, "alert", clock.now)
     with capture_logs() as logs:
@@ -218,8 +215,7 @@ async def test_a_tag_mute_covers_monitors_with_that_tag_only(
     source.infos[1] = MonitorInfo(id=1, name="a", tags=["Finance"])
     source.infos[2] = MonitorInfo(id=2, name="b", tags=["ops"])
     slack = FakeSink("slack")
-    n = notifier(source, store, clock, slack, monitor_ids=(1, 2))
-    await baselined(n, clock)
+    n = await baselined(source, store, clock, slack, monitor_ids=(1, 2))
     n.state.mutes = [mute(clock.now + timedelta(hours=1), tag="finance")]
     source.put(1, 11, "alert", clock.now)
     source.put(2, 21, "alert", clock.now)
@@ -232,8 +228,7 @@ async def test_mutes_written_beside_a_running_notifier_are_adopted_and_kept(
 ) -> None:
     path = tmp_path / "state.json"
     slack = FakeSink("slack")
-    n = notifier(source, StateFile(path), clock, slack)
-    await baselined(n, clock)
+    n = await baselined(source, StateFile(path), clock, slack)
     # `mute` in another process: its own StateFile, only the short write lock
     StateFile(path).update_mutes(
         lambda mutes: [*mutes, mute(clock.now + timedelta(hours=1), monitor_id=1)]
@@ -260,8 +255,7 @@ async def test_quiet_routes_hold_an_event_back_and_count_it(
     def quiet(n: Notification, now: datetime) -> RouteDecision:
         return RouteDecision(to=[], quiet=["night"])
 
-    n = notifier(source, store, clock, slack, route=quiet)
-    await baselined(n, clock)
+    n = await baselined(source, store, clock, slack, route=quiet)
     source.put(1, 11, "alert", clock.now)
     with capture_logs() as logs:
         report = await n.run_cycle()
@@ -275,8 +269,7 @@ async def test_more_events_than_the_threshold_go_as_one_digest(
     digest = FakeDigestSink("slack", digest_threshold=3)
     plain = FakeSink("webhook-1")
     ids = tuple(range(1, 6))
-    n = notifier(source, store, clock, digest, plain, monitor_ids=ids)
-    await baselined(n, clock)
+    n = await baselined(source, store, clock, digest, plain, monitor_ids=ids)
     for m in ids:
         source.put(m, m * 10, "alert", clock.now)
     report = await n.run_cycle()
@@ -298,8 +291,7 @@ async def test_a_digest_failing_part_way_keeps_only_what_did_not_go_out(
 ) -> None:
     digest = FakeDigestSink("slack", digest_threshold=2, digest_fails_after=2)
     ids = (1, 2, 3, 4)
-    n = notifier(source, store, clock, digest, monitor_ids=ids)
-    await baselined(n, clock)
+    n = await baselined(source, store, clock, digest, monitor_ids=ids)
     for m in ids:
         source.put(m, m * 10, "alert", clock.now)
     report = await n.run_cycle()
@@ -321,8 +313,7 @@ async def test_a_reminder_about_an_error_carries_its_message(
     source: FakeSource, store: StateFile, clock: Clock
 ) -> None:
     slack = FakeSink("slack")
-    n = notifier(source, store, clock, slack, reminder_interval=timedelta(minutes=10))
-    await baselined(n, clock)
+    n = await baselined(source, store, clock, slack, reminder_interval=timedelta(minutes=10))
     source.put(1, 11, "error", clock.now, error="relation orders does not exist")
     await n.run_cycle()
     clock.tick(10)
