@@ -91,10 +91,7 @@ async def test_bot_failures_name_slacks_error_code(
     reason: str,
 ) -> None:
     fake, base_url = slack
-    if fault == "garbage":
-        fake.garbage()
-    elif fault is not None:
-        fake.api_error(fault)
+    fake.spoil_next(fault)
     error = await failure(bot(base_url, session, token=token, channel=channel))
     assert (error.reason, error.retry_after) == (reason, None)
     assert fake.messages == []
@@ -183,10 +180,7 @@ async def test_webhook_failures(
     reason: str,
 ) -> None:
     fake, base_url = slack
-    if fault == "garbage":
-        fake.garbage()
-    elif fault is not None:
-        fake.api_error(fault)
+    fake.spoil_next(fault)
     error = await failure(SlackWebhookSink(base_url + path, session=session))
     assert (error.reason, error.retry_after) == (reason, None)
 

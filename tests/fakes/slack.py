@@ -226,6 +226,14 @@ class FakeSlack:
         """`{"ok": false, "error": error}` (API) or the matching status and code (webhook)."""
         self.fail_next(Fault("api_error", error=error), times)
 
+    def spoil_next(self, answer: str | None) -> None:
+        """For parametrized failures: the next request gets "garbage" (see `garbage`), or the
+        API error code `answer`; None leaves it alone."""
+        if answer == "garbage":
+            self.garbage()
+        elif answer is not None:
+            self.api_error(answer)
+
     def slow(self, delay: float, times: int = 1) -> None:
         """Answer normally, but only after `delay` seconds."""
         self.fail_next(Fault("slow", delay=delay), times)
