@@ -17,12 +17,7 @@ from notifier.deliver.render.alertmanager import (
     fingerprint,
 )
 from notifier.domain.models import Links, Notification
-from tests.fakes.samples import (
-    MONITOR_URL,
-    STARTED,
-    notification,
-    schema_validator,
-)
+from tests.fakes.samples import MONITOR_URL, STARTED, notification, schema_validator
 
 RECOVERED = datetime(2025, 3, 14, 10, 30, tzinfo=UTC)
 RECEIVER = "datafold-alerts"

@@ -17,12 +17,7 @@ from notifier.deliver.render import webhook as webhook_payload
 from notifier.deliver.render.style import state_style
 from notifier.deliver.sinks.console import ConsoleSink
 from notifier.domain.models import Links, Notification
-from tests.fakes.samples import (
-    DIFF_URL,
-    MONITOR_URL,
-    notification,
-    schema_validator,
-)
+from tests.fakes.samples import DIFF_URL, MONITOR_URL, notification, schema_validator
 
 HUGE = 50_000
 BARE_AMPERSAND = re.compile(r"&(?!amp;|lt;|gt;)")
