@@ -2,26 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import pytest
 
 from notifier.domain.models import Mute
 from notifier.domain.mutes import MuteSelector, lift, with_mute
-
-T0 = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
-
-
-def mute(
-    mute_id: str, *, monitor_id: int | None = None, tag: str | None = None, minutes: int = 60
-) -> Mute:
-    return Mute(
-        id=mute_id,
-        monitor_id=monitor_id,
-        tag=tag,
-        until=T0 + timedelta(minutes=minutes),
-        created_at=T0,
-    )
+from tests.fakes.states import T0, mute
 
 
 @pytest.mark.parametrize(

@@ -11,14 +11,13 @@ from pathlib import Path
 import pytest
 
 from notifier.domain.models import (
-    Mute,
     NotifierState,
 )
 from notifier.domain.mutes import MuteSelector
 from notifier.store.file import StateFile
 from notifier.store.store import StateError, StateStore, StoreBusy
 from tests.fakes.postgres import LEASE_TTL, opened
-from tests.fakes.states import T0, sample_state
+from tests.fakes.states import T0, mute, sample_state
 
 #: A store handle for replica (or process) `name`, opened for the block and closed after.
 Handles = Callable[[str], AbstractAsyncContextManager[StateStore]]
@@ -47,25 +46,6 @@ def handles(request: pytest.FixtureRequest, tmp_path: Path) -> Handles:
             yield store
 
     return postgres_handle
-
-
-def mute(
-    mute_id: str,
-    *,
-    monitor_id: int | None = None,
-    tag: str | None = None,
-    minutes: int = 60,
-    created: int = 0,
-) -> Mute:
-    """A mute set `created` minutes after T0, running `minutes` from T0."""
-    return Mute(
-        id=mute_id,
-        monitor_id=monitor_id,
-        tag=tag,
-        until=T0 + timedelta(minutes=minutes),
-        reason="deploy",
-        created_at=T0 + timedelta(minutes=created),
-    )
 
 
 async def test_where_names_the_store_on_one_line(handles: Handles) -> None:
