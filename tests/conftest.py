@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -67,3 +68,13 @@ async def closed_url() -> str:
     async with WebhookReceiver().serve() as url:
         pass
     return url
+
+
+@pytest.fixture
+def bare_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No DATAFOLD_/NOTIFIER_/SLACK_ variable set, and the test's directory as the working one
+    (no stray .env): settings come only from what the test sets."""
+    for name in list(os.environ):
+        if name.startswith(("DATAFOLD_", "NOTIFIER_", "SLACK_")):
+            monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)

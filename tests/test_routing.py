@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import os
 import re
 from datetime import datetime
 from pathlib import Path
@@ -19,7 +18,7 @@ from notifier.route.destinations import (
     WebhookDestination,
     webhook_destination_name,
 )
-from notifier.route.routes_file import RoutesError, load_routes
+from notifier.route.routes_file import RoutesError
 from notifier.route.rules import (
     Match,
     QuietHours,
@@ -31,8 +30,11 @@ from notifier.route.rules import (
     route_event,
 )
 from notifier.run.config import load_settings
-from notifier.run.routes import routes_from_settings
+from notifier.run.routes import load_routes, routes_from_settings
 from notifier.run.wiring import build_sinks
+
+#: No DATAFOLD_/NOTIFIER_/SLACK_ variable and no stray .env: only what each test sets.
+pytestmark = pytest.mark.usefixtures("bare_env")
 
 DOCS_EXAMPLE = Path(__file__).resolve().parent.parent / "docs" / "routing.example.toml"
 
@@ -64,14 +66,6 @@ type = "slack-webhook"
 url = "env:TEAM_SLACK_WEBHOOK_URL"
 recovery = false
 """
-
-
-@pytest.fixture(autouse=True)
-def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    for name in list(os.environ):
-        if name.startswith(("DATAFOLD_", "NOTIFIER_", "SLACK_")):
-            monkeypatch.delenv(name)
-    monkeypatch.chdir(tmp_path)  # no stray .env
 
 
 def write(tmp_path: Path, text: str) -> Path:

@@ -20,13 +20,7 @@ SECRET_VARIABLES = {
 
 
 @pytest.fixture(autouse=True)
-def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    import os
-
-    for name in list(os.environ):
-        if name.startswith(("DATAFOLD_", "NOTIFIER_", "SLACK_")):
-            monkeypatch.delenv(name)
-    monkeypatch.chdir(tmp_path)  # no stray .env
+def clean_env(bare_env: None, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DATAFOLD_API_KEY", KEY)
 
 

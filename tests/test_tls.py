@@ -55,13 +55,7 @@ async def test_unknown_ca_is_refused_and_a_ca_bundle_fixes_it(
 
 
 @pytest.fixture
-def base_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    import os
-
-    for name in list(os.environ):
-        if name.startswith(("DATAFOLD_", "NOTIFIER_", "SLACK_")):
-            monkeypatch.delenv(name)
-    monkeypatch.chdir(tmp_path)
+def base_env(bare_env: None, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DATAFOLD_API_KEY", "dfk-test-key-123456")
 
 
