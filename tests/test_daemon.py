@@ -7,6 +7,7 @@ import json
 import os
 import signal
 import time
+from collections.abc import MutableMapping
 from pathlib import Path
 from typing import Any
 
@@ -44,12 +45,21 @@ class SlowNotifier:
         return True
 
 
-async def test_overrunning_cycle_is_skipped_not_queued() -> None:
-    notifier = SlowNotifier(duration=1.1)
-    daemon = Daemon(notifier, interval=0.25, grace=5)  # type: ignore[arg-type]
-    asyncio.get_running_loop().call_later(2.0, daemon.request_stop)
+async def run_stopped_after(
+    seconds: float, notifier: SlowNotifier, **options: Any
+) -> tuple[int, list[MutableMapping[str, Any]]]:
+    """Run an in-process daemon over the stand-in `notifier`, asked to stop after `seconds`:
+    its exit code and what it logged."""
+    daemon = Daemon(notifier, **options)
+    asyncio.get_running_loop().call_later(seconds, daemon.request_stop)
     with capture_logs() as logs:
         code = await daemon.run()
+    return code, logs
+
+
+async def test_overrunning_cycle_is_skipped_not_queued() -> None:
+    notifier = SlowNotifier(duration=1.1)
+    code, logs = await run_stopped_after(2.0, notifier, interval=0.25, grace=5)
     assert code == 0
     assert notifier.max_running == 1
     # at 0 s and 1.25 s: the firings due while a cycle ran were dropped, not run late
@@ -60,11 +70,8 @@ async def test_overrunning_cycle_is_skipped_not_queued() -> None:
 
 async def test_stop_cancels_a_cycle_that_outlasts_the_grace_period() -> None:
     notifier = SlowNotifier(duration=30)
-    daemon = Daemon(notifier, interval=60, grace=0.3)  # type: ignore[arg-type]
-    asyncio.get_running_loop().call_later(0.2, daemon.request_stop)
     started = time.monotonic()
-    with capture_logs() as logs:
-        code = await daemon.run()
+    code, logs = await run_stopped_after(0.2, notifier, interval=60, grace=0.3)
     assert code == 0 and time.monotonic() - started < 2
     assert any(e["event"] == "cycle_cancelled" for e in logs)
     assert notifier.running == 0 and notifier.saves == 1
@@ -128,10 +135,7 @@ class HangupNotifier(SlowNotifier):
 
 async def test_sighup_is_logged_and_ignored() -> None:
     notifier = HangupNotifier(duration=0.01)
-    daemon = Daemon(notifier, interval=0.2, grace=5)  # type: ignore[arg-type]
-    asyncio.get_running_loop().call_later(1.0, daemon.request_stop)
-    with capture_logs() as logs:
-        code = await daemon.run()
+    code, logs = await run_stopped_after(1.0, notifier, interval=0.2, grace=5)
     assert code == 0 and notifier.saves == 1
     assert notifier.cycles >= 3  # it went on polling after the signal
     [hangup] = [e for e in logs if e["event"] == "signal_received"]
