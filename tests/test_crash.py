@@ -29,6 +29,7 @@ from tests.fakes.delivery_audit import (
     deliveries_per_run,
     delivery_problems,
     log_problems,
+    recorded,
 )
 from tests.fakes.subprocess_daemon import Daemon, Event
 from tests.fakes.webhook import Reply
@@ -37,11 +38,6 @@ from tests.fakes.webhook import Reply
 PAUSE_HOOK = Path(__file__).parent / "fakes" / "crash_sitecustomize"
 #: Events that must never appear, whatever is killed when.
 BROKEN = {"cycle_failed", "crashed", "state_file_corrupt", "state_save_failed", "daemon_killed"}
-
-
-def destination(sink_name: str) -> str:
-    """The state names the webhook after a hash of its URL; the test calls it "webhook"."""
-    return "webhook" if sink_name.startswith("webhook-") else sink_name
 
 
 @dataclass
@@ -108,25 +104,12 @@ class CrashTrial:
         json.loads(raw)
         return NotifierState.model_validate_json(raw)
 
-    def recorded(self, state: NotifierState, run_id: int, dest: str) -> bool:
-        """The state says `dest` has this run: it is handled and not pending for `dest`."""
-        monitor_id, notify_state = self.notify[run_id]
-        monitor = state.monitors.get(monitor_id)
-        tracked = monitor.runs.get(run_id) if monitor else None
-        if tracked is None or notify_state not in tracked.handled:
-            return False
-        return not any(
-            entry.notification.event.run_id == run_id
-            and any(destination(name) == dest for name in entry.pending)
-            for entry in state.outbox
-        )
-
     def all_accepted_recorded(self) -> bool:
         """Every delivery a destination accepted so far is in the state file."""
         state = self.saved_state()
         received = self.received()
         return all(
-            self.recorded(state, run_id, dest)
+            recorded(state, self.notify, run_id, dest)
             for dest in DESTINATIONS
             for run_id in received[dest]
             if run_id in self.notify
@@ -151,7 +134,7 @@ class CrashTrial:
         received = self.received()
         for run_id in self.notify:
             for dest in DESTINATIONS:
-                if received[dest][run_id] and not self.recorded(state, run_id, dest):
+                if received[dest][run_id] and not recorded(state, self.notify, run_id, dest):
                     self.exposures[(run_id, dest)] += 1
 
     async def until_quiet(self, daemon: Daemon, within: float = 20) -> None:
@@ -170,7 +153,7 @@ class CrashTrial:
             f"{dest}: run {run_id} " + ("not recorded" if received[dest][run_id] else "missing")
             for run_id in sorted(self.notify)
             for dest in DESTINATIONS
-            if not (received[dest][run_id] and self.recorded(state, run_id, dest))
+            if not (received[dest][run_id] and recorded(state, self.notify, run_id, dest))
         ]
 
     async def stop(self, daemon: Daemon) -> None:

@@ -7,6 +7,7 @@ import re
 from collections import Counter
 from collections.abc import Collection, Iterable, Mapping
 
+from notifier.domain.models import NotifierState
 from tests.fakes.slack import FakeSlack, PostedMessage
 from tests.fakes.subprocess_daemon import Daemon
 
@@ -17,6 +18,23 @@ NOTIFY_STATES = ("alert", "error")
 def destination_kind(name: str) -> str:
     """What a test calls a destination: the state names a webhook `webhook-<hash of its URL>`."""
     return "webhook" if name.startswith("webhook") else name
+
+
+def recorded(
+    state: NotifierState, notify: Mapping[int, tuple[int, str]], run_id: int, dest: str
+) -> bool:
+    """The saved state says `dest` has run `run_id` (`notify` maps run → (monitor, state)): the
+    run is handled, and no outbox entry is still pending for `dest`."""
+    monitor_id, notify_state = notify[run_id]
+    monitor = state.monitors.get(monitor_id)
+    tracked = monitor.runs.get(run_id) if monitor else None
+    if tracked is None or notify_state not in tracked.handled:
+        return False
+    return not any(
+        entry.notification.event.run_id == run_id
+        and any(destination_kind(name) == dest for name in entry.pending)
+        for entry in state.outbox
+    )
 
 
 def slack_run_id(message: PostedMessage) -> int:

@@ -24,8 +24,8 @@ from tests.fakes.delivery_audit import (
     DESTINATIONS,
     deliveries_per_run,
     delivery_problems,
-    destination_kind,
     log_problems,
+    recorded,
 )
 from tests.fakes.postgres import PASSWORD
 from tests.fakes.subprocess_daemon import Daemon
@@ -103,19 +103,6 @@ class Replicas:
             row = await cur.fetchone()
         return NotifierState() if row is None else NotifierState.model_validate_json(row[0])
 
-    def recorded(self, state: NotifierState, run_id: int, dest: str) -> bool:
-        """The saved state says `dest` has this run: handled, and not pending for `dest`."""
-        monitor_id, notify_state = self.notify[run_id]
-        monitor = state.monitors.get(monitor_id)
-        tracked = monitor.runs.get(run_id) if monitor else None
-        if tracked is None or notify_state not in tracked.handled:
-            return False
-        return not any(
-            entry.notification.event.run_id == run_id
-            and any(destination_kind(name) == dest for name in entry.pending)
-            for entry in state.outbox
-        )
-
     async def unrecorded(self) -> list[tuple[int, str]]:
         """(run, destination) pairs not yet both delivered and recorded as done."""
         state, received = await self.saved_state(), self.received()
@@ -123,7 +110,7 @@ class Replicas:
             (run_id, dest)
             for run_id in self.notify
             for dest in DESTINATIONS
-            if not (received[dest][run_id] and self.recorded(state, run_id, dest))
+            if not (received[dest][run_id] and recorded(state, self.notify, run_id, dest))
         ]
 
     async def until_quiet(self, within: float = 20) -> None:
