@@ -25,7 +25,7 @@ from notifier.deliver.sinks.slack import SlackBotSink
 from notifier.deliver.sinks.slack_transport import ChannelPacer
 from notifier.domain.models import MessageRef, Notification
 from tests.fakes.slack import CHANNEL, OTHER, FakeSlack, Refusal, block_kit_problems
-from tests.test_slack_render import make, notifications
+from tests.test_slack_render import make, mention_lists, notifications
 
 
 def section(text: str) -> dict[str, Any]:
@@ -92,7 +92,7 @@ def all_rendered(n: Notification, mentions: list[str]) -> list[blockkit.SlackMes
 @settings(max_examples=60, deadline=None)
 @given(
     st.lists(notifications(), min_size=1, max_size=60),
-    st.lists(st.sampled_from(["@here", "U012AB3CD", "S0614TZR7"]), max_size=200),
+    mention_lists(200),
 )
 def test_everything_rendered_passes_the_fakes_block_kit_check(
     batch: list[Notification], mentions: list[str]

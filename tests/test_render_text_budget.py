@@ -14,7 +14,13 @@ from hypothesis import strategies as st
 
 from notifier.deliver.render import blockkit, digest
 from notifier.domain.models import Notification
-from tests.test_slack_render import assert_all_within_limits, digest_events, make, notifications
+from tests.test_slack_render import (
+    assert_all_within_limits,
+    digest_events,
+    make,
+    mention_lists,
+    notifications,
+)
 
 
 def blocks_text(blocks: list[dict[str, Any]]) -> int:
@@ -70,7 +76,7 @@ def test_a_small_digest_stays_one_message() -> None:
 @settings(max_examples=60, deadline=None)
 @given(
     st.lists(notifications(), min_size=1, max_size=120),
-    st.lists(st.sampled_from(["@here", "U012AB3CD", "S0614TZR7"]), max_size=300),
+    mention_lists(300),
 )
 def test_any_digest_message_keeps_its_text_within_the_budget(
     batch: list[Notification], mentions: list[str]

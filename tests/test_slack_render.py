@@ -259,10 +259,15 @@ def notifications(draw: st.DrawFn) -> Notification:
     return n.model_copy(update={"id": draw(st.uuids()).hex})
 
 
+def mention_lists(max_size: int) -> st.SearchStrategy[list[str]]:
+    """Lists of the mentions a sink takes: `@here`, a user ID, a user-group ID."""
+    return st.lists(st.sampled_from(["@here", "U012AB3CD", "S0614TZR7"]), max_size=max_size)
+
+
 @settings(max_examples=60, deadline=None)
 @given(
     st.lists(notifications(), min_size=1, max_size=80),
-    st.lists(st.sampled_from(["@here", "U012AB3CD", "S0614TZR7"]), max_size=3),
+    mention_lists(3),
 )
 def test_any_digest_stays_within_limits(batch: list[Notification], mentions: list[str]) -> None:
     messages = digest.slack_digest(batch, mentions=mentions)
