@@ -8,10 +8,9 @@ from pathlib import Path
 
 from dotenv import dotenv_values
 
-from notifier.route.routes_file import load_routes
 from notifier.route.rules import Routes
 from notifier.run.config import ConfigError
-from notifier.run.routes import routes_from_settings
+from notifier.run.routes import load_routes, routes_from_settings
 from notifier.run.settings import Settings
 
 

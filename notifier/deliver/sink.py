@@ -1,11 +1,23 @@
-"""Destinations: one module per kind, each a `Sink`; the registry is built in `run.daemon`."""
+"""The sink port: a destination as the cycle sees it (`Sink`, `DigestSink`), how it fails
+(`DeliveryError`) and what `check` reports (`CheckResult`). `deliver.sinks.registry` builds them.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 from notifier.domain.models import MessageRef, Notification
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """One line of `check` output: what was checked, whether it passed, what was seen."""
+
+    name: str
+    ok: bool
+    detail: str
 
 
 class DeliveryError(Exception):
@@ -50,6 +62,11 @@ class Sink(Protocol):
         destination, when known: a sink that can, replies there (alerts, reminders: if its
         `thread` option is on) or updates it (recoveries); the others ignore it.
         """
+        ...
+
+    async def check(self) -> list[CheckResult]:
+        """Probe the destination without delivering (`check`); never raises for a destination
+        problem, reports it instead."""
         ...
 
 

@@ -1,5 +1,5 @@
-"""The routes file: TOML read, validated into `Routes`, and every problem told in one line that
-names the file and the key or line (never a secret).
+"""The routes file: its TOML validated into `Routes`, and every problem told in one line that
+names the file and the key or line (never a secret). Pure: `run.routes.load_routes` reads it.
 """
 
 from __future__ import annotations
@@ -7,7 +7,6 @@ from __future__ import annotations
 import difflib
 import tomllib
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
@@ -20,26 +19,23 @@ class RoutesError(Exception):
     """A routes file problem, as one line naming the file and the key or line; never a secret."""
 
 
-def load_routes(path: Path, environ: Mapping[str, str], *, allow_http: bool = False) -> Routes:
-    """Read and validate a routes file, resolving `env:NAME` secrets from `environ`.
+def parse_routes(
+    raw: bytes, source: str, environ: Mapping[str, str], *, allow_http: bool = False
+) -> Routes:
+    """Validate a routes file's bytes, resolving `env:NAME` secrets from `environ`.
 
-    Raises `RoutesError`: one line naming the file and the line/column or key path.
+    Raises `RoutesError`: one line naming `source` (the file) and the line/column or key path.
     """
     try:
-        with path.open("rb") as file:
-            data = tomllib.load(file)
+        data = tomllib.loads(raw.decode("utf-8"))
     except tomllib.TOMLDecodeError as exc:
-        raise RoutesError(f"{path}: {exc}") from None
+        raise RoutesError(f"{source}: {exc}") from None
     except UnicodeDecodeError:
-        raise RoutesError(f"{path}: not UTF-8 text") from None
-    except OSError as exc:
-        raise RoutesError(
-            f"{path}: cannot read it ({exc.strerror or type(exc).__name__})"
-        ) from None
+        raise RoutesError(f"{source}: not UTF-8 text") from None
     try:
         return Routes.model_validate(data, context=FileContext(environ, allow_http))
     except ValidationError as exc:
-        raise RoutesError(f"{path}: {_describe(exc)}") from None
+        raise RoutesError(f"{source}: {_describe(exc)}") from None
 
 
 def _describe(exc: ValidationError) -> str:

@@ -36,7 +36,7 @@ from notifier.fetch.source import ApiKeyRefused, RunSource
 from notifier.route import admission, outbox
 from notifier.route.admission import Router
 from notifier.route.rules import RouteDecision
-from notifier.store.store import StateStore
+from notifier.store.store import CycleStore
 
 log = structlog.get_logger(__name__)
 
@@ -78,7 +78,7 @@ class Notifier:
     def __init__(
         self,
         source: RunSource,
-        store: StateStore,
+        store: CycleStore,
         sinks: Mapping[str, Sink],
         config: ServiceConfig,
         *,

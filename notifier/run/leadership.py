@@ -12,13 +12,11 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime
 
 import structlog
 
 from notifier.domain.models import Mute, NotifierState
-from notifier.domain.mutes import MuteSelector
 from notifier.domain.report import CycleReport
 from notifier.run.cycle import Notifier
 from notifier.store.postgres import LeaseLost, PostgresStateError, PostgresStore, StaleFence
@@ -27,19 +25,15 @@ log = structlog.get_logger(__name__)
 
 
 class ElectedState:
-    """The leader's `StateStore` for one lease: `load` gives the state read at election, `save`
+    """The leader's `CycleStore` for one lease: `load` gives the state read at election, `save`
     writes only under the fence it was read under, and `may_deliver` is the fence check every
-    delivery must pass. Mutes are re-read every cycle (`mute` writes them); the rest is the
-    PostgreSQL store's own."""
+    delivery must pass. Mutes are re-read every cycle (`mute` writes them). Nothing else of the
+    store goes through it: exports, imports and mutes are the CLI's, on the store itself."""
 
     def __init__(self, store: PostgresStore, state: NotifierState, fence: int) -> None:
         self._store = store
         self._state = state
         self.fence = fence
-
-    @property
-    def where(self) -> str:
-        return self._store.where
 
     async def load(self) -> NotifierState:
         return self._state
@@ -49,27 +43,6 @@ class ElectedState:
 
     async def fresh_mutes(self) -> list[Mute]:
         return await self._store.mutes()
-
-    async def mutes(self) -> list[Mute]:
-        return await self._store.mutes()
-
-    async def add_mute(self, mute: Mute, now: datetime) -> None:
-        await self._store.add_mute(mute, now)
-
-    async def remove_mutes(self, selector: MuteSelector, now: datetime) -> list[Mute]:
-        return await self._store.remove_mutes(selector, now)
-
-    async def export_state(self) -> NotifierState:
-        return await self._store.export_state()
-
-    async def import_state(self, state: NotifierState, *, force: bool = False) -> str | None:
-        return await self._store.import_state(state, force=force)
-
-    def exclusive(self) -> AbstractAsyncContextManager[None]:
-        return self._store.exclusive()
-
-    async def close(self) -> None:
-        """Nothing: the store outlives the lease, and the wiring closes it."""
 
     def may_deliver(self) -> bool:
         """Whether a delivery may start now: the lease is held, under the fence of this state."""
@@ -184,9 +157,13 @@ class LeasedNotifier:
             self._notifier = self._elected = None
             return False
 
+    def forget(self) -> None:
+        """Drop the loaded state and its notifier: the next cycle, if any, starts elected anew."""
+        self._notifier = self._elected = None
+
     async def release(self) -> None:
         """At shutdown, after the final save: let a standby take over at once."""
-        self._notifier = self._elected = None
+        self.forget()
         try:
             await self._store.release()
         except PostgresStateError as exc:

@@ -7,7 +7,7 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import TextIO
 
-from notifier.deliver.checks import CheckResult
+from notifier.deliver.sink import CheckResult
 from notifier.domain.models import MonitorInfo, Mute
 from notifier.fetch.source import ApiKeyRefused, DatafoldError
 from notifier.route.rules import Routes, explain, quiet_hours_summary
@@ -142,11 +142,7 @@ async def _check_destinations(runtime: Runtime) -> list[CheckResult]:
         ]
     results: list[CheckResult] = []
     for sink in runtime.sinks.values():
-        check = getattr(sink, "check", None)
-        if check is None:
-            continue
-        answer = await check()
-        results.extend(answer if isinstance(answer, list) else [answer])
+        results.extend(await sink.check())
     return results
 
 

@@ -1,7 +1,11 @@
-"""Today's environment variables (Slack and webhook settings) as a routing table, for when no
-routes file is given. Here in `run`, not in `route`, because it reads `Settings`."""
+"""Where the routing table comes from: the routes file (read here, parsed by the pure
+`route.routes_file`), or today's environment variables (Slack and webhook settings) when no
+routes file is given. Here in `run`, not in `route`, because it reads files and `Settings`."""
 
 from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
 
 from notifier.route.destinations import (
     AnyDestination,
@@ -10,6 +14,7 @@ from notifier.route.destinations import (
     WebhookDestination,
     webhook_destination_name,
 )
+from notifier.route.routes_file import RoutesError, parse_routes
 from notifier.route.rules import DefaultRoute, Routes
 from notifier.run.settings import Settings
 
@@ -29,3 +34,17 @@ def routes_from_settings(settings: Settings) -> Routes:
         destinations[name] = WebhookDestination(url=url, secrets=list(settings.webhook_secrets))
     default = DefaultRoute(to=list(destinations)) if destinations else None
     return Routes(destinations=destinations, default=default)
+
+
+def load_routes(path: Path, environ: Mapping[str, str], *, allow_http: bool = False) -> Routes:
+    """Read and validate a routes file, resolving `env:NAME` secrets from `environ`.
+
+    Raises `RoutesError`: one line naming the file and the line/column or key path.
+    """
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise RoutesError(
+            f"{path}: cannot read it ({exc.strerror or type(exc).__name__})"
+        ) from None
+    return parse_routes(raw, str(path), environ, allow_http=allow_http)

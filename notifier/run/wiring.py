@@ -29,14 +29,13 @@ from notifier.run.health import ClusterView
 from notifier.run.routes import routes_from_settings
 from notifier.run.settings import Settings
 from notifier.store.file import StateFile
-from notifier.store.store import StateStore
+from notifier.store.store import CycleStore, StateStore
 
 if TYPE_CHECKING:  # psycopg costs ~20 MB: imported only when NOTIFIER_STATE_URL is set
     from notifier.run.leadership import LeasedNotifier
     from notifier.store.postgres import PostgresStore
 
-# The clock-offset events were the daemon module's: their logger keeps its name.
-log = structlog.get_logger("notifier.run.daemon")
+log = structlog.get_logger(__name__)
 
 
 def service_config(settings: Settings, *, spread: bool = True) -> ServiceConfig:
@@ -227,7 +226,7 @@ def make_notifier(
     runtime: Runtime,
     *,
     spread: bool = True,
-    store: StateStore | None = None,
+    store: CycleStore | None = None,
     may_deliver: Callable[[], bool] | None = None,
 ) -> Notifier:
     """A notifier over the runtime's adapters and the state file (hold its lock, then `load`),
@@ -296,11 +295,11 @@ async def cycle_runner(runtime: Runtime, *, once: bool = False) -> AsyncIterator
     if not once:
         yield leased
         return
-    async with pg.exclusive():
+    async with pg.exclusive():  # stops renewing, then lets the lease lapse
         try:
             yield leased
         finally:
-            await leased.release()
+            leased.forget()
 
 
 def watch_store(daemon: Daemon, runtime: Runtime) -> None:

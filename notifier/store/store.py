@@ -1,7 +1,7 @@
 """The state store port: where the notifier's state lives between cycles and restarts.
 
 Both stores implement all of it, the state file (`store/file.py`) and PostgreSQL
-(`store/postgres.py`), and `tests/test_store_conformance.py` runs the same assertions against
+(`store/postgres/`), and `tests/test_store_conformance.py` runs the same assertions against
 each. Only the wiring (`run/wiring.py`) knows which one it opened; PostgreSQL's leadership
 (`run/leadership.py`) is chosen there too.
 """
@@ -26,18 +26,9 @@ class StoreBusy(Exception):
     PostgreSQL lease). A state file held by another daemon is a `StateError` instead."""
 
 
-class StateStore(Protocol):
-    """The state between cycles: read once at start, saved after each cycle, its mutes changed
-    by `mute` and `unmute` beside a running daemon, and moved whole by `state export/import`.
-
-    Setting or lifting a mute follows `notifier.domain.mutes` in every store: mutes that have
-    run out are dropped, and `remove_mutes` lifts the active mutes its selector matches.
-    """
-
-    @property
-    def where(self) -> str:
-        """How messages name the store: the file's path, or "PostgreSQL host:port/db"."""
-        ...
+class CycleStore(Protocol):
+    """What a cycle needs of the state: read it once, learn of mutes changed beside it, save it.
+    The leader's per-lease view (`run/leadership.py` `ElectedState`) is only this."""
 
     async def load(self) -> NotifierState:
         """The saved state, or an empty one when none was saved yet."""
@@ -50,6 +41,20 @@ class StateStore(Protocol):
     async def fresh_mutes(self) -> list[Mute] | None:
         """The mutes, if someone else (`mute`, `unmute`) may have changed them since this store
         last read or wrote them; else None."""
+        ...
+
+
+class StateStore(CycleStore, Protocol):
+    """The state between cycles: read once at start, saved after each cycle, its mutes changed
+    by `mute` and `unmute` beside a running daemon, and moved whole by `state export/import`.
+
+    Setting or lifting a mute follows `notifier.domain.mutes` in every store: mutes that have
+    run out are dropped, and `remove_mutes` lifts the active mutes its selector matches.
+    """
+
+    @property
+    def where(self) -> str:
+        """How messages name the store: the file's path, or "PostgreSQL host:port/db"."""
         ...
 
     async def mutes(self) -> list[Mute]:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 
-from notifier.deliver.checks import CheckResult
 from notifier.deliver.render.console import console_text
+from notifier.deliver.sink import CheckResult
 from notifier.domain.models import MessageRef, Notification
 
 

@@ -17,10 +17,9 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.web.async_slack_response import AsyncSlackResponse
 
-from notifier.deliver.checks import CheckResult
 from notifier.deliver.plan import SlackCall, SlackOptions, owner_to_look_up, plan_digest, plan_send
 from notifier.deliver.render import blockkit
-from notifier.deliver.sink import DeliveryError
+from notifier.deliver.sink import CheckResult, DeliveryError
 from notifier.deliver.sinks.context import SinkContext
 from notifier.deliver.sinks.slack_owners import OwnerDirectory
 from notifier.deliver.sinks.slack_transport import (

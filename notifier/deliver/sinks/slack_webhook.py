@@ -11,10 +11,9 @@ from typing import ClassVar, Final
 import aiohttp
 from slack_sdk.webhook.async_client import AsyncWebhookClient
 
-from notifier.deliver.checks import CheckResult
 from notifier.deliver.plan import SlackCall, SlackOptions, plan_digest, plan_send
 from notifier.deliver.render import blockkit
-from notifier.deliver.sink import DeliveryError
+from notifier.deliver.sink import CheckResult, DeliveryError
 from notifier.deliver.sinks.context import SinkContext
 from notifier.deliver.sinks.slack_transport import (
     MESSAGE_ERRORS,

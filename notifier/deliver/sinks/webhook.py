@@ -13,10 +13,9 @@ import aiohttp
 from standardwebhooks import Webhook
 
 from notifier import __version__
-from notifier.deliver.checks import CheckResult
 from notifier.deliver.render import webhook as webhook_payload
 from notifier.deliver.render.alertmanager import notification_body
-from notifier.deliver.sink import DeliveryError
+from notifier.deliver.sink import CheckResult, DeliveryError
 from notifier.deliver.sinks.context import SinkContext
 from notifier.domain.models import MessageRef, Notification, as_utc
 from notifier.domain.values import retry_after_seconds, whsec_key

@@ -310,9 +310,12 @@ class PostgresLease(PostgresConnection):
         try:
             yield
         finally:
-            renewal.cancel()
+            renewal.cancel()  # first, so that no renewal takes the lease back while it lapses
             await asyncio.gather(renewal, return_exceptions=True)
-            await self.release()
+            try:
+                await self.release()
+            except PostgresStateError as exc:
+                log.warning("lease_release_failed", error=str(exc))
 
     @property
     def clock_skewed(self) -> bool:
