@@ -15,8 +15,9 @@ import pytest
 
 from notifier.domain.models import MonitorInfo
 from notifier.route.patterns import NAME_MATCH_MAX, PATTERN_MAX, NamePattern
-from notifier.route.routes_file import RoutesError, load_routes
+from notifier.route.routes_file import RoutesError
 from notifier.route.rules import Match, Routes
+from notifier.run.routes import load_routes
 from tests.fakes.cli import CLI, World
 
 #: Generous: the machine is shared. Python's `re` needs hours or more for any of these.

@@ -11,9 +11,8 @@ from typing import Any
 import aiohttp
 import pytest
 
-from notifier.deliver.checks import CheckResult
 from notifier.deliver.render import slack as render
-from notifier.deliver.sink import DeliveryError
+from notifier.deliver.sink import CheckResult, DeliveryError
 from notifier.deliver.sinks.slack import SlackBotSink
 from notifier.deliver.sinks.slack_webhook import SlackWebhookSink
 from notifier.domain.models import Links, MonitorInfo, Notification, RunEvent

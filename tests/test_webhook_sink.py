@@ -12,10 +12,9 @@ import pytest
 from standardwebhooks import Webhook, WebhookVerificationError
 
 from notifier import __version__
-from notifier.deliver.checks import CheckResult
 from notifier.deliver.render import webhook as webhook_payload
 from notifier.deliver.render.alertmanager import notification_body
-from notifier.deliver.sink import DeliveryError, Sink
+from notifier.deliver.sink import CheckResult, DeliveryError, Sink
 from notifier.deliver.sinks.webhook import WebhookSink
 from notifier.domain.models import Incident, Links, MessageRef, MonitorInfo, Notification, RunEvent
 from tests.fakes.webhook import Reply, WebhookReceiver
