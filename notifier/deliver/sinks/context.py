@@ -3,6 +3,7 @@ of one `from_destination` per destination kind."""
 
 from __future__ import annotations
 
+import ssl
 from dataclasses import dataclass
 
 import aiohttp
@@ -13,10 +14,14 @@ from notifier.deliver.sinks.slack_transport import ChannelPacer
 @dataclass(frozen=True)
 class SinkContext:
     """The process's HTTP session and request timeout, the pacer every Slack sink shares (one
-    channel, one rate), Slack's API URL, and the Datafold URL receivers link back to."""
+    channel, one rate), Slack's API URL, the Datafold URL receivers link back to, and the TLS
+    context."""
 
     session: aiohttp.ClientSession
     timeout: float
     slack_pacer: ChannelPacer
     slack_api_url: str = "https://slack.com/api/"
     external_url: str = ""
+    #: The process's TLS settings (its CA bundle) for sinks that open their own connections
+    #: (SMTP); None: the system's default verification.
+    tls: ssl.SSLContext | None = None
