@@ -21,8 +21,8 @@ from run_bench import API_KEY, build_simulator
 
 from notifier.demo.server import serve
 from notifier.run.config import load_settings
-from notifier.run.wiring import make_notifier, open_runtime
 from notifier.run.logs import configure_logging
+from notifier.run.wiring import make_notifier, open_runtime
 
 
 def serve_simulator(size: int, latency: float, port: int) -> None:

@@ -6,6 +6,7 @@ python bench/state_io.py --sizes 1000,5000,10000,20000
 from __future__ import annotations
 
 import argparse
+import asyncio
 import statistics
 import tempfile
 import time
@@ -60,7 +61,7 @@ def realistic_state(size: int) -> NotifierState:
     return NotifierState(monitors=monitors, outbox=outbox)
 
 
-def main() -> None:
+async def main() -> None:
     from notifier.run.logs import configure_logging
     from notifier.store.file import StateFile
 
@@ -84,10 +85,10 @@ def main() -> None:
                 store = StateFile(path)
                 state.monitors[1000].last_polled_at = T0 + timedelta(seconds=attempt)  # a change
                 started = time.perf_counter()
-                store.save(state)
+                await store.save(state)
                 saves.append(time.perf_counter() - started)
                 started = time.perf_counter()
-                StateFile(path).load()
+                await StateFile(path).load()
                 loads.append(time.perf_counter() - started)
             kb = path.stat().st_size / 1024
         save, load = statistics.median(saves) * 1000, statistics.median(loads) * 1000
@@ -98,4 +99,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    asyncio.run(main())
