@@ -18,6 +18,7 @@ EXAMPLES: dict[str, dict[str, Any]] = {
     "slack": {"channel": "#alerts", "token": "xoxb-token-1"},
     "slack-webhook": {"url": "https://hooks.slack.test/services/T/B/token-2"},
     "webhook": {"url": "https://receiver.test/hook?token=3", "secret": [SECRET]},
+    "teams": {"url": "https://prod-00.westus.logic.azure.test/workflows/1/triggers?sig=tm5"},
 }
 
 

@@ -16,11 +16,13 @@ from notifier.deliver.sinks.registry import SINK_FACTORIES
 from notifier.deliver.sinks.slack import SlackBotSink
 from notifier.deliver.sinks.slack_transport import ChannelPacer
 from notifier.deliver.sinks.slack_webhook import SlackWebhookSink
+from notifier.deliver.sinks.teams import TeamsSink
 from notifier.deliver.sinks.webhook import WebhookSink
 from notifier.route.destinations import (
     DESTINATION_TYPES,
     SlackDestination,
     SlackWebhookDestination,
+    TeamsDestination,
     WebhookDestination,
 )
 from tests.test_slack_render import make
@@ -91,3 +93,13 @@ async def test_a_webhook_destination_makes_a_signed_webhook_sink(
         expected = notification_body(n, receiver="receiver", external_url=context.external_url)
         assert sink.body(n) == expected
     assert WHSEC not in repr(sink)
+
+
+async def test_a_teams_destination_makes_a_teams_sink(context: SinkContext) -> None:
+    url = "https://prod-00.westus.logic.azure.test/workflows/1/triggers?sig=teams-factory-sig"
+    destination = TeamsDestination(url=SecretStr(url), digest_threshold=4)
+    sink = SINK_FACTORIES["teams"]("chat", destination, context)
+    assert isinstance(sink, TeamsSink)
+    assert (sink.name, sink.digest_threshold) == ("chat", 4)
+    assert sink._session is context.session and sink._timeout.total == 7.5
+    assert "teams-factory-sig" not in repr(sink)

@@ -186,11 +186,26 @@ class WebhookDestination(StrictModel):
         return [self.url, *self.secrets]
 
 
-AnyDestination = SlackDestination | SlackWebhookDestination | WebhookDestination
+class TeamsDestination(StrictModel):
+    """A Microsoft Teams channel through a Workflows webhook; its URL (with the flow's
+    signature) is the secret."""
+
+    type: Literal["teams"] = "teams"
+    url: SecretUrl
+    recovery: bool = True
+    digest_threshold: int | None = Field(None, ge=1)
+
+    def secret_values(self) -> list[SecretStr]:
+        """What the log pipeline must redact."""
+        return [self.url]
+
+
+AnyDestination = SlackDestination | SlackWebhookDestination | WebhookDestination | TeamsDestination
 Destination = Annotated[AnyDestination, Field(discriminator="type")]
 #: Each destination kind by its `type` in the routes file.
 DESTINATION_TYPES: dict[str, type[AnyDestination]] = {
     "slack": SlackDestination,
     "slack-webhook": SlackWebhookDestination,
     "webhook": WebhookDestination,
+    "teams": TeamsDestination,
 }

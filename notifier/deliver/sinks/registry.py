@@ -13,6 +13,7 @@ from notifier.deliver.sink import Sink
 from notifier.deliver.sinks.context import SinkContext
 from notifier.deliver.sinks.slack import SlackBotSink
 from notifier.deliver.sinks.slack_webhook import SlackWebhookSink
+from notifier.deliver.sinks.teams import TeamsSink
 from notifier.deliver.sinks.webhook import WebhookSink
 from notifier.route.destinations import AnyDestination
 
@@ -23,6 +24,7 @@ SINK_FACTORIES: dict[str, SinkFactory] = {
     "slack": SlackBotSink.from_destination,
     "slack-webhook": SlackWebhookSink.from_destination,
     "webhook": WebhookSink.from_destination,
+    "teams": TeamsSink.from_destination,
 }
 
 
