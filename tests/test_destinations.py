@@ -19,6 +19,7 @@ EXAMPLES: dict[str, dict[str, Any]] = {
     "slack-webhook": {"url": "https://hooks.slack.test/services/T/B/token-2"},
     "webhook": {"url": "https://receiver.test/hook?token=3", "secret": [SECRET]},
     "teams": {"url": "https://prod-00.westus.logic.azure.test/workflows/1/triggers?sig=tm5"},
+    "pagerduty": {"routing_key": "R0123456789abcdef0123456789abcd", "region": "eu"},
 }
 
 

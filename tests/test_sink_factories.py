@@ -12,6 +12,7 @@ from pydantic import SecretStr
 
 from notifier.deliver.render.alertmanager import notification_body
 from notifier.deliver.sinks.context import SinkContext
+from notifier.deliver.sinks.pagerduty import PagerDutySink
 from notifier.deliver.sinks.registry import SINK_FACTORIES
 from notifier.deliver.sinks.slack import SlackBotSink
 from notifier.deliver.sinks.slack_transport import ChannelPacer
@@ -20,6 +21,7 @@ from notifier.deliver.sinks.teams import TeamsSink
 from notifier.deliver.sinks.webhook import WebhookSink
 from notifier.route.destinations import (
     DESTINATION_TYPES,
+    PagerDutyDestination,
     SlackDestination,
     SlackWebhookDestination,
     TeamsDestination,
@@ -103,3 +105,17 @@ async def test_a_teams_destination_makes_a_teams_sink(context: SinkContext) -> N
     assert (sink.name, sink.digest_threshold) == ("chat", 4)
     assert sink._session is context.session and sink._timeout.total == 7.5
     assert "teams-factory-sig" not in repr(sink)
+
+
+async def test_a_pagerduty_destination_makes_a_pagerduty_sink(context: SinkContext) -> None:
+    key = "Pd0123456789abcdef0123456789fact"
+    destination = PagerDutyDestination(
+        routing_key=SecretStr(key), region="eu", severity={"alert": "warning"}
+    )
+    sink = SINK_FACTORIES["pagerduty"]("pd", destination, context)
+    assert isinstance(sink, PagerDutySink)
+    assert sink.name == "pd"
+    assert sink._url == "https://events.eu.pagerduty.com/v2/enqueue"
+    assert sink._severities == {"alert": "warning", "error": "critical"}
+    assert sink._timeout.total == 7.5
+    assert key not in repr(sink)

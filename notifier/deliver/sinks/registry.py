@@ -11,6 +11,7 @@ from typing import Any
 
 from notifier.deliver.sink import Sink
 from notifier.deliver.sinks.context import SinkContext
+from notifier.deliver.sinks.pagerduty import PagerDutySink
 from notifier.deliver.sinks.slack import SlackBotSink
 from notifier.deliver.sinks.slack_webhook import SlackWebhookSink
 from notifier.deliver.sinks.teams import TeamsSink
@@ -25,6 +26,7 @@ SINK_FACTORIES: dict[str, SinkFactory] = {
     "slack-webhook": SlackWebhookSink.from_destination,
     "webhook": WebhookSink.from_destination,
     "teams": TeamsSink.from_destination,
+    "pagerduty": PagerDutySink.from_destination,
 }
 
 
