@@ -112,6 +112,8 @@ class FakeTeams:
 
     cards: list[dict[str, Any]] = field(default_factory=list)
     refused: list[tuple[int, str]] = field(default_factory=list)
+    #: The status of every valid post, in order.
+    answered: list[int] = field(default_factory=list)
     heads: int = 0
     _replies: deque[Reply] = field(default_factory=deque)
     _validator: Draft6Validator = field(default_factory=card_validator)
@@ -146,6 +148,7 @@ class FakeTeams:
         reply = self._replies.popleft() if self._replies else Reply(202)
         if reply.delay:
             await asyncio.sleep(reply.delay)
+        self.answered.append(reply.status)
         if 200 <= reply.status < 300:
             self.cards.append(message["attachments"][0]["content"])
         return web.Response(status=reply.status, headers=reply.headers)
