@@ -18,8 +18,15 @@ EXAMPLES: dict[str, dict[str, Any]] = {
     "slack": {"channel": "#alerts", "token": "xoxb-token-1"},
     "slack-webhook": {"url": "https://hooks.slack.test/services/T/B/token-2"},
     "webhook": {"url": "https://receiver.test/hook?token=3", "secret": [SECRET]},
-    "teams": {"url": "https://prod-00.westus.logic.azure.test/workflows/1/triggers?sig=tm5"},
+    "email": {
+        "host": "smtp.example.test",
+        "username": "mailer",
+        "password": "smtp-password-4",
+        "from": "notifier@example.test",
+        "to": ["oncall@example.test"],
+    },
     "pagerduty": {"routing_key": "R0123456789abcdef0123456789abcd", "region": "eu"},
+    "teams": {"url": "https://prod-00.westus.logic.azure.test/workflows/1/triggers?sig=tm5"},
 }
 
 

@@ -11,7 +11,9 @@ import pytest
 from pydantic import SecretStr
 
 from notifier.deliver.render.alertmanager import notification_body
+from notifier.deliver.sink import DigestSink
 from notifier.deliver.sinks.context import SinkContext
+from notifier.deliver.sinks.email import EmailSink
 from notifier.deliver.sinks.pagerduty import PagerDutySink
 from notifier.deliver.sinks.registry import SINK_FACTORIES
 from notifier.deliver.sinks.slack import SlackBotSink
@@ -21,6 +23,7 @@ from notifier.deliver.sinks.teams import TeamsSink
 from notifier.deliver.sinks.webhook import WebhookSink
 from notifier.route.destinations import (
     DESTINATION_TYPES,
+    EmailDestination,
     PagerDutyDestination,
     SlackDestination,
     SlackWebhookDestination,
@@ -97,16 +100,6 @@ async def test_a_webhook_destination_makes_a_signed_webhook_sink(
     assert WHSEC not in repr(sink)
 
 
-async def test_a_teams_destination_makes_a_teams_sink(context: SinkContext) -> None:
-    url = "https://prod-00.westus.logic.azure.test/workflows/1/triggers?sig=teams-factory-sig"
-    destination = TeamsDestination(url=SecretStr(url), digest_threshold=4)
-    sink = SINK_FACTORIES["teams"]("chat", destination, context)
-    assert isinstance(sink, TeamsSink)
-    assert (sink.name, sink.digest_threshold) == ("chat", 4)
-    assert sink._session is context.session and sink._timeout.total == 7.5
-    assert "teams-factory-sig" not in repr(sink)
-
-
 async def test_a_pagerduty_destination_makes_a_pagerduty_sink(context: SinkContext) -> None:
     key = "Pd0123456789abcdef0123456789fact"
     destination = PagerDutyDestination(
@@ -119,3 +112,29 @@ async def test_a_pagerduty_destination_makes_a_pagerduty_sink(context: SinkConte
     assert sink._severities == {"alert": "warning", "error": "critical"}
     assert sink._timeout.total == 7.5
     assert key not in repr(sink)
+
+
+async def test_an_email_destination_makes_an_email_sink(context: SinkContext) -> None:
+    destination = EmailDestination(
+        host="smtp.example.test",
+        username=SecretStr("mailer"),
+        password=SecretStr("factory-secret-smtp"),
+        sender="notifier@example.test",
+        to=["oncall@example.test"],
+        digest_threshold=5,
+    )
+    sink = SINK_FACTORIES["email"]("mail", destination, context)
+    assert isinstance(sink, EmailSink)
+    assert sink.name == "mail" and sink.digest_threshold == 5
+    assert isinstance(sink, DigestSink)
+    assert "factory-secret" not in repr(sink)
+
+
+async def test_a_teams_destination_makes_a_teams_sink(context: SinkContext) -> None:
+    url = "https://prod-00.westus.logic.azure.test/workflows/1/triggers?sig=teams-factory-sig"
+    destination = TeamsDestination(url=SecretStr(url), digest_threshold=4)
+    sink = SINK_FACTORIES["teams"]("chat", destination, context)
+    assert isinstance(sink, TeamsSink)
+    assert (sink.name, sink.digest_threshold) == ("chat", 4)
+    assert sink._session is context.session and sink._timeout.total == 7.5
+    assert "teams-factory-sig" not in repr(sink)

@@ -11,6 +11,7 @@ from typing import Any
 
 from notifier.deliver.sink import Sink
 from notifier.deliver.sinks.context import SinkContext
+from notifier.deliver.sinks.email import EmailSink
 from notifier.deliver.sinks.pagerduty import PagerDutySink
 from notifier.deliver.sinks.slack import SlackBotSink
 from notifier.deliver.sinks.slack_webhook import SlackWebhookSink
@@ -25,8 +26,9 @@ SINK_FACTORIES: dict[str, SinkFactory] = {
     "slack": SlackBotSink.from_destination,
     "slack-webhook": SlackWebhookSink.from_destination,
     "webhook": WebhookSink.from_destination,
-    "teams": TeamsSink.from_destination,
+    "email": EmailSink.from_destination,
     "pagerduty": PagerDutySink.from_destination,
+    "teams": TeamsSink.from_destination,
 }
 
 
