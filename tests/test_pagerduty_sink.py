@@ -9,7 +9,6 @@ from datetime import UTC, datetime
 
 import aiohttp
 import pytest
-from structlog.testing import capture_logs
 
 from notifier.deliver.render.pagerduty import event_body, pagerduty_event
 from notifier.deliver.sink import DeliveryError
@@ -133,9 +132,8 @@ async def test_check_probes_the_host_and_sends_no_event(
     assert not down.ok and "unreachable" in down.detail
 
 
-def test_the_repr_shows_no_routing_key(session: aiohttp.ClientSession) -> None:
-    with capture_logs():
-        sink = PagerDutySink(KEY, session=session, name="pd")
+async def test_the_repr_shows_no_routing_key(session: aiohttp.ClientSession) -> None:
+    sink = PagerDutySink(KEY, session=session, name="pd")
     assert KEY not in repr(sink) and "pd" in repr(sink)
 
 
