@@ -3,6 +3,7 @@ the Slack message says, shows outside text as written (never as Markdown) and st
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import pytest
@@ -139,6 +140,11 @@ def test_a_storm_digest_splits_into_cards_that_each_fit_and_lose_nothing() -> No
     assert len(messages) > 1
     for message in messages:
         checked(message)
+    for message, following in itertools.pairwise(messages):
+        card = message.body["attachments"][0]["content"]
+        first = following.body["attachments"][0]["content"]["body"][1]
+        fuller = {**card, "body": [*card["body"], first]}
+        assert len(teams.encode(teams.envelope(fuller))) > teams.MESSAGE_BYTES_MAX  # no early split
     seen = [nid for message in messages for nid in message.ids]
     assert sorted(seen) == sorted(n.id for n in batch)
     assert texts(messages[1].body["attachments"][0]["content"])[0].endswith("(continued)")

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 import aiohttp
 import pytest
 
-from notifier.deliver.render.teams import teams_digest
+from notifier.deliver.render.teams import teams_digest, teams_message
 from notifier.deliver.sink import DeliveryError, DigestSink
 from notifier.deliver.sinks.teams import TeamsSink
 from notifier.domain.models import MessageRef
@@ -127,3 +127,14 @@ async def test_check_touches_the_host_and_posts_nothing(
     assert result.ok and "reachable" in result.detail and "not tested" in result.detail
     assert teams.heads == 1 and teams.cards == [] and teams.refused == []
     assert SIGNATURE not in result.detail
+
+
+async def test_the_fake_refuses_a_message_of_28_kb_with_413(
+    fake: tuple[FakeTeams, str], session: aiohttp.ClientSession
+) -> None:
+    teams, url = fake
+    body = teams_message(make()).body
+    body["attachments"][0]["content"]["body"][0]["inlines"][0]["text"] = "x" * 28 * 1024
+    async with session.post(url, json=body) as response:
+        assert response.status == 413
+    assert teams.cards == [] and teams.refused[0][0] == 413

@@ -33,6 +33,7 @@ URL_MAX: Final = 2_000
 #: A digest card shows this much of each event's error.
 DIGEST_ERROR_MAX: Final = 150
 
+_CONTINUED: Final = " (continued)"
 _COLORS: Final = {"alert": "attention", "error": "attention", "recovered": "good"}
 
 
@@ -96,17 +97,26 @@ def teams_digest(notifications: Sequence[Notification]) -> list[TeamsMessage]:
     messages: list[TeamsMessage] = []
     body: list[dict[str, Any]] = []
     ids: set[str] = set()
+    # Compact JSON: each element adds its own bytes and one comma to the card's.
+    size = len(encode(envelope(_digest_card(headline, []))))
     for element, nid in items:
-        title = headline if not messages else f"{headline} (continued)"
-        candidate = envelope(_digest_card(title, [*body, element]))
-        if body and len(encode(candidate)) > MESSAGE_BYTES_MAX:
-            messages.append(TeamsMessage(envelope(_digest_card(title, body)), frozenset(ids)))
+        cost = len(encode(element)) + 1
+        if body and size + cost > MESSAGE_BYTES_MAX:
+            messages.append(_digest_message(headline, body, ids, continued=bool(messages)))
             body, ids = [], set()
+            size = len(encode(envelope(_digest_card(headline + _CONTINUED, []))))
         body.append(element)
         ids.add(nid)
-    title = headline if not messages else f"{headline} (continued)"
-    messages.append(TeamsMessage(envelope(_digest_card(title, body)), frozenset(ids)))
+        size += cost
+    messages.append(_digest_message(headline, body, ids, continued=bool(messages)))
     return messages
+
+
+def _digest_message(
+    headline: str, body: list[dict[str, Any]], ids: set[str], *, continued: bool
+) -> TeamsMessage:
+    title = headline + _CONTINUED if continued else headline
+    return TeamsMessage(envelope(_digest_card(title, body)), frozenset(ids))
 
 
 def _group_order(group: list[Notification]) -> tuple[int, int, str]:
@@ -204,8 +214,8 @@ def _digest_card(headline: str, elements: list[dict[str, Any]]) -> dict[str, Any
 
 
 def _digest_line(n: Notification, first_of_monitor: bool) -> dict[str, Any]:
-    """One event of a digest; the first of its monitor names the monitor. A button-free card:
-    links are the diff's and the monitor's, as selectable text runs."""
+    """One event of a digest, the first of its monitor naming the monitor; tapping it opens the
+    diff (or the monitor). Outside text in TextRuns only, the error cut to one short line."""
     style = kind_style(n)
     label = style.label if n.kind != "run" else one_line(n.event.state, 40) or "failing"
     inlines: list[dict[str, Any]] = []
