@@ -170,3 +170,11 @@ def test_the_fake_refuses_a_card_above_1_4_or_with_an_unknown_type() -> None:
         assert card_problem(bad, VALIDATOR) is not None, change
     assert card_problem({"text": "hi"}, VALIDATOR) is not None
     assert card_problem({**message, "type": "card"}, VALIDATOR) is not None
+
+
+def test_direction_overrides_are_dropped_and_a_lone_surrogate_still_encodes() -> None:
+    n = with_monitor(make(error="\ud800 bad"), name="abc\u202edcba\u2066x")
+    message = teams.teams_message(n)
+    card = checked(message)
+    assert texts(card)[0].endswith("abcdcbax")
+    assert "? bad" in message.encoded().decode()

@@ -34,6 +34,10 @@ URL_MAX: Final = 2_000
 DIGEST_ERROR_MAX: Final = 150
 
 _CONTINUED: Final = " (continued)"
+#: Bidirectional overrides and isolates: dropped, so a name cannot show its text reversed.
+_BIDI_CONTROLS: Final = dict.fromkeys(
+    [*range(0x202A, 0x202F), *range(0x2066, 0x206A), 0x200E, 0x200F, 0x061C]
+)
 _COLORS: Final = {"alert": "attention", "error": "attention", "recovered": "good"}
 
 
@@ -51,7 +55,8 @@ class TeamsMessage:
 
 def encode(body: dict[str, Any]) -> bytes:
     """A message as compact UTF-8 JSON, as it is sent and measured."""
-    return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+    # A lone surrogate (valid in Datafold's JSON, not in UTF-8) becomes "?" rather than an error.
+    return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode(errors="replace")
 
 
 def envelope(card: dict[str, Any]) -> dict[str, Any]:
@@ -255,7 +260,7 @@ def _run(
     monospace: bool = False,
 ) -> dict[str, Any]:
     """A TextRun: shown as written, never read as Markdown."""
-    run: dict[str, Any] = {"type": "TextRun", "text": text}
+    run: dict[str, Any] = {"type": "TextRun", "text": text.translate(_BIDI_CONTROLS)}
     if size:
         run["size"] = size
         run["weight"] = "Bolder"
