@@ -75,6 +75,7 @@ OK_EVENT = RunEvent(monitor_id=4521, run_id=98124, state="ok")
             "[Reminder] orders prod vs staging (run 98123)",
         ),
         (notification(name=None), "[Alert] Monitor 4521 (run 98123)"),
+        (notification(name="Umsätze 💶 täglich"), "[Alert] Umsätze 💶 täglich (run 98123)"),
     ],
 )
 def test_the_subject_says_the_state_and_the_monitor(n: Notification, expected: str) -> None:

@@ -143,6 +143,31 @@ async def test_refused_recipients_fail_this_mail_only() -> None:
     assert not error.value.whole_destination
 
 
+async def test_a_mail_some_recipients_took_is_delivered() -> None:
+    server = MailServer(refuse=frozenset(TO[:1]))
+    with server.serve() as port:
+        await sink(port, security="none").send(notification())  # a retry would repeat it
+    [received] = server.mails
+    assert received.recipients == TO[1:]
+
+
+async def test_a_server_that_never_answers_is_bounded_by_the_timeout() -> None:
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()  # accepts, never greets
+        mailer = EmailSink(
+            "127.0.0.1",
+            port=silent.getsockname()[1],
+            sender=SENDER,
+            to=TO,
+            timeout=0.3,
+            security="none",
+        )
+        with pytest.raises(DeliveryError, match="did not answer in time") as error:
+            await mailer.send(notification())
+    assert error.value.whole_destination
+
+
 async def test_the_incidents_later_mails_reply_to_its_first() -> None:
     server = MailServer()
     opener = opening(notification())

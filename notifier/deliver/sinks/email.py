@@ -8,6 +8,7 @@ Neither the password nor the server's own words appear in an error: the reply co
 
 from __future__ import annotations
 
+import asyncio
 import ssl
 from collections.abc import Sequence
 from email.message import EmailMessage
@@ -125,7 +126,8 @@ class EmailSink:
     async def _deliver(self, message: EmailMessage) -> None:
         client = self._client()
         try:
-            async with client:
+            # aiosmtplib's timeout is per command: bound the whole exchange too.
+            async with asyncio.timeout(self._timeout), client:
                 # Some recipients refused, others not: the mail went out; a retry would repeat it.
                 await client.send_message(message, sender=self._sender, recipients=self._to)
         except (aiosmtplib.SMTPException, OSError, TimeoutError) as error:
@@ -154,7 +156,7 @@ class EmailSink:
         """Connect, EHLO, STARTTLS and AUTH as configured, then QUIT without sending."""
         client = self._client()
         try:
-            async with client:
+            async with asyncio.timeout(self._timeout), client:
                 pass
         except (aiosmtplib.SMTPException, OSError, TimeoutError) as error:
             reason, _ = _reason(error)
