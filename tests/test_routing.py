@@ -357,9 +357,9 @@ NOT_WHSEC = "oncall-hook.secret: the secret must be a Standard Webhooks secret s
         (_set("channel =", 'mentions = ["bob"]\nchannel ='), ENV, "mentions: 'bob' is not a Slack"),
         # Types and formats.
         (
-            _set('type = "slack"', 'type = "teams"'),
+            _set('type = "slack"', 'type = "carrier-pigeon"'),
             ENV,
-            "data-alerts.type: unknown type 'teams' (use",
+            "data-alerts.type: unknown type 'carrier-pigeon' (use",
         ),
         (_set('type = "slack"', ""), ENV, "destinations.data-alerts.type: field required"),
         (_set("secret =", "format = 'am'\nsecret ="), ENV, "oncall-hook.format: Input should be"),
