@@ -24,6 +24,7 @@ from notifier.route.outbox import (
     expire,
     prune_anchors,
     record_sent,
+    refuse,
     settle,
     trim,
     unqueued,
@@ -246,3 +247,13 @@ def test_what_a_removal_tells() -> None:
         "undelivered_to": ["slack", "webhook"],
         "attempts": 3,
     }
+
+
+def test_refuse_stops_waiting_for_that_destination_and_anchors_nothing() -> None:
+    n = notification(2, incident="1-2-alert")
+    state = NotifierState()
+    queued = OutboxEntry(notification=n, pending=["pagerduty", "slack"])
+    refuse(queued, "pagerduty")
+    assert queued.pending == ["slack"] and state.messages == {}
+    refuse(queued, "pagerduty")  # a second refusal changes nothing
+    assert queued.pending == ["slack"]

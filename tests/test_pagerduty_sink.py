@@ -68,6 +68,7 @@ async def test_a_400_refuses_this_event_only_and_names_no_secret(
         await sink.send(note("alert"))
     error = raised.value
     assert not error.whole_destination and error.retry_after is None
+    assert error.permanent  # PagerDuty: a 400 is not to be retried
     assert "HTTP 400" in str(error) and "routing_key must be 32 characters" in str(error)
     assert "short-but-secret-key" not in str(error) and "\n" not in str(error)
     assert len(pagerduty.refused) == 1 and pagerduty.events == []
@@ -92,7 +93,7 @@ async def test_rate_limits_and_server_errors_hold_the_whole_destination(
     sink = make_sink(url, session)
     with pytest.raises(DeliveryError) as raised:
         await sink.send(note("alert"))
-    assert raised.value.whole_destination
+    assert raised.value.whole_destination and not raised.value.permanent
     assert raised.value.retry_after == retry_after
     assert str(raised.value) == f"pd: HTTP {reply.status}"
     await sink.send(note("alert"))  # the retry: same key, one alert

@@ -361,6 +361,37 @@ async def test_a_refused_notification_does_not_block_the_next(
     assert [e.notification.id for e in notifier.state.outbox] == ["1-11-alert"]
 
 
+async def test_a_notification_refused_for_good_is_dropped_there_and_not_retried(
+    source: FakeSource, store: StateFile, clock: Clock
+) -> None:
+    """A destination that will refuse it again (PagerDuty's 400) drops it; others still get it."""
+
+    class RefusesForGood(FakeSink):
+        attempts = 0
+
+        async def send(
+            self, notification: Notification, thread: MessageRef | None = None
+        ) -> MessageRef | None:
+            self.attempts += 1
+            raise DeliveryError(self.name, "HTTP 400", whole_destination=False, permanent=True)
+
+    refusing, other = RefusesForGood("pagerduty"), FakeSink("slack")
+    notifier = make(source, store, clock, refusing, other, monitor_ids=(1,))
+    await notifier.run_cycle()
+    clock.tick()
+    source.put(1, 11, "alert", clock.now)
+    with capture_logs() as logs:
+        report = await notifier.run_cycle()
+    assert other.sent_keys == ["1-11-alert"] and refusing.attempts == 1
+    assert report.refused == 1 and report.delivery_failures == 1
+    assert notifier.state.outbox == []  # waiting for nobody
+    [dropped] = [e for e in logs if e["event"] == "notification_dropped"]
+    assert dropped["reason"] == "refused" and dropped["destination"] == "pagerduty"
+    clock.tick()
+    report = await notifier.run_cycle()
+    assert refusing.attempts == 1 and report.refused == 0  # not tried again
+
+
 async def test_notifications_go_out_while_other_monitors_are_still_polled(
     store: StateFile, clock: Clock
 ) -> None:

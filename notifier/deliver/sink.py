@@ -34,6 +34,7 @@ class DeliveryError(Exception):
         retry_after: float | None = None,
         whole_destination: bool = True,
         delivered: frozenset[str] = frozenset(),
+        permanent: bool = False,
     ) -> None:
         super().__init__(f"{destination}: {reason}")
         self.destination = destination
@@ -45,6 +46,9 @@ class DeliveryError(Exception):
         self.whole_destination = whole_destination
         #: A digest split over several messages failed part-way: these notification IDs went out.
         self.delivered = delivered
+        #: The destination refused this notification on its merits and would refuse it again
+        #: (PagerDuty's 400): it is dropped for this destination, not retried.
+        self.permanent = permanent and not whole_destination
 
 
 class Sink(Protocol):

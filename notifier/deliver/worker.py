@@ -17,7 +17,7 @@ import structlog
 from notifier.deliver.sink import DeliveryError, DigestSink, Sink
 from notifier.domain.models import NotifierState, OutboxEntry
 from notifier.domain.report import CycleReport, Deferral
-from notifier.route.outbox import anchor, record_sent
+from notifier.route.outbox import anchor, record_sent, refuse
 
 log = structlog.get_logger(__name__)
 
@@ -228,6 +228,11 @@ class DeliveryWorkers:
             posted = await sink.send(notification, anchor(self._state, name, notification))
         except DeliveryError as exc:
             self._failed(name, entry, exc.reason)
+            if exc.permanent:
+                refuse(entry, name)
+                self._report.refused += 1
+                bound.error("notification_dropped", reason="refused", detail=exc.reason)
+                return True
             self._defer(name, exc)
             bound.warning(
                 "delivery_failed",

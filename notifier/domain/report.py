@@ -36,6 +36,8 @@ class CycleReport:
     expired: int = 0
     #: Notifications dropped undelivered because the outbox was full (the oldest go first).
     dropped: int = 0
+    #: Notifications a destination refused for good (it would refuse them again): dropped there.
+    refused: int = 0
     outbox_size: int = 0
     #: Monitors watched this cycle (configured and found by tag).
     monitors: int = 0

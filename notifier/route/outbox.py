@@ -133,6 +133,13 @@ def record_sent(
         state.messages.setdefault(notification.incident.id, {})[name] = posted
 
 
+def refuse(entry: OutboxEntry, name: str) -> None:
+    """`name` refused the entry's notification for good (it would refuse it again): it no
+    longer waits for it, and no anchor is kept."""
+    if name in entry.pending:
+        entry.pending.remove(name)
+
+
 def prune_anchors(state: NotifierState) -> None:
     """Anchors are kept while their incident is open or something about it waits."""
     live = {m.incident.id for m in state.monitors.values() if m.incident is not None}

@@ -83,7 +83,8 @@ class Metrics:
         )
         self.dropped = Counter(
             f"{PREFIX}_notifications_dropped",
-            "Notifications dropped undelivered, by reason (outbox_full: the oldest go first).",
+            "Notifications dropped undelivered, by reason (outbox_full: the oldest go first; "
+            "refused: a destination refused one for good).",
             ["reason"],
             registry=r,
         )
@@ -150,6 +151,8 @@ class Metrics:
         self.expired.inc(report.expired)
         if report.dropped:
             self.dropped.labels(reason="outbox_full").inc(report.dropped)
+        if report.refused:
+            self.dropped.labels(reason="refused").inc(report.refused)
         self.monitors.set(report.monitors)
         for name in self._deferred_seen - set(report.deferred):
             self.deferred_until.labels(destination=name).set(0)

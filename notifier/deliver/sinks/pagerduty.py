@@ -84,7 +84,7 @@ class PagerDutySink:
         return event_body(event)
 
     async def send(self, notification: Notification, thread: MessageRef | None = None) -> None:
-        """Enqueue the event; anything but 202 raises `DeliveryError` (400: this event only).
+        """Enqueue the event; anything but 202 raises `DeliveryError` (400: this event, for good).
 
         PagerDuty keys the alert itself (`dedup_key`): `thread` is not needed and nothing is
         returned.
@@ -92,7 +92,7 @@ class PagerDutySink:
         body = self.body(notification)
         if len(body) > REQUEST_MAX_BYTES:
             reason = f"event of {len(body)} bytes is over PagerDuty's {REQUEST_MAX_BYTES}"
-            raise DeliveryError(self.name, reason, whole_destination=False)
+            raise DeliveryError(self.name, reason, whole_destination=False, permanent=True)
         headers = {"content-type": "application/json", "user-agent": USER_AGENT}
         post = self._session.post(
             self._url, data=body, headers=headers, timeout=self._timeout, allow_redirects=False
@@ -117,6 +117,7 @@ class PagerDutySink:
             reason,
             retry_after=retry_after_seconds(retry_after, as_utc(self._clock())),
             whole_destination=status not in _EVENT_REFUSED,
+            permanent=status in _EVENT_REFUSED,  # PagerDuty: a 400 is not to be retried
         )
 
     async def check(self) -> list[CheckResult]:
