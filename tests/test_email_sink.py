@@ -140,7 +140,7 @@ async def test_refused_recipients_fail_this_mail_only() -> None:
     with server.serve() as port:
         with pytest.raises(DeliveryError, match="refused every recipient") as error:
             await sink(port, security="none").send(notification())
-    assert not error.value.whole_destination
+    assert not error.value.whole_destination and error.value.permanent  # 550: not resent
 
 
 async def test_a_mail_some_recipients_took_is_delivered() -> None:

@@ -53,6 +53,13 @@ def _reason(error: Exception) -> tuple[str, bool]:
     return f"SMTP failed: {type(error).__name__}", True
 
 
+def _refused_for_good(error: Exception) -> bool:
+    """A 5xx refusal of this mail (every recipient, or its content): resending will not help."""
+    if isinstance(error, aiosmtplib.SMTPRecipientsRefused):
+        return all(refused.code >= 500 for refused in error.recipients)
+    return isinstance(error, aiosmtplib.SMTPDataError) and error.code >= 500
+
+
 class EmailSink:
     """Sends one mail per notification; returns the first mail of an incident as its anchor."""
 
@@ -132,7 +139,9 @@ class EmailSink:
                 await client.send_message(message, sender=self._sender, recipients=self._to)
         except (aiosmtplib.SMTPException, OSError, TimeoutError) as error:
             reason, whole = _reason(error)
-            raise DeliveryError(self.name, reason, whole_destination=whole) from None
+            raise DeliveryError(
+                self.name, reason, whole_destination=whole, permanent=_refused_for_good(error)
+            ) from None
 
     async def send(
         self, notification: Notification, thread: MessageRef | None = None
