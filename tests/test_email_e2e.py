@@ -46,8 +46,8 @@ async def test_mails_threading_an_outage_and_a_digest_through_the_cli(
             "NOTIFIER_ROUTES_FILE": str(routes),
             "SMTP_USERNAME": USERNAME,
             "SMTP_PASSWORD": PASSWORD,
-            # The throwaway CA as the process's trust store (the server's certificate is its).
-            "SSL_CERT_FILE": str(ca_file),
+            # The throwaway CA that signed the server's certificate, trusted as an operator would.
+            "NOTIFIER_CA_BUNDLE": str(ca_file),
             "NOTIFIER_LOG_LEVEL": "debug",
         }
         del env["NOTIFIER_WEBHOOK_URLS"]

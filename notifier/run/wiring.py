@@ -122,6 +122,7 @@ def build_sinks(
         slack_pacer=ChannelPacer(max_rate=max(rate, 1.0), time_period=max(1.0, 1.0 / rate)),
         slack_api_url=settings.slack_api_url,
         external_url=settings.datafold_host,
+        tls=tls_context(settings),  # SMTP opens its own connections: the same trust as HTTP
     )
     return {
         name: build_sink(name, destination, context)
