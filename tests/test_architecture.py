@@ -40,6 +40,7 @@ NOT_IN_PURE = (
     "slack_sdk",
     "psycopg",
     "psycopg_pool",
+    "aiosmtplib",
     "tenacity",
     "aiolimiter",
     "notifier.run",
@@ -58,6 +59,7 @@ NETWORK_LIBRARIES = {
     "slack_sdk": ("notifier.deliver.sinks",),
     "psycopg": ("notifier.store.postgres",),
     "psycopg_pool": ("notifier.store.postgres",),
+    "aiosmtplib": ("notifier.deliver.sinks",),
 }
 """Which library each module family may import: the adapters that speak the protocol, plus the
 run layer (the status server, the wiring) and the demo's simulated Datafold server."""
@@ -206,7 +208,8 @@ def test_pure_packages_import_only_the_standard_library_pydantic_and_pure_module
 def test_importing_every_pure_module_loads_no_network_library() -> None:
     """The dynamic form: a fresh interpreter imports each pure module; nothing drags I/O in."""
     pure = sorted(name for name in modules() if within(name, PURE))
-    loaded = ("aiohttp", "slack_sdk", "psycopg", "psycopg_pool", "notifier.run", "notifier.cli")
+    loaded = ("aiohttp", "slack_sdk", "psycopg", "psycopg_pool", "aiosmtplib")
+    loaded += ("notifier.run", "notifier.cli")
     script = "\n".join(
         [
             "import importlib, sys",
@@ -225,7 +228,8 @@ def test_importing_every_pure_module_loads_no_network_library() -> None:
 
 
 def test_only_adapters_import_network_libraries() -> None:
-    """aiohttp in the HTTP adapters, run and demo; slack_sdk in the sinks; psycopg in its store."""
+    """aiohttp in the HTTP adapters, run and demo; slack_sdk and aiosmtplib in the sinks;
+    psycopg in its store."""
     bad = [
         f"{module.where}:{found.line} imports {found.target} "
         f"(allowed only in {', '.join(NETWORK_LIBRARIES[library])})"
