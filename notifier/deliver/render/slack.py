@@ -31,9 +31,9 @@ from notifier.deliver.render.blockkit import (
 from notifier.deliver.render.style import (
     RECOVERED,
     StateStyle,
+    facts,
     human_time,
     kind_style,
-    state_style,
 )
 from notifier.domain.models import Notification
 from notifier.domain.text import ELLIPSIS, one_line
@@ -167,17 +167,7 @@ def _incident_summary(n: Notification) -> str:
 
 
 def _slack_fields(n: Notification, style: StateStyle) -> list[dict[str, Any]]:
-    pairs = [
-        ("Monitor type", n.monitor.monitor_type or "unknown"),
-        ("State", style.label if n.kind == "run" else state_style(n.event.state).label),
-        ("Run ID", str(n.event.run_id)),
-        ("Started", human_time(n.event.started_at)),
-    ]
-    if n.monitor.tags:
-        pairs.append(("Tags", ", ".join(n.monitor.tags)))
-    if n.monitor.owner:
-        pairs.append(("Owner", n.monitor.owner))
-    return fields(pairs)
+    return fields(facts(n, style))
 
 
 def _error_blocks(message: str | None, error_max: int) -> list[dict[str, Any]]:

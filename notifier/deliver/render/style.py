@@ -69,3 +69,18 @@ def severity(n: Notification) -> int:
 def human_time(value: datetime | None) -> str:
     """A stamp as people read it in a message (`2024-05-01 12:00:00 UTC`), or "unknown"."""
     return as_utc(value).strftime("%Y-%m-%d %H:%M:%S UTC") if value else "unknown"
+
+
+def facts(n: Notification, style: StateStyle) -> list[tuple[str, str]]:
+    """The labelled values every rich message shows under its headline, in order."""
+    pairs = [
+        ("Monitor type", n.monitor.monitor_type or "unknown"),
+        ("State", style.label if n.kind == "run" else state_style(n.event.state).label),
+        ("Run ID", str(n.event.run_id)),
+        ("Started", human_time(n.event.started_at)),
+    ]
+    if n.monitor.tags:
+        pairs.append(("Tags", ", ".join(n.monitor.tags)))
+    if n.monitor.owner:
+        pairs.append(("Owner", n.monitor.owner))
+    return pairs

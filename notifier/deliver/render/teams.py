@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
-from notifier.deliver.render.style import human_time, kind_style, severity, state_style
+from notifier.deliver.render.style import facts, human_time, kind_style, severity
 from notifier.domain.models import Notification
 from notifier.domain.text import ELLIPSIS, one_line
 
@@ -138,17 +138,7 @@ def _card(n: Notification, error_max: int, value_max: int) -> dict[str, Any]:
     ]
     if n.kind != "run":
         body.append(_rich([_run(_incident_summary(n))]))
-    facts = [
-        ("Monitor type", n.monitor.monitor_type or "unknown"),
-        ("State", style.label if n.kind == "run" else state_style(n.event.state).label),
-        ("Run ID", str(n.event.run_id)),
-        ("Started", human_time(n.event.started_at)),
-    ]
-    if n.monitor.tags:
-        facts.append(("Tags", ", ".join(n.monitor.tags)))
-    if n.monitor.owner:
-        facts.append(("Owner", n.monitor.owner))
-    for label, value in facts:
+    for label, value in facts(n, style):
         body.append(_rich([_run(f"{label}: ", weight="Bolder"), _run(one_line(value, value_max))]))
     if n.kind != "recovered" and (n.event.state == "error" or n.error_message):
         body += _error_elements(n.error_message, error_max)
