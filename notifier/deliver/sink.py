@@ -4,9 +4,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Protocol, TypeVar, runtime_checkable
 
 from notifier.domain.models import MessageRef, Notification
 
@@ -86,3 +86,29 @@ class DigestSink(Protocol):
         """Send them as one digest (split over several messages if need be), or raise
         `DeliveryError` with `delivered` naming those that went out before the failure."""
         ...
+
+
+_Part = TypeVar("_Part")
+
+
+async def send_in_parts(
+    parts: Iterable[_Part],
+    send: Callable[[_Part], Awaitable[object]],
+    completes: Callable[[_Part], Iterable[str]],
+) -> None:
+    """Send a digest's parts in order. When one fails, its `DeliveryError` is raised again with
+    `delivered` naming the notifications the parts already sent completed, so only the rest is
+    retried."""
+    delivered: set[str] = set()
+    for part in parts:
+        try:
+            await send(part)
+        except DeliveryError as error:
+            raise DeliveryError(
+                error.destination,
+                error.reason,
+                retry_after=error.retry_after,
+                whole_destination=error.whole_destination,
+                delivered=frozenset(delivered),
+            ) from None
+        delivered.update(completes(part))

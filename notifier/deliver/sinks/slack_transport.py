@@ -28,7 +28,7 @@ from slack_sdk.http_retry.state import RetryState
 
 from notifier.bounded_http import BodyTooLarge
 from notifier.deliver.plan import SlackCall
-from notifier.deliver.sink import DeliveryError
+from notifier.deliver.sink import send_in_parts
 from notifier.domain.text import one_line
 from notifier.domain.values import retry_after_seconds
 
@@ -188,16 +188,4 @@ async def post_digest(
     post: Callable[[SlackCall], Awaitable[object]], calls: Sequence[SlackCall]
 ) -> None:
     """Post a digest's messages in order; a failure names what the earlier messages completed."""
-    delivered: set[str] = set()
-    for call in calls:
-        try:
-            await post(call)
-        except DeliveryError as error:
-            raise DeliveryError(
-                error.destination,
-                error.reason,
-                retry_after=error.retry_after,
-                whole_destination=error.whole_destination,
-                delivered=frozenset(delivered),
-            ) from None
-        delivered |= call.message.completes
+    await send_in_parts(calls, post, lambda call: call.message.completes)

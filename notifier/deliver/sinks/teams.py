@@ -17,7 +17,7 @@ import aiohttp
 from notifier import __version__
 from notifier.deliver.render import teams as render
 from notifier.deliver.render.teams import TeamsMessage
-from notifier.deliver.sink import CheckResult, DeliveryError
+from notifier.deliver.sink import CheckResult, DeliveryError, send_in_parts
 from notifier.deliver.sinks.context import SinkContext
 from notifier.domain.models import MessageRef, Notification
 from notifier.domain.values import retry_after_seconds
@@ -80,19 +80,7 @@ class TeamsSink:
     async def send_digest(self, notifications: Sequence[Notification]) -> None:
         """Post the digest card(s); on failure `DeliveryError.delivered` names the
         notifications in the cards already posted."""
-        delivered: set[str] = set()
-        for message in render.teams_digest(notifications):
-            try:
-                await self._post(message)
-            except DeliveryError as error:
-                raise DeliveryError(
-                    self.name,
-                    error.reason,
-                    retry_after=error.retry_after,
-                    whole_destination=error.whole_destination,
-                    delivered=frozenset(delivered),
-                ) from None
-            delivered |= message.ids
+        await send_in_parts(render.teams_digest(notifications), self._post, lambda m: m.ids)
 
     async def _post(self, message: TeamsMessage) -> None:
         request = self._session.post(
