@@ -110,9 +110,15 @@ def datafold_offset(client: DatafoldClient) -> Callable[[], float]:
 
 
 def build_sinks(
-    routes: Routes, settings: Settings, session: aiohttp.ClientSession
+    routes: Routes,
+    settings: Settings,
+    session: aiohttp.ClientSession,
+    tls: ssl.SSLContext | None = None,
 ) -> dict[str, Sink]:
-    """One sink per destination of the routes, by its stable name, built by its kind's factory."""
+    """One sink per destination of the routes, by its stable name, built by its kind's factory.
+
+    `tls` is the process's trust (the HTTP session's), for sinks that open their own connections
+    (SMTP); None leaves them the system's defaults."""
     rate = settings.slack_messages_per_second
     context = SinkContext(
         session=session,
@@ -122,7 +128,7 @@ def build_sinks(
         slack_pacer=ChannelPacer(max_rate=max(rate, 1.0), time_period=max(1.0, 1.0 / rate)),
         slack_api_url=settings.slack_api_url,
         external_url=settings.datafold_host,
-        tls=tls_context(settings),  # SMTP opens its own connections: the same trust as HTTP
+        tls=tls,
     )
     return {
         name: build_sink(name, destination, context)
@@ -187,7 +193,7 @@ async def open_runtime(
             max_response_bytes=settings.max_response_bytes,
         )
         routes = routes if routes is not None else routes_from_settings(settings)
-        sinks = {**(extra_sinks or {}), **build_sinks(routes, settings, session)}
+        sinks = {**(extra_sinks or {}), **build_sinks(routes, settings, session, ssl_context)}
         offset = await client.probe_clock()
         if offset is not None and abs(offset) >= CLOCK_OFFSET_MIN:
             log.warning(
