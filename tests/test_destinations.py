@@ -27,6 +27,8 @@ EXAMPLES: dict[str, dict[str, Any]] = {
     },
     "pagerduty": {"routing_key": "R0123456789abcdef0123456789abcd", "region": "eu"},
     "teams": {"url": "https://prod-00.westus.logic.azure.test/workflows/1/triggers?sig=tm5"},
+    "alertmanager": {"url": "https://alertmanager.test:9093", "token": "am-token-6"},
+    "apprise": {"url": "discord://4174216298/apprise-token-7"},
 }
 
 

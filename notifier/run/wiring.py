@@ -129,6 +129,7 @@ def build_sinks(
         slack_api_url=settings.slack_api_url,
         external_url=settings.datafold_host,
         tls=tls,
+        poll_interval=settings.poll_interval_seconds,
     )
     return {
         name: build_sink(name, destination, context)

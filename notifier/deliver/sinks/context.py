@@ -15,7 +15,7 @@ from notifier.deliver.sinks.slack_transport import ChannelPacer
 class SinkContext:
     """The process's HTTP session and request timeout, the pacer every Slack sink shares (one
     channel, one rate), Slack's API URL, the Datafold URL receivers link back to, and the TLS
-    context."""
+    context, and the poll interval."""
 
     session: aiohttp.ClientSession
     timeout: float
@@ -25,3 +25,5 @@ class SinkContext:
     #: The process's TLS settings (its CA bundle) for sinks that open their own connections
     #: (SMTP); None: the system's default verification.
     tls: ssl.SSLContext | None = None
+    #: Seconds between poll cycles, for sinks that must re-send what still holds (Alertmanager).
+    poll_interval: float = 60.0
