@@ -8,7 +8,7 @@ NPM    ?= npm
 PRISM_STAMP := contract/node_modules/.installed
 CONTRACT_ROUNDS ?= 40
 
-.PHONY: install demo test ensure-postgres ensure-faketime contract bench lint typecheck check clean
+.PHONY: install demo test ensure-postgres ensure-faketime ensure-alertmanager contract bench lint typecheck check clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,7 +29,11 @@ ensure-postgres:
 ensure-faketime:
 	sh tools/ensure-faketime.sh
 
-test: $(STAMP) ensure-postgres ensure-faketime
+# The Alertmanager tests start a private Alertmanager (Debian's prometheus-alertmanager).
+ensure-alertmanager:
+	sh tools/ensure-alertmanager.sh
+
+test: $(STAMP) ensure-postgres ensure-faketime ensure-alertmanager
 	$(BIN)/python -m pytest
 
 $(PRISM_STAMP): contract/package.json $(wildcard contract/package-lock.json)

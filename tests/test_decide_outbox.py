@@ -23,9 +23,11 @@ from notifier.route.outbox import (
     anchor,
     expire,
     prune_anchors,
+    record_held,
     record_sent,
     refuse,
     settle,
+    still_held,
     trim,
     unqueued,
 )
@@ -184,6 +186,31 @@ def test_prune_keeps_anchors_of_open_or_waiting_incidents() -> None:
     )
     prune_anchors(state)
     assert sorted(state.messages) == ["open", "waiting"]
+
+
+def test_held_alerts_follow_the_incident_latest_firing_notification() -> None:
+    opened = notification(1, incident="inc")
+    later = notification(2).model_copy(update={"incident": opened.incident})
+    state = NotifierState(monitors={1: MonitorState(watch_since=T0, incident=opened.incident)})
+    record_held(state, "am", notification(9))  # no incident: nothing to hold
+    record_held(state, "am", opened)
+    record_held(state, "am", later)
+    assert still_held(state, "am") == [later]
+    assert still_held(state, "other") == []
+
+    recovered = later.model_copy(update={"id": "r", "kind": "recovered"})
+    record_held(state, "am", recovered)
+    assert state.held == {} and still_held(state, "am") == []
+
+
+def test_only_open_incidents_are_held_and_prune_forgets_closed_ones() -> None:
+    open_n, closed_n = notification(1, incident="open"), notification(2, incident="closed")
+    state = NotifierState(monitors={1: MonitorState(watch_since=T0, incident=open_n.incident)})
+    record_held(state, "am", open_n)
+    record_held(state, "am", closed_n)
+    assert still_held(state, "am") == [open_n]
+    prune_anchors(state)
+    assert list(state.held) == ["open"]
 
 
 @pytest.mark.parametrize(

@@ -88,6 +88,19 @@ class DigestSink(Protocol):
         ...
 
 
+@runtime_checkable
+class HoldingSink(Protocol):
+    """A sink whose destination forgets a firing alert unless told again (Alertmanager). Once a
+    cycle's deliveries are done, `hold` gets the latest firing notification it accepted of each
+    incident still open, to post again."""
+
+    name: str
+
+    async def hold(self, notifications: Sequence[Notification]) -> None:
+        """Tell the destination they still fire, or raise `DeliveryError` (tried next cycle)."""
+        ...
+
+
 _Part = TypeVar("_Part")
 
 

@@ -14,10 +14,10 @@ from datetime import datetime, timedelta
 
 import structlog
 
-from notifier.deliver.sink import DeliveryError, DigestSink, Sink
+from notifier.deliver.sink import DeliveryError, DigestSink, HoldingSink, Sink
 from notifier.domain.models import NotifierState, OutboxEntry
 from notifier.domain.report import CycleReport, Deferral
-from notifier.route.outbox import anchor, record_sent, refuse
+from notifier.route.outbox import anchor, record_held, record_sent, refuse, still_held
 
 log = structlog.get_logger(__name__)
 
@@ -63,7 +63,7 @@ class DeliveryWorkers:
         self._polling_done = asyncio.Event()
         self._wakeups = {name: asyncio.Event() for name in self._sinks}
         self._tasks = [
-            asyncio.create_task(self._drain(name, sink, self._wakeups[name]))
+            asyncio.create_task(self._work(name, sink, self._wakeups[name]))
             for name, sink in self._sinks.items()
         ]
 
@@ -83,6 +83,34 @@ class DeliveryWorkers:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def _work(self, name: str, sink: Sink, wakeup: asyncio.Event) -> None:
+        """Drain the destination's outbox; then, for a destination that forgets firing alerts
+        unless told again, tell it what still fires (unless it failed or is on hold)."""
+        failures = self._report.failed_by_destination[name]
+        await self._drain(name, sink, wakeup)
+        if not isinstance(sink, HoldingSink) or name in self.deferred:
+            return
+        if self._report.failed_by_destination[name] == failures:
+            await self._keep_firing(name, sink)
+
+    async def _keep_firing(self, name: str, sink: HoldingSink) -> None:
+        """Post again the latest firing alert of every incident still open at `name`."""
+        held = still_held(self._state, name)
+        if not held or not self._fenced_ok(name):
+            return
+        try:
+            await sink.hold(held)
+        except DeliveryError as exc:
+            self._defer(name, exc)
+            log.warning(
+                "keep_firing_failed", destination=name, incidents=len(held), reason=exc.reason
+            )
+        except Exception:
+            log.exception("keep_firing_failed", destination=name, reason="internal error")
+        else:
+            self._report.kept_firing += len(held)
+            log.debug("kept_firing", destination=name, incidents=len(held))
 
     async def _drain(self, name: str, sink: Sink, wakeup: asyncio.Event) -> None:
         """Send what waits for `name`, oldest first, until the polls are done and nothing is left.
@@ -247,6 +275,8 @@ class DeliveryWorkers:
             bound.exception("delivery_failed", reason="internal error")
             return False
         record_sent(self._state, entry, name, posted)
+        if isinstance(sink, HoldingSink):
+            record_held(self._state, name, notification)
         self._report.delivered += 1
         self._report.sent_by_destination[name] += 1
         bound.info("notification_sent", kind=notification.event_kind)

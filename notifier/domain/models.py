@@ -323,3 +323,7 @@ class NotifierState(BaseModel):
     messages: dict[str, dict[str, MessageRef]] = Field(default_factory=dict)
     #: Written by `mute`/`unmute`; the daemon only reads them.
     mutes: list[Mute] = Field(default_factory=list)
+    #: Incident ID → destination name → the latest firing notification it was sent, for the
+    #: destinations that forget an alert unless told again (Alertmanager): posted every cycle
+    #: while the incident is open.
+    held: dict[str, dict[str, Notification]] = Field(default_factory=dict)

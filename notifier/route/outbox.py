@@ -140,9 +140,36 @@ def refuse(entry: OutboxEntry, name: str) -> None:
         entry.pending.remove(name)
 
 
+def record_held(state: NotifierState, name: str, notification: Notification) -> None:
+    """`name` (a destination that forgets a firing alert unless told again) accepted the
+    notification: its incident's latest firing notification there is kept to post again every
+    cycle, and a recovery ends that."""
+    incident = notification.incident
+    if incident is None:
+        return
+    if notification.kind != "recovered":
+        state.held.setdefault(incident.id, {})[name] = notification
+        return
+    held = state.held.get(incident.id, {})
+    held.pop(name, None)
+    if not held:
+        state.held.pop(incident.id, None)
+
+
+def still_held(state: NotifierState, name: str) -> list[Notification]:
+    """What `name` must be told again: the latest firing notification it was sent of each
+    incident still open, oldest incident first."""
+    open_ids = {m.incident.id for m in state.monitors.values() if m.incident is not None}
+    held = [by[name] for i, by in state.held.items() if i in open_ids and name in by]
+    return sorted(held, key=lambda n: n.incident.opened_at if n.incident else n.detected_at)
+
+
 def prune_anchors(state: NotifierState) -> None:
-    """Anchors are kept while their incident is open or something about it waits."""
+    """Anchors (and held alerts) are kept while their incident is open or something about it
+    waits."""
     live = {m.incident.id for m in state.monitors.values() if m.incident is not None}
     live.update(e.notification.incident.id for e in state.outbox if e.notification.incident)
     for incident_id in [i for i in state.messages if i not in live]:
         del state.messages[incident_id]
+    for incident_id in [i for i in state.held if i not in live]:
+        del state.held[incident_id]

@@ -95,7 +95,7 @@ def notification_payload(n: Notification, *, receiver: str, external_url: str) -
                 n,
                 alert_state=state,
                 resolved=True,
-                starts_at=_fired_at(incident, state),
+                starts_at=fired_at(incident, state),
                 ends_at=None,
             )
             for state in resolved_states(incident)
@@ -103,7 +103,7 @@ def notification_payload(n: Notification, *, receiver: str, external_url: str) -
         return _message(n, alerts, receiver=receiver, external_url=external_url)
     state = incident.last.state if n.kind == "reminder" and incident else n.event.state
     firing = _alert(
-        n, alert_state=state, resolved=False, starts_at=_fired_at(incident, state), ends_at=None
+        n, alert_state=state, resolved=False, starts_at=fired_at(incident, state), ends_at=None
     )
     return _message(n, [firing], receiver=receiver, external_url=external_url)
 
@@ -122,7 +122,7 @@ def resolved_states(incident: Incident | None) -> list[str]:
     return list(dict.fromkeys([incident.first.state, incident.last.state]))
 
 
-def _fired_at(incident: Incident | None, state: str) -> datetime | None:
+def fired_at(incident: Incident | None, state: str) -> datetime | None:
     """When the incident's alert with this state began firing, as far as the incident knows.
 
     The first run's state has fired since the incident opened; a state that only appeared later

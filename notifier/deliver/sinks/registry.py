@@ -10,6 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 from notifier.deliver.sink import Sink
+from notifier.deliver.sinks.alertmanager import AlertmanagerSink
 from notifier.deliver.sinks.context import SinkContext
 from notifier.deliver.sinks.email import EmailSink
 from notifier.deliver.sinks.pagerduty import PagerDutySink
@@ -29,6 +30,7 @@ SINK_FACTORIES: dict[str, SinkFactory] = {
     "email": EmailSink.from_destination,
     "pagerduty": PagerDutySink.from_destination,
     "teams": TeamsSink.from_destination,
+    "alertmanager": AlertmanagerSink.from_destination,
 }
 
 

@@ -1,0 +1,233 @@
+"""The Alertmanager push destination against a real Alertmanager (tests/fakes/alertmanager.py):
+an alert fires there and reaches the receiver it routes to, posting it again updates the same
+alert, a silence made through its API silences it, and a recovery resolves it."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from notifier.deliver.render.alertmanager import fingerprint
+from notifier.deliver.sink import DeliveryError
+from notifier.deliver.sinks.alertmanager import AlertmanagerSink, default_hold
+from notifier.domain.models import Incident, Notification, RunEvent
+from tests.fakes.alertmanager import Alertmanager, running_alertmanager
+from tests.fakes.samples import DIFF_URL, MONITOR_URL, notification
+
+HOLD = timedelta(minutes=10)
+
+
+def opening(n: Notification) -> Notification:
+    """`n` as the notification that opens its incident."""
+    incident = Incident(
+        id=n.id,
+        opened_at=n.detected_at,
+        first=n.event,
+        last=n.event,
+        last_notified_at=n.detected_at,
+    )
+    return n.model_copy(update={"incident": incident})
+
+
+def recovery(opened: Notification, at: datetime) -> Notification:
+    ok = RunEvent(monitor_id=opened.event.monitor_id, run_id=opened.event.run_id + 1, state="ok")
+    return opened.model_copy(
+        update={"id": "recovered-" + opened.id, "kind": "recovered", "event": ok, "detected_at": at}
+    )
+
+
+def clock_at(offset: timedelta = timedelta()) -> Callable[[], datetime]:
+    return lambda: datetime.now(UTC) + offset
+
+
+@pytest.fixture
+async def alertmanager() -> AsyncIterator[Alertmanager]:
+    async with running_alertmanager() as am:
+        yield am
+
+
+def sink_for(am: Alertmanager, **options: Any) -> AlertmanagerSink:
+    return AlertmanagerSink(
+        am.url, session=am.session, name="am", hold=HOLD, labels={"team": "data"}, **options
+    )
+
+
+def when(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+async def test_an_alert_fires_with_its_identity_and_reaches_the_receiver(
+    alertmanager: Alertmanager,
+) -> None:
+    alert = opening(notification(detected_at=datetime.now(UTC)))
+    before = datetime.now(UTC)
+    await sink_for(alertmanager).send(alert)
+
+    [fired] = await alertmanager.wait_alerts(lambda alerts: len(alerts) == 1)
+    assert fired["labels"] == {
+        "alertname": "DatafoldMonitorAlert",
+        "monitor": "orders prod vs staging",
+        "monitor_id": "4521",
+        "monitor_type": "diff",
+        "severity": "warning",
+        "source": "datafold",
+        "state": "alert",
+        "tags": ",finance,tier-1,",
+        "tag_finance": "true",
+        "tag_tier_1": "true",
+        "team": "data",
+    }
+    # The same identity the `format = "alertmanager"` webhook computes.
+    assert fired["fingerprint"] == fingerprint(fired["labels"])
+    annotations = fired["annotations"]
+    assert annotations["summary"] == "Alert: orders prod vs staging"
+    assert annotations["description"] == "Run 98123 of Datafold monitor 4521 (diff) reported alert."
+    assert annotations["diff_url"] == DIFF_URL and annotations["monitor_url"] == MONITOR_URL
+    assert fired["generatorURL"] == MONITOR_URL
+    assert fired["startsAt"].startswith("2025-03-14T09:30:00")
+    assert fired["status"]["state"] == "active"
+    ends = when(fired["endsAt"])
+    assert before + HOLD - timedelta(seconds=1) <= ends <= datetime.now(UTC) + HOLD
+
+    message = await alertmanager.receiver.wait_for("firing")
+    assert message["receiver"] == "datafold"
+    assert [a["labels"]["monitor_id"] for a in message["alerts"]] == ["4521"]
+
+
+async def test_posting_again_moves_the_end_of_the_same_alert(alertmanager: Alertmanager) -> None:
+    alert = opening(notification(detected_at=datetime.now(UTC)))
+    await sink_for(alertmanager).send(alert)
+    [first] = await alertmanager.wait_alerts(lambda alerts: len(alerts) == 1)
+
+    # A later cycle's keep-alive (the sink's clock two minutes on), then a retry of the alert.
+    later = sink_for(alertmanager, clock=clock_at(timedelta(minutes=2)))
+    await later.hold([alert])
+    await later.send(alert)
+
+    [again] = await alertmanager.wait_alerts(
+        lambda alerts: len(alerts) == 1 and alerts[0]["endsAt"] != first["endsAt"]
+    )
+    assert again["fingerprint"] == first["fingerprint"]
+    assert when(again["endsAt"]) - when(first["endsAt"]) >= timedelta(minutes=1, seconds=59)
+    assert again["startsAt"] == first["startsAt"]
+
+
+async def test_an_error_after_an_alert_keeps_both_firing_until_the_recovery(
+    alertmanager: Alertmanager,
+) -> None:
+    alert = opening(notification(detected_at=datetime.now(UTC)))
+    assert alert.incident is not None
+    error_run = RunEvent(monitor_id=4521, run_id=98124, state="error")
+    incident = alert.incident.model_copy(update={"last": error_run})
+    error = notification(state="error", run_id=98124, error="boom").model_copy(
+        update={"incident": incident}
+    )
+    sink = sink_for(alertmanager)
+    await sink.send(alert)
+    await sink.send(error)
+    await sink.hold([error])
+    fired = await alertmanager.wait_alerts(lambda alerts: len(alerts) == 2)
+    assert sorted(a["labels"]["alertname"] for a in fired) == [
+        "DatafoldMonitorAlert",
+        "DatafoldMonitorError",
+    ]
+
+    await sink.send(recovery(error, datetime.now(UTC)))
+    assert await alertmanager.wait_alerts(lambda alerts: alerts == []) == []
+
+
+async def test_a_silence_made_through_its_api_silences_the_alert(
+    alertmanager: Alertmanager,
+) -> None:
+    await sink_for(alertmanager).send(opening(notification(detected_at=datetime.now(UTC))))
+    await alertmanager.wait_alerts(lambda alerts: len(alerts) == 1)
+    silence = await alertmanager.silence("monitor_id", "4521")
+
+    [silenced] = await alertmanager.wait_alerts(
+        lambda alerts: alerts[0]["status"]["state"] == "suppressed"
+    )
+    assert silenced["status"]["silencedBy"] == [silence]
+    assert await alertmanager.alerts(silenced="false") == []
+
+
+async def test_a_recovery_resolves_the_alert_and_the_receiver_hears_of_it(
+    alertmanager: Alertmanager,
+) -> None:
+    alert = opening(notification(detected_at=datetime.now(UTC)))
+    sink = sink_for(alertmanager)
+    await sink.send(alert)
+    await alertmanager.receiver.wait_for("firing")
+
+    await sink.send(recovery(alert, datetime.now(UTC)))
+
+    assert await alertmanager.wait_alerts(lambda alerts: alerts == []) == []
+    resolved = await alertmanager.receiver.wait_for("resolved")
+    [ended] = resolved["alerts"]
+    assert ended["labels"]["alertname"] == "DatafoldMonitorAlert"
+    assert ended["annotations"]["summary"] == "Resolved: orders prod vs staging"
+
+
+async def test_check_reports_the_version_and_posts_nothing(alertmanager: Alertmanager) -> None:
+    [result] = await sink_for(alertmanager).check()
+    assert result.ok and result.detail.startswith("Alertmanager 0.")
+    assert "cluster: disabled" in result.detail
+    assert await alertmanager.alerts() == []
+
+
+async def test_check_reports_an_unreachable_alertmanager() -> None:
+    async with aiohttp.ClientSession() as session:
+        sink = AlertmanagerSink("http://127.0.0.1:1", session=session, name="am", timeout=2)
+        [result] = await sink.check()
+    assert not result.ok and result.detail == "Alertmanager unreachable: ClientConnectorError"
+
+
+@contextlib.asynccontextmanager
+async def answering(status: int, body: str) -> AsyncIterator[str]:
+    """A server on 127.0.0.1 answering every alerts post with `status` (Retry-After: 7); its URL."""
+
+    async def handle(request: web.Request) -> web.Response:
+        return web.Response(status=status, text=body, headers={"Retry-After": "7"})
+
+    app = web.Application()
+    app.router.add_post("/api/v2/alerts", handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        yield f"http://127.0.0.1:{runner.addresses[0][1]}"
+    finally:
+        await runner.cleanup()
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "permanent"),
+    [
+        (400, '"start time must be before end time"', True),
+        (503, "overloaded", False),
+        (401, "no", False),
+    ],
+)
+async def test_a_refusal_on_the_alerts_merits_is_permanent_anything_else_waits(
+    status: int, body: str, permanent: bool
+) -> None:
+    async with answering(status, body) as url, aiohttp.ClientSession() as session:
+        sink = AlertmanagerSink(url, session=session, name="am", token="t0k3n")
+        with pytest.raises(DeliveryError) as raised:
+            await sink.send(opening(notification(detected_at=datetime.now(UTC))))
+    error = raised.value
+    assert error.permanent is permanent and error.whole_destination is not permanent
+    assert error.reason == f"Alertmanager answered HTTP {status}: {body}"
+    assert error.retry_after == 7
+    assert "t0k3n" not in str(error) and "t0k3n" not in repr(sink)
+
+
+def test_the_default_hold_is_four_intervals_and_at_least_five_minutes() -> None:
+    assert default_hold(30) == timedelta(minutes=5)
+    assert default_hold(600) == timedelta(minutes=40)
