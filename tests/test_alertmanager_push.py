@@ -5,6 +5,7 @@ alert, a silence made through its API silences it, and a recovery resolves it.""
 from __future__ import annotations
 
 import contextlib
+from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -17,6 +18,8 @@ from notifier.deliver.render.alertmanager import fingerprint
 from notifier.deliver.sink import DeliveryError
 from notifier.deliver.sinks.alertmanager import AlertmanagerSink, default_hold
 from notifier.domain.models import Incident, Notification, RunEvent
+from notifier.domain.report import CycleReport
+from notifier.run.metrics import Metrics
 from tests.fakes.alertmanager import Alertmanager, running_alertmanager
 from tests.fakes.samples import DIFF_URL, MONITOR_URL, notification
 
@@ -231,3 +234,15 @@ async def test_a_refusal_on_the_alerts_merits_is_permanent_anything_else_waits(
 def test_the_default_hold_is_four_intervals_and_at_least_five_minutes() -> None:
     assert default_hold(30) == timedelta(minutes=5)
     assert default_hold(600) == timedelta(minutes=40)
+
+
+def test_metrics_show_how_many_incidents_each_destination_keeps_firing() -> None:
+    metrics = Metrics()
+    metrics.record(CycleReport(kept_firing=Counter({"am": 2})))
+    assert 'datafold_notifier_alerts_kept_firing{destination="am"} 2.0' in scrape(metrics)
+    metrics.record(CycleReport())
+    assert 'datafold_notifier_alerts_kept_firing{destination="am"} 0.0' in scrape(metrics)
+
+
+def scrape(metrics: Metrics) -> str:
+    return metrics.render().decode()

@@ -103,13 +103,15 @@ class DeliveryWorkers:
             await sink.hold(held)
         except DeliveryError as exc:
             self._defer(name, exc)
+            self._failed(name, None, exc.reason)
             log.warning(
                 "keep_firing_failed", destination=name, incidents=len(held), reason=exc.reason
             )
         except Exception:
+            self._failed(name, None, "internal error")
             log.exception("keep_firing_failed", destination=name, reason="internal error")
         else:
-            self._report.kept_firing += len(held)
+            self._report.kept_firing[name] += len(held)
             log.debug("kept_firing", destination=name, incidents=len(held))
 
     async def _drain(self, name: str, sink: Sink, wakeup: asyncio.Event) -> None:

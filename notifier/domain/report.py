@@ -38,8 +38,8 @@ class CycleReport:
     dropped: int = 0
     #: Notifications a destination refused for good (it would refuse them again): dropped there.
     refused: int = 0
-    #: Open incidents a destination was told again still fire (Alertmanager's keep-alive).
-    kept_firing: int = 0
+    #: By destination: open incidents it was told again still fire (Alertmanager's keep-alive).
+    kept_firing: Counter[str] = field(default_factory=Counter)
     outbox_size: int = 0
     #: Monitors watched this cycle (configured and found by tag).
     monitors: int = 0

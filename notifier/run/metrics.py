@@ -26,6 +26,7 @@ class Metrics:
 
     def __init__(self) -> None:
         self._deferred_seen: set[str] = set()
+        self._held_seen: set[str] = set()
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.cycles = Counter(f"{PREFIX}_poll_cycles", "Poll cycles finished.", registry=r)
@@ -119,6 +120,13 @@ class Metrics:
             "Notifications delivered inside a digest (also counted as sent).",
             registry=r,
         )
+        self.kept_firing = Gauge(
+            f"{PREFIX}_alerts_kept_firing",
+            "Open incidents a destination was told again, in the last cycle, still fire "
+            "(Alertmanager).",
+            ["destination"],
+            registry=r,
+        )
         self.leader = Gauge(
             f"{PREFIX}_leader",
             "1 while this replica polls and delivers, 0 while it stands by (PostgreSQL state).",
@@ -164,6 +172,11 @@ class Metrics:
         if report.quieted:
             self.silenced.labels(reason="quiet_hours").inc(report.quieted)
         self.digested.inc(report.digested)
+        for name in self._held_seen - set(report.kept_firing):
+            self.kept_firing.labels(destination=name).set(0)
+        for name, count in report.kept_firing.items():
+            self.kept_firing.labels(destination=name).set(count)
+        self._held_seen |= set(report.kept_firing)
         self.outbox.set(report.outbox_size)
         if report.started_at and report.finished_at:
             self.duration.observe((report.finished_at - report.started_at).total_seconds())
