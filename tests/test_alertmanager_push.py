@@ -16,7 +16,7 @@ from aiohttp import web
 
 from notifier.deliver.render.alertmanager import fingerprint
 from notifier.deliver.sink import DeliveryError
-from notifier.deliver.sinks.alertmanager import AlertmanagerSink, default_hold
+from notifier.deliver.sinks.alertmanager import BATCH_MAX, AlertmanagerSink, default_hold
 from notifier.domain.models import Incident, Notification, RunEvent
 from notifier.domain.report import CycleReport
 from notifier.run.metrics import Metrics
@@ -246,3 +246,16 @@ def test_metrics_show_how_many_incidents_each_destination_keeps_firing() -> None
 
 def scrape(metrics: Metrics) -> str:
     return metrics.render().decode()
+
+
+async def test_many_open_incidents_are_kept_firing_in_batches(alertmanager: Alertmanager) -> None:
+    now = datetime.now(UTC)
+    held = [
+        opening(notification(detected_at=now).model_copy(update={"id": f"n{i}"})).model_copy(
+            update={"monitor": notification().monitor.model_copy(update={"id": i})}
+        )
+        for i in range(1, BATCH_MAX + 3)
+    ]
+    await sink_for(alertmanager).hold(held)
+    alerts = await alertmanager.wait_alerts(lambda alerts: len(alerts) == BATCH_MAX + 2)
+    assert len({a["labels"]["monitor_id"] for a in alerts}) == BATCH_MAX + 2

@@ -33,6 +33,8 @@ HOLD_MIN: Final = timedelta(minutes=5)
 #: As Prometheus does (four times its resend delay): a hold of four poll intervals outlasts a few
 #: missed cycles before Alertmanager ends an alert on its own.
 HOLD_INTERVALS: Final = 4
+#: Alerts per request when many incidents are open (a request stays well under a megabyte).
+BATCH_MAX: Final = 500
 #: 400 (invalid alerts) refuses these alerts on their own merits; everything else is the
 #: destination failing (down, auth, rate limit) and keeps them in the outbox.
 _REFUSED: Final = frozenset({400, 422})
@@ -102,7 +104,9 @@ class AlertmanagerSink:
     async def hold(self, notifications: Sequence[Notification]) -> None:
         """Post the open incidents' alerts again, with `endsAt` moved a hold ahead."""
         now = self._clock()
-        await self._post(held_alerts(notifications, now=now, hold=self._hold, labels=self._labels))
+        alerts = held_alerts(notifications, now=now, hold=self._hold, labels=self._labels)
+        for start in range(0, len(alerts), BATCH_MAX):
+            await self._post(alerts[start : start + BATCH_MAX])
 
     def _headers(self) -> dict[str, str]:
         headers = {"content-type": "application/json", "user-agent": USER_AGENT}
