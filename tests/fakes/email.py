@@ -85,8 +85,8 @@ class MailServer:
         return context
 
     @contextmanager
-    def serve(self) -> Iterator[int]:
-        """Run it; yields the port on 127.0.0.1."""
+    def serve(self, port: int = 0) -> Iterator[int]:
+        """Run it; yields the port on 127.0.0.1 (`port`, to come back where a stopped one was)."""
         tls = self._server_tls() if self.ca is not None else None
         options: dict[str, Any] = {"authenticator": self._authenticate}
         if tls is not None and not self.implicit_tls:
@@ -94,7 +94,7 @@ class MailServer:
         controller = _BoundController(
             self,
             hostname="127.0.0.1",
-            port=0,
+            port=port,
             ssl_context=tls if self.implicit_tls else None,
             # No TLS at all: allow AUTH in clear, so a test can show the client refuses it.
             auth_require_tls=tls is not None,

@@ -102,6 +102,8 @@ class Reply:
     status: int = 503
     headers: dict[str, str] = field(default_factory=dict)
     delay: float = 0.0
+    #: The answer's body instead of the fake's error JSON (a 400 that echoes what it was sent).
+    body: bytes | None = None
 
 
 @dataclass
@@ -145,6 +147,8 @@ class FakePagerDuty:
         if self._replies:
             reply = self._replies.popleft()
             await asyncio.sleep(reply.delay)
+            if reply.body is not None:
+                return web.Response(body=reply.body, status=reply.status, headers=reply.headers)
             error = {"status": "error", "message": f"fake answer {reply.status}"}
             return web.json_response(error, status=reply.status, headers=reply.headers)
         problems = event_problems(self._validator, body)

@@ -115,6 +115,8 @@ class FakeTeams:
     #: The status of every valid post, in order.
     answered: list[int] = field(default_factory=list)
     heads: int = 0
+    #: What a HEAD (`check`'s probe) is answered.
+    head_status: int = 404
     _replies: deque[Reply] = field(default_factory=deque)
     _validator: Draft6Validator = field(default_factory=card_validator)
 
@@ -132,7 +134,7 @@ class FakeTeams:
     async def _handle(self, request: web.Request) -> web.Response:
         if request.method == "HEAD":
             self.heads += 1
-            return web.Response(status=404)
+            return web.Response(status=self.head_status)
         if request.method != "POST" or request.query.get("sig") != SIGNATURE:
             return web.Response(status=401 if request.method == "POST" else 405)
         body = await request.read()
