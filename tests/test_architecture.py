@@ -41,6 +41,7 @@ NOT_IN_PURE = (
     "psycopg",
     "psycopg_pool",
     "aiosmtplib",
+    "apprise",
     "tenacity",
     "aiolimiter",
     "notifier.run",
@@ -60,6 +61,7 @@ NETWORK_LIBRARIES = {
     "psycopg": ("notifier.store.postgres",),
     "psycopg_pool": ("notifier.store.postgres",),
     "aiosmtplib": ("notifier.deliver.sinks",),
+    "apprise": ("notifier.deliver.sinks",),
 }
 """Which library each module family may import: the adapters that speak the protocol, plus the
 run layer (the status server, the wiring) and the demo's simulated Datafold server."""

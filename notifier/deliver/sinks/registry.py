@@ -11,6 +11,7 @@ from typing import Any
 
 from notifier.deliver.sink import Sink
 from notifier.deliver.sinks.alertmanager import AlertmanagerSink
+from notifier.deliver.sinks.apprise import AppriseSink
 from notifier.deliver.sinks.context import SinkContext
 from notifier.deliver.sinks.email import EmailSink
 from notifier.deliver.sinks.pagerduty import PagerDutySink
@@ -30,6 +31,7 @@ SINK_FACTORIES: dict[str, SinkFactory] = {
     "email": EmailSink.from_destination,
     "pagerduty": PagerDutySink.from_destination,
     "teams": TeamsSink.from_destination,
+    "apprise": AppriseSink.from_destination,
     "alertmanager": AlertmanagerSink.from_destination,
 }
 
