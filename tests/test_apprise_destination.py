@@ -3,11 +3,15 @@ http only to this machine, and which of its parts the log pipeline redacts."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import pytest
 
+from notifier.domain.models import MonitorInfo
 from notifier.route.destinations import AppriseDestination
 from notifier.route.destinations.apprise import url_secret_parts
 from notifier.route.routes_file import RoutesError, parse_routes
+from notifier.route.rules import route_event
 
 TOKEN = "s3cr3tAppriseT0ken"
 
@@ -36,6 +40,17 @@ def test_the_url_comes_from_the_environment_and_recoveries_are_on() -> None:
     assert chat.url.get_secret_value() == f"discord://123456789/{TOKEN}"
     assert chat.recovery is True and routes("tgram://1/2", "recovery = false").recovery is False
     assert TOKEN not in repr(chat) and TOKEN not in str(chat.model_dump())
+
+
+def test_recovery_false_keeps_recoveries_away() -> None:
+    raw = (
+        '[destinations.chat]\ntype = "apprise"\nurl = "env:A"\nrecovery = false\n'
+        '[destinations.all]\ntype = "apprise"\nurl = "env:A"\n[default]\nto = ["chat", "all"]\n'
+    )
+    parsed = parse_routes(raw.encode(), "routes.toml", {"A": "tgram://123:abc/4"})
+    monitor, now = MonitorInfo(id=1, name="m"), datetime(2025, 1, 1, tzinfo=UTC)
+    assert route_event(parsed, monitor, "alert", now).to == ["chat", "all"]
+    assert route_event(parsed, monitor, "recovered", now).to == ["all"]
 
 
 def test_the_url_is_never_written_in_the_file() -> None:

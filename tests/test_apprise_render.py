@@ -108,3 +108,9 @@ def test_links_cannot_break_out_of_their_target() -> None:
     html = convert_between("markdown", "html", body)
     assert "(https://app.example/x%29%20%5Bevil%5D%28https://evil)" in body
     assert html.count("<a ") == 2 and 'href="https://evil' not in html
+
+
+def test_escaped_text_reads_as_written_once_apprise_makes_html_of_it() -> None:
+    """Apprise 2.1+ takes a backslash before any punctuation (CommonMark); 2.0 showed some."""
+    html = convert_between("markdown", "html", escape("<b>x</b> @everyone [a](b) *c* a_b #1"))
+    assert html == "<p>&lt;b&gt;x&lt;/b&gt; @everyone [a](b) *c* a_b #1</p>"

@@ -96,7 +96,6 @@ class AppriseDestination(DestinationModel):
 
     type: Literal["apprise"] = "apprise"
     url: AppriseUrl
-    recovery: bool = True
 
     def secret_values(self) -> list[SecretStr]:
         """What the log pipeline must redact: the URL, and each of its parts that may be a
