@@ -49,6 +49,8 @@ def _reason(error: Exception) -> tuple[str, bool]:
     if isinstance(error, ssl.SSLError):
         return f"TLS with the SMTP server failed: {type(error).__name__}", True
     if isinstance(error, aiosmtplib.SMTPResponseException):
+        if error.code == aiosmtplib.SMTPStatus.invalid_response:  # aiosmtplib's own -1
+            return "the SMTP server's reply could not be read (too long or malformed)", True
         return f"the SMTP server answered {error.code}", True
     return f"SMTP failed: {type(error).__name__}", True
 
