@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import os
 import signal
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -23,7 +24,8 @@ from notifier import __version__
 from notifier.domain.report import CycleReport
 from notifier.run.health import HealthTracker
 from notifier.run.metrics import Metrics
-from notifier.run.status_server import serve_status, status_app
+from notifier.run.status_server import StatusSources, serve_status, status_app
+from notifier.run.status_view import RECENT_CYCLES
 from notifier.run.systemd import SystemdNotify
 from notifier.store.store import StateError
 
@@ -49,7 +51,7 @@ class CycleRunner(Protocol):
 
 @dataclass
 class StatusListener:
-    """Where /healthz and /metrics are served (NOTIFIER_HEALTH_HOST/PORT)."""
+    """Where /healthz, /metrics and the status page are served (NOTIFIER_HEALTH_HOST/PORT)."""
 
     host: str
     port: int
@@ -88,6 +90,8 @@ class Daemon:
         self._clock = clock or (lambda: datetime.now(UTC))
         self.metrics = Metrics()
         self.health = HealthTracker(started_at=self._clock(), interval=timedelta(seconds=interval))
+        #: The latest cycle reports, oldest first, for the status page.
+        self.cycles: deque[CycleReport] = deque(maxlen=RECENT_CYCLES)
         self._current: asyncio.Task[None] | None = None
         self._stop = asyncio.Event()
         self._signals = 0
@@ -153,14 +157,16 @@ class Daemon:
         if self._listener is None:
             return
         host, port = self._listener.host, self._listener.port
-        app = status_app(self.health, self.metrics, self._clock)
+        sources = StatusSources.of(self._notifier, self.cycles)
+        app = status_app(self.health, self.metrics, self._clock, sources)
         try:
             bound = await stack.enter_async_context(serve_status(app, host, port))
         except OSError as exc:
             raise StatusError(
                 f"NOTIFIER_HEALTH_PORT: cannot listen on {host}:{port}: {exc.strerror or exc}"
             ) from None
-        log.info("status_listening", host=host, port=bound, paths=["/healthz", "/metrics"])
+        paths = ["/", "/api/status", "/healthz", "/metrics"]
+        log.info("status_listening", host=host, port=bound, paths=paths)
 
     async def _drain(self) -> None:
         current = self._current
@@ -185,6 +191,7 @@ class Daemon:
         else:
             self.metrics.record(report)
             self.health.record(report)
+            self.cycles.append(report)
             if self._systemd is not None:
                 self._systemd.status(
                     f"{len(report.polled)} monitors polled, {len(report.failed)} failed, "

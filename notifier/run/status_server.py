@@ -1,22 +1,83 @@
-"""The optional HTTP listener: GET /healthz and GET /metrics (NOTIFIER_HEALTH_PORT)."""
+"""The optional HTTP listener (NOTIFIER_HEALTH_PORT): GET /healthz, GET /metrics, and the
+status page, GET / (HTML) with the same data at GET /api/status (JSON)."""
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
+from typing import Protocol, runtime_checkable
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from notifier.domain.models import NotifierState
+from notifier.domain.report import CycleReport
 from notifier.run.health import HealthTracker
 from notifier.run.metrics import Metrics
+from notifier.run.status_page import render_status_page
+from notifier.run.status_view import StatusView, build_status
+
+#: The page reloads itself every poll interval, within these bounds (seconds).
+REFRESH_MIN, REFRESH_MAX = 5, 60
+
+#: The page runs no script and loads nothing: should anything from outside slip through
+#: unescaped, the browser still runs none of it.
+_PAGE_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'none'; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'; "
+        "frame-ancestors 'none'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+}
+
+
+@runtime_checkable
+class HoldsState(Protocol):
+    """A cycle runner whose state the page may read (`Notifier`)."""
+
+    @property
+    def state(self) -> NotifierState | None: ...
+
+
+@runtime_checkable
+class HoldsLease(Protocol):
+    """A cycle runner that leads or stands by (`LeasedNotifier`)."""
+
+    @property
+    def leading(self) -> bool: ...
+
+
+@dataclass(frozen=True)
+class StatusSources:
+    """What the status page reads besides health: the state, the leadership and the recent
+    cycle reports (oldest first). `of(runner, cycles)` finds the first two on a cycle runner."""
+
+    state: Callable[[], NotifierState | None]
+    leading: Callable[[], bool | None]
+    cycles: Sequence[CycleReport]
+
+    @classmethod
+    def of(cls, runner: object, cycles: Sequence[CycleReport]) -> StatusSources:
+        """A runner without a readable state shows none; one without a lease is "single"."""
+        state = (lambda: runner.state) if isinstance(runner, HoldsState) else (lambda: None)
+        leading = (lambda: runner.leading) if isinstance(runner, HoldsLease) else (lambda: None)
+        return cls(state=state, leading=leading, cycles=cycles)
 
 
 def status_app(
-    health: HealthTracker, metrics: Metrics, clock: Callable[[], datetime]
+    health: HealthTracker,
+    metrics: Metrics,
+    clock: Callable[[], datetime],
+    sources: StatusSources | None = None,
 ) -> web.Application:
-    """/healthz answers 200 or 503 with a small JSON body; /metrics the Prometheus text."""
+    """/healthz answers 200 or 503 with a small JSON body; /metrics the Prometheus text; / the
+    status page and /api/status its data (empty of state without `sources`)."""
+    sources = sources or StatusSources(lambda: None, lambda: None, ())
+    refresh = int(min(max(health.interval.total_seconds(), REFRESH_MIN), REFRESH_MAX))
 
     async def healthz(request: web.Request) -> web.Response:
         verdict = health.verdict(clock())
@@ -25,7 +86,29 @@ def status_app(
     async def metrics_text(request: web.Request) -> web.Response:
         return web.Response(body=metrics.render(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
+    def view() -> StatusView:
+        now = clock()
+        verdict = health.verdict(now)
+        reason = verdict.body.get("reason")
+        return build_status(
+            sources.state(),
+            sources.cycles,
+            now=now,
+            leading=sources.leading(),
+            health=str(verdict.body.get("status", "unknown")),
+            health_reason=str(reason) if reason else None,
+        )
+
+    async def page(request: web.Request) -> web.Response:
+        text = render_status_page(view(), refresh_seconds=refresh)
+        return web.Response(text=text, content_type="text/html", headers=_PAGE_HEADERS)
+
+    async def api_status(request: web.Request) -> web.Response:
+        return web.json_response(view().as_json(), headers={"Cache-Control": "no-store"})
+
     app = web.Application()
+    app.router.add_get("/", page)
+    app.router.add_get("/api/status", api_status)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics_text)
     return app

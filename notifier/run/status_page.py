@@ -1,0 +1,317 @@
+"""The status page: a `StatusView` as one self-contained HTML document. Pure.
+
+Server-rendered, no script at all: it refreshes itself with a meta refresh, and a viewport meta
+and a little CSS keep it readable on a phone (wide tables scroll sideways, the first column
+stays put). Every value from outside (monitor names and tags come from Datafold, mute reasons
+from whoever set them) goes through `html.escape`; CSS classes come from fixed tables only.
+"""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+
+from notifier.run.status_view import (
+    CycleRow,
+    DestinationRow,
+    IncidentRow,
+    MonitorRow,
+    MuteRow,
+    StatusView,
+)
+
+#: A state's badge colour; states not listed are neutral.
+_STATE_CLASS = {
+    "alert": "bad",
+    "error": "bad",
+    "unhealthy": "bad",
+    "created": "busy",
+    "queued": "busy",
+    "checking": "busy",
+    "learning": "busy",
+    "starting": "busy",
+    "ok": "good",
+    "quiet": "good",
+    "running": "good",
+    "leader": "good",
+}
+
+_CSS = """
+:root{--bg:#fff;--fg:#1b1f24;--mute:#5b636e;--line:#d8dde3;--head:#f3f5f7;
+--good:#1a7f37;--bad:#c62828;--busy:#9a6700;--neutral:#57606a}
+@media (prefers-color-scheme:dark){:root{--bg:#111418;--fg:#e6e9ed;--mute:#9aa4af;
+--line:#2d333b;--head:#1b2027;--good:#3fb950;--bad:#f47067;--busy:#d4a72c;--neutral:#8b949e}}
+*{box-sizing:border-box}
+body{margin:0 auto;max-width:72rem;padding:.75rem;background:var(--bg);color:var(--fg);
+font:15px/1.4 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif}
+h1{font-size:1.25rem;margin:.2rem 0}
+h2{font-size:1.05rem;margin:1.2rem 0 .4rem}
+p{margin:.3rem 0}
+a{color:inherit}
+.sub,.none,footer{color:var(--mute);font-size:.85rem}
+.reason{color:var(--bad)}
+.tiles{display:grid;grid-template-columns:repeat(auto-fit,minmax(7.5rem,1fr));gap:.5rem;
+margin:.75rem 0}
+.tile{border:1px solid var(--line);border-radius:.5rem;padding:.4rem .6rem}
+.tile b{display:block;font-size:1.4rem}
+.tile span{color:var(--mute);font-size:.8rem}
+.scroll{overflow-x:auto;-webkit-overflow-scrolling:touch;border:1px solid var(--line);
+border-radius:.5rem}
+table{border-collapse:collapse;width:100%;font-size:.85rem}
+th,td{padding:.35rem .5rem;text-align:left;vertical-align:top;
+border-bottom:1px solid var(--line);white-space:nowrap}
+tr:last-child td{border-bottom:0}
+th{background:var(--head);font-weight:600}
+th:first-child,td:first-child{position:sticky;left:0;background:var(--bg)}
+th:first-child{background:var(--head)}
+td.name{white-space:normal;min-width:8rem;max-width:16rem;overflow-wrap:anywhere}
+td.text{white-space:normal;min-width:10rem;max-width:24rem;overflow-wrap:anywhere}
+.id{color:var(--mute);font-size:.8rem}
+.num{text-align:right}
+.badge{display:inline-block;padding:0 .45rem;border-radius:1rem;font-size:.8rem;
+border:1px solid currentColor;color:var(--neutral)}
+.good{color:var(--good)}.bad{color:var(--bad)}.busy{color:var(--busy)}
+"""
+
+
+def render_status_page(view: StatusView, *, refresh_seconds: int) -> str:
+    """The whole page; it reloads itself every `refresh_seconds`."""
+    now = view.generated_at
+    parts = [
+        "<!doctype html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
+        f'<meta http-equiv="refresh" content="{max(1, int(refresh_seconds))}">',
+        f"<title>datafold-notifier: {_e(view.health)}</title>",
+        f"<style>{_CSS}</style></head><body>",
+        _header(view, refresh_seconds),
+        _tiles(view),
+        _section("incidents", "Open incidents", _incidents(view.incidents, now)),
+        _section("monitors", "Monitors", _monitors(view, now)),
+        _section("outbox", "Outbox by destination", _outbox(view.destinations, now)),
+        _section("mutes", "Mutes", _mutes(view.mutes, now)),
+        _section("cycles", "Recent cycles", _cycles(view.cycles, now)),
+        "<footer><p>Last run “quiet”: no run of the monitor is failing or running as far as "
+        "the notifier knows (the latest passed, or was skipped or cancelled). Times are UTC. "
+        'The same data as JSON: <a href="api/status">/api/status</a>.</p></footer>',
+        "</body></html>",
+    ]
+    return "\n".join(parts)
+
+
+def _header(view: StatusView, refresh_seconds: int) -> str:
+    reason = f'<p class="reason">{_e(view.health_reason)}</p>' if view.health_reason else ""
+    stamp = view.generated_at.strftime("%Y-%m-%d %H:%M:%S")
+    return (
+        "<header><h1>datafold-notifier</h1>"
+        f"<p>{_badge(view.health)} {_badge(view.role)}</p>{reason}"
+        f'<p class="sub">As of <time datetime="{_iso(view.generated_at)}">{stamp} UTC</time>'
+        f" · refreshes every {int(refresh_seconds)} s</p></header>"
+    )
+
+
+def _tiles(view: StatusView) -> str:
+    muted = sum(1 for row in view.monitors if row.muted_until is not None)
+    tiles = [
+        (view.monitors_total, "monitors"),
+        (len(view.incidents), "open incidents"),
+        (muted, "muted monitors"),
+        (view.outbox_total, "waiting to send"),
+    ]
+    cells = "".join(
+        f'<div class="tile"><b>{n}</b><span>{_e(label)}</span></div>' for n, label in tiles
+    )
+    note = (
+        ""
+        if view.state_loaded
+        else '<p class="none">This process holds no state: it is a standby, or has not '
+        "loaded the state yet.</p>"
+    )
+    return f'<section class="tiles">{cells}</section>{note}'
+
+
+def _incidents(rows: Sequence[IncidentRow], now: datetime) -> str:
+    body = [
+        [
+            _monitor_cell(row.monitor_id, row.name),
+            _badge(row.state),
+            _when(row.opened_at, now),
+            f"#{row.first_run_id} → #{row.last_run_id}",
+            _when(row.notified_at, now),
+            _num(row.reminders),
+        ]
+        for row in rows
+    ]
+    headings = ["Monitor", "State", "Since", "Runs", "Last notified", "Reminders"]
+    return _table(headings, body, "No open incident.")
+
+
+def _monitors(view: StatusView, now: datetime) -> str:
+    body = [_monitor_row(row, now) for row in view.monitors]
+    headings = ["Monitor", "Last poll", "Last run", "Incident", "Muted until"]
+    table = _table(headings, body, "No monitor polled yet.")
+    hidden = view.monitors_total - len(view.monitors)
+    if hidden > 0:
+        table += f'<p class="sub">{hidden} more monitors not listed (the least eventful).</p>'
+    return table
+
+
+def _monitor_row(row: MonitorRow, now: datetime) -> list[str]:
+    poll = _when(row.last_polled_at, now)
+    if row.poll_error:
+        poll += f' <span class="badge bad">{_e(row.poll_error)}</span>'
+    last_run = "—"
+    if row.last_run_state is not None:
+        last_run = _badge(row.last_run_state)
+        if row.last_run_id is not None:
+            last_run += f' <span class="id">#{row.last_run_id}</span>'
+    incident = "—"
+    if row.incident_state is not None:
+        incident = f"{_badge(row.incident_state)} since {_when(row.incident_since, now)}"
+    muted = "—"
+    if row.muted_until is not None:
+        muted = f'{_when(row.muted_until, now)} <span class="id">{_e(row.muted_by)}</span>'
+    return [_monitor_cell(row.id, row.name), poll, last_run, incident, muted]
+
+
+def _outbox(rows: Sequence[DestinationRow], now: datetime) -> str:
+    body = []
+    for row in rows:
+        deferred = "—"
+        if row.deferred_until is not None:
+            deferred = f"{_when(row.deferred_until, now)} ({_e(row.deferred_reason)})"
+        body.append(
+            [
+                f"<b>{_e(row.name)}</b>",
+                _num(row.waiting),
+                _when(row.oldest_since, now),
+                _num(row.oldest_attempts),
+                deferred,
+                _text(row.last_error),
+            ]
+        )
+    headings = [
+        "Destination",
+        "Waiting",
+        "Oldest waiting",
+        "Its attempts",
+        "Deferred",
+        "Last error",
+    ]
+    return _table(headings, body, "No destination has been used yet.")
+
+
+def _mutes(rows: Sequence[MuteRow], now: datetime) -> str:
+    body = [
+        [
+            _e(row.target),
+            _when(row.until, now),
+            _text(row.reason),
+            f'<span class="id">{_e(row.id)}</span>',
+        ]
+        for row in rows
+    ]
+    return _table(["Muted", "Until", "Reason", "ID"], body, "Nothing is muted.")
+
+
+def _cycles(rows: Sequence[CycleRow], now: datetime) -> str:
+    body = []
+    for row in rows:
+        took = "—" if row.seconds is None else f"{row.seconds:.2f} s"
+        if row.standby:
+            what = _badge("standby")
+        else:
+            what = f"{_num(row.polled)} polled"
+            if row.failed:
+                what += f', <span class="bad">{_num(row.failed)} failed</span>'
+        sent = _num(row.delivered)
+        if row.delivery_failures:
+            sent += f', <span class="bad">{_num(row.delivery_failures)} failed</span>'
+        saved = "yes" if row.saved else "no"
+        body.append(
+            [
+                _when(row.started_at, now),
+                took,
+                what,
+                _num(row.events),
+                sent,
+                _num(row.outbox),
+                saved,
+            ]
+        )
+    headings = ["Started", "Took", "Monitors", "Events", "Sent", "Outbox", "Saved"]
+    return _table(headings, body, "No cycle has finished yet.")
+
+
+def _section(anchor: str, title: str, content: str) -> str:
+    return f'<section id="{anchor}"><h2>{_e(title)}</h2>{content}</section>'
+
+
+def _table(headings: Iterable[str], rows: Sequence[Sequence[str]], empty: str) -> str:
+    """Cells are HTML already (escaped by their makers); headings are escaped here."""
+    if not rows:
+        return f'<p class="none">{_e(empty)}</p>'
+    head = "".join(f"<th>{_e(h)}</th>" for h in headings)
+    body = "".join("<tr>" + "".join(_cell(c) for c in row) + "</tr>" for row in rows)
+    table = f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    return f'<div class="scroll">{table}</div>'
+
+
+def _cell(content: str) -> str:
+    if content.startswith("<td"):
+        return content
+    return f"<td>{content}</td>"
+
+
+def _monitor_cell(monitor_id: int, name: str | None) -> str:
+    if not name:
+        return f'<td class="name">Monitor {int(monitor_id)}</td>'
+    return f'<td class="name">{_e(name)} <span class="id">#{int(monitor_id)}</span></td>'
+
+
+def _text(value: str | None) -> str:
+    return f'<td class="text">{_e(value)}</td>' if value else "—"
+
+
+def _badge(state: str) -> str:
+    kind = _STATE_CLASS.get(state, "neutral")
+    return f'<span class="badge {kind}">{_e(state)}</span>'
+
+
+def _num(value: int) -> str:
+    return f"{int(value)}"
+
+
+def _when(moment: datetime | None, now: datetime) -> str:
+    """A relative time ("5 min ago", "in 2 h"), its exact UTC time in the markup."""
+    if moment is None:
+        return "—"
+    return (
+        f'<time datetime="{_iso(moment)}" title="{_iso(moment)}">{_e(relative(moment, now))}</time>'
+    )
+
+
+def relative(moment: datetime, now: datetime) -> str:
+    """How long before or after `now` `moment` is, in words a person reads at a glance."""
+    seconds = int((moment - now).total_seconds())
+    span = abs(seconds)
+    if span < 5:
+        return "just now"
+    if span < 60:
+        words = f"{span} s"
+    elif span < 3600:
+        words = f"{span // 60} min"
+    elif span < 86400:
+        words = f"{span // 3600} h {span % 3600 // 60} min"
+    else:
+        words = f"{span // 86400} d {span % 86400 // 3600} h"
+    return f"in {words}" if seconds > 0 else f"{words} ago"
+
+
+def _iso(moment: datetime) -> str:
+    return _e(moment.isoformat().replace("+00:00", "Z"))
+
+
+def _e(value: object) -> str:
+    return html.escape(str(value), quote=True)
