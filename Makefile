@@ -8,7 +8,7 @@ NPM    ?= npm
 PRISM_STAMP := contract/node_modules/.installed
 CONTRACT_ROUNDS ?= 40
 
-.PHONY: install demo test ensure-postgres ensure-faketime ensure-alertmanager contract bench lint typecheck check clean
+.PHONY: install demo test ensure-postgres ensure-faketime ensure-alertmanager ensure-chromium contract bench lint typecheck check clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,7 +33,11 @@ ensure-faketime:
 ensure-alertmanager:
 	sh tools/ensure-alertmanager.sh
 
-test: $(STAMP) ensure-postgres ensure-faketime ensure-alertmanager
+# The status page tests load the page in headless Chromium (Debian's chromium).
+ensure-chromium:
+	sh tools/ensure-chromium.sh
+
+test: $(STAMP) ensure-postgres ensure-faketime ensure-alertmanager ensure-chromium
 	$(BIN)/python -m pytest
 
 $(PRISM_STAMP): contract/package.json $(wildcard contract/package-lock.json)
