@@ -81,6 +81,11 @@ def tag(text: str) -> str:
     return printable(text, "tag", limit=TAG_MAX)  # a longer tag is cut when read: never matched
 
 
+def destination_name(text: str) -> str:
+    """A destination's name as the routes (or `check`) give it: printable."""
+    return printable(text, "destination name")
+
+
 def reason(text: str) -> str:
     """A mute's reason: printable, its runs of spaces collapsed."""
     return printable(text, "reason", collapse=True)

@@ -24,8 +24,10 @@ from notifier import __version__
 from notifier.cli import args as arg
 from notifier.cli.config import proxy_configured, read_routes, require_work
 from notifier.cli.demo import demo, simulate
+from notifier.cli.dry_run import dry_run
 from notifier.cli.exits import EXIT_BROKEN_PIPE, EXIT_CONFIG, EXIT_FAILED, fail, silence_stdout
 from notifier.cli.mute import mute, unmute
+from notifier.cli.send_test import send_test_command
 from notifier.cli.service import once, run
 from notifier.cli.state import state
 from notifier.route.routes_file import RoutesError
@@ -70,9 +72,39 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser(
         "run", help="the daemon: poll every interval until SIGTERM/SIGINT, then drain and exit 0"
     )
-    commands.add_parser(
+    once = commands.add_parser(
         "once",
         help="one poll cycle with delivery, then exit (1 if no monitor could be polled)",
+    )
+    once.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="decide as usual, but print what each destination would get instead of sending "
+        "it, and save nothing",
+    )
+    once.add_argument(
+        "--json", action="store_true", help="with --dry-run: print the rendered payloads as JSON"
+    )
+    send_test = commands.add_parser(
+        "send-test",
+        help="send a marked test alert, then its recovery, to the destinations and print each "
+        "result; changes no state (1 if any failed)",
+    )
+    chosen = send_test.add_mutually_exclusive_group()
+    chosen.add_argument(
+        "--destination",
+        action="append",
+        type=arg.destination_name,
+        metavar="NAME",
+        help="only this destination (repeat for more); default: every destination",
+    )
+    chosen.add_argument("--all", action="store_true", help="every destination (the default)")
+    send_test.add_argument(
+        "--monitor",
+        type=arg.monitor_id,
+        metavar="ID",
+        help="dress the test as this monitor (its details read from Datafold); default: a "
+        "made-up monitor, and Datafold is not asked",
     )
     commands.add_parser(
         "check",
@@ -177,12 +209,17 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _command(argv: Sequence[str] | None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "once" and args.json and not args.dry_run:
+        parser.error("--json goes with --dry-run")
     try:
         if args.command == "simulate":
             return asyncio.run(simulate(args.host, args.port, args.api_key))
         if args.command == "demo":
             return asyncio.run(demo(args.env_file, args.interval, args.duration))
+        if args.command == "send-test":
+            return send_test_command(args)
         settings = load_settings(args.env_file)
         if args.command in ("mute", "unmute", "state"):
             configure_logging(
@@ -212,6 +249,8 @@ def _command(argv: Sequence[str] | None) -> int:
             return asyncio.run(
                 run_checks(settings, routes, sys.stdout, trust_env=proxy_configured())
             )
+        if args.command == "once" and args.dry_run:
+            return asyncio.run(dry_run(settings, routes, as_json=args.json))
         if args.command == "once":
             return asyncio.run(once(settings, routes))
         return asyncio.run(run(settings, routes))

@@ -8,6 +8,7 @@ import structlog
 
 from notifier.cli.config import proxy_configured
 from notifier.cli.exits import EXIT_FAILED, EXIT_OK
+from notifier.domain.report import CycleReport
 from notifier.route.rules import Routes
 from notifier.run.daemon import CycleRunner, Daemon, StatusListener
 from notifier.run.settings import Settings
@@ -30,6 +31,11 @@ async def once(settings: Settings, routes: Routes) -> int:
         if report.standby:
             log.error("once_failed", reason="the lease lapsed during the cycle")
             return EXIT_FAILED
+    return cycle_outcome(report)
+
+
+def cycle_outcome(report: CycleReport) -> int:
+    """A one-shot cycle's exit code: 1 (logged why) when no monitor could be polled."""
     if report.key_refused and report.all_failed:
         log.error("once_failed", reason="Datafold refused the API key")
         return EXIT_FAILED

@@ -145,6 +145,37 @@ def tls_context(settings: Settings) -> ssl.SSLContext:
     return context
 
 
+def http_session(
+    settings: Settings, tls: ssl.SSLContext, *, trust_env: bool = False
+) -> aiohttp.ClientSession:
+    """The process's one HTTP session (Datafold and the HTTP destinations); the caller closes it.
+    `trust_env`: see `open_runtime`."""
+    # slack_sdk applies its own timeout only to sessions it creates, so the shared one has it.
+    return aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(ssl=tls),
+        headers={"User-Agent": f"datafold-notifier/{__version__}"},
+        timeout=aiohttp.ClientTimeout(total=settings.request_timeout_seconds),
+        trust_env=trust_env,
+        # Slack's answers are read through it: none may be larger than a megabyte.
+        response_class=BoundedResponse,
+    )
+
+
+def datafold_client(settings: Settings, session: aiohttp.ClientSession) -> DatafoldClient:
+    """The Datafold API client over `session`, bounded as the settings say."""
+    return DatafoldClient(
+        session,
+        settings.datafold_host,
+        settings.datafold_api_key.get_secret_value(),
+        page_size=settings.page_size,
+        max_concurrency=settings.max_concurrency,
+        max_requests_per_second=settings.max_requests_per_second,
+        request_timeout=settings.request_timeout_seconds,
+        max_retry_after=settings.retry_after_cap,
+        max_response_bytes=settings.max_response_bytes,
+    )
+
+
 @dataclass
 class Runtime:
     """The adapters of one process: HTTP session, Datafold client, sinks and the state store
@@ -171,28 +202,10 @@ async def open_runtime(
     `trust_env` makes aiohttp honour HTTP(S)_PROXY/NO_PROXY; it costs a thread hop per request,
     so the CLI turns it on only when a proxy variable is set.
     """
-    # slack_sdk applies its own timeout only to sessions it creates, so the shared one has it.
     ssl_context = tls_context(settings)
-    session = aiohttp.ClientSession(
-        connector=aiohttp.TCPConnector(ssl=ssl_context),
-        headers={"User-Agent": f"datafold-notifier/{__version__}"},
-        timeout=aiohttp.ClientTimeout(total=settings.request_timeout_seconds),
-        trust_env=trust_env,
-        # Slack's answers are read through it: none may be larger than a megabyte.
-        response_class=BoundedResponse,
-    )
+    session = http_session(settings, ssl_context, trust_env=trust_env)
     try:
-        client = DatafoldClient(
-            session,
-            settings.datafold_host,
-            settings.datafold_api_key.get_secret_value(),
-            page_size=settings.page_size,
-            max_concurrency=settings.max_concurrency,
-            max_requests_per_second=settings.max_requests_per_second,
-            request_timeout=settings.request_timeout_seconds,
-            max_retry_after=settings.retry_after_cap,
-            max_response_bytes=settings.max_response_bytes,
-        )
+        client = datafold_client(settings, session)
         routes = routes if routes is not None else routes_from_settings(settings)
         sinks = {**(extra_sinks or {}), **build_sinks(routes, settings, session, ssl_context)}
         offset = await client.probe_clock()

@@ -1,0 +1,164 @@
+"""`send-test` through the installed CLI: a marked test alert, then its recovery, through the real
+destinations (fake Slack, a webhook receiver, the spec-enforcing fake PagerDuty), one line per
+destination and step, exit 1 when one failed, and the state untouched."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+from notifier.cli.send_test import TEST_NOTE, TEST_TAG, make_test_notifications, new_incident_key
+from notifier.domain.models import Links, MonitorInfo
+from notifier.route.destinations.fields import webhook_destination_name
+from tests.fakes.cli import World, cli
+from tests.fakes.pagerduty import ENQUEUE_PATH, FakePagerDuty
+
+ROUTING_KEY = "PdSendTest0123456789abcdef012345"
+
+ROUTES = """
+[destinations.oncall]
+type = "pagerduty"
+routing_key = "env:PD_ROUTING_KEY"
+url = "{url}"
+
+[destinations.chat]
+type = "slack"
+token = "env:SLACK_BOT_TOKEN"
+channel = "C0123ABCD"
+
+[default]
+to = ["oncall", "chat"]
+"""
+
+
+def _lines(stdout: str, name: str) -> list[str]:
+    return [line for line in stdout.splitlines() if f" {name}: " in line]
+
+
+def test_the_test_alert_opens_its_own_incident_and_the_recovery_closes_it() -> None:
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    monitor = MonitorInfo(id=7, name="orders", tags=["prod"], owner="a@example.com")
+    key = new_incident_key()
+    alert, recovery = make_test_notifications(monitor, key=key, now=now, links=Links())
+    assert alert.opens_incident and alert.id == key
+    assert recovery.kind == "recovered" and recovery.incident == alert.incident
+    assert recovery.id != alert.id
+    for n in (alert, recovery):
+        assert n.monitor.title == "[TEST] orders" and n.monitor.tags == [TEST_TAG, "prod"]
+        assert n.monitor.id == 7 and n.monitor.owner == "a@example.com"
+    assert alert.error_message == TEST_NOTE
+    assert new_incident_key() != key and key.startswith(TEST_TAG)
+
+
+async def test_slack_gets_a_marked_post_then_its_update_and_the_state_is_untouched(
+    world: World,
+) -> None:
+    assert (await cli("once", env=world.env)).code == 0  # a state file to keep unchanged
+    before = world.state_file.read_bytes()
+    env = {**world.env}
+    del env["DATAFOLD_API_KEY"]  # without --monitor, Datafold is not needed
+    asked = len(world.sim.requests)
+
+    result = await cli("send-test", "--destination", "slack", env=env)
+
+    assert result.code == 0, result.stderr
+    assert result.stdout.splitlines() == [
+        "ok   slack: test alert sent",
+        "ok   slack: test recovery sent (on the alert's message)",
+        result.stdout.splitlines()[-1],
+    ]
+    assert result.stdout.splitlines()[-1].endswith("1 destination(s), all ok")
+    alert, reply = world.slack.messages
+    assert alert.thread_ts is None and "[TEST] datafold-notifier test" in (alert.text or "")
+    assert reply.thread_ts == alert.ts
+    [update] = world.slack.updates
+    assert update.ts == alert.ts and "Resolved: [TEST] datafold-notifier test" in (
+        update.text or ""
+    )
+    assert "send-test" in json.dumps(alert.blocks)  # the note says what this is
+    assert world.receiver.deliveries == []  # only the named destination
+    assert world.state_file.read_bytes() == before
+    assert len(world.sim.requests) == asked
+
+
+async def test_every_destination_by_default_a_webhook_gets_the_alert_then_the_recovery(
+    world: World,
+) -> None:
+    result = await cli("send-test", env=world.env)
+
+    assert result.code == 0, result.stderr
+    assert not world.state_file.exists()  # nothing read, nothing written
+    alert, recovery = (json.loads(r.body) for r in world.receiver.deliveries)
+    assert (alert["type"], recovery["type"]) == ("monitor.run.alert", "monitor.recovered")
+    assert alert["data"]["monitor"]["name"] == "[TEST] datafold-notifier test"
+    ids = [r.headers["webhook-id"] for r in world.receiver.deliveries]
+    assert ids[0] != ids[1] and ids[0].startswith(TEST_TAG)
+    assert len(world.slack.messages) == 2 and len(world.slack.updates) == 1
+    webhook = webhook_destination_name(world.env["NOTIFIER_WEBHOOK_URLS"])
+    assert _lines(result.stdout, webhook) == [
+        f"ok   {webhook}: test alert sent",
+        f"ok   {webhook}: test recovery sent",
+    ]
+
+
+async def test_pagerduty_triggers_then_resolves_the_runs_own_key(
+    world: World, tmp_path: Path
+) -> None:
+    pagerduty = FakePagerDuty()
+    async with pagerduty.serve() as url:
+        routes = tmp_path / "routes.toml"
+        routes.write_text(ROUTES.format(url=url + ENQUEUE_PATH))
+        env = {**world.env, "NOTIFIER_ROUTES_FILE": str(routes), "PD_ROUTING_KEY": ROUTING_KEY}
+        del env["NOTIFIER_WEBHOOK_URLS"]
+        result = await cli("send-test", "--destination", "oncall", env=env)
+
+    assert result.code == 0, result.stderr
+    assert ROUTING_KEY not in result.stdout + result.stderr
+    assert pagerduty.refused == []
+    trigger, resolve = pagerduty.events
+    assert (trigger["event_action"], resolve["event_action"]) == ("trigger", "resolve")
+    # The run's own key (fresh each run: see the first test), never a real incident's.
+    assert resolve["dedup_key"] == trigger["dedup_key"]
+    assert trigger["dedup_key"].startswith(TEST_TAG) and trigger["dedup_key"] in result.stdout
+    assert trigger["payload"]["summary"].startswith("ALERT: [TEST] datafold-notifier test")
+    assert world.slack.messages == []  # only the named destination
+
+
+async def test_a_failing_destination_is_named_and_exits_1_the_others_still_get_theirs(
+    world: World,
+) -> None:
+    world.receiver.reply(500, 500)
+
+    result = await cli("send-test", "--all", env=world.env)
+
+    assert result.code == 1
+    failed = [line for line in result.stdout.splitlines() if line.startswith("FAIL")]
+    assert len(failed) == 2 and all("webhook-" in line and "HTTP 500" in line for line in failed)
+    assert "test alert: HTTP 500" in failed[0] and "test recovery: HTTP 500" in failed[1]
+    assert "1 of 2 failed: webhook-" in result.stdout.splitlines()[-1]
+    assert _lines(result.stdout, "slack")[0] == "ok   slack: test alert sent"
+    assert len(world.slack.messages) == 2
+
+
+async def test_an_unknown_destination_is_refused_naming_the_known_ones(world: World) -> None:
+    result = await cli("send-test", "--destination", "nope", env=world.env)
+
+    assert result.code == 2
+    assert "unknown destination 'nope'" in result.stderr and "known: slack, webhook-" in (
+        result.stderr
+    )
+    assert world.slack.messages == [] and world.receiver.deliveries == []
+
+
+async def test_with_monitor_the_test_wears_that_monitors_details(world: World) -> None:
+    result = await cli("send-test", "--destination", "slack", "--monitor", "1", env=world.env)
+
+    assert result.code == 0, result.stderr
+    alert = world.slack.messages[0]
+    assert "[TEST] orders prod vs staging" in (alert.text or "")
+    assert "/monitors/1" in json.dumps(alert.blocks)
+
+    missing = await cli("send-test", "--monitor", "999", env=world.env)
+    assert missing.code == 2 and "monitor 999" in missing.stderr
+    assert len(world.slack.messages) == 2  # nothing more was sent
