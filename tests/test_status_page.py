@@ -158,7 +158,8 @@ def test_monitors_failing_first_then_failed_polls_then_muted_and_bounded() -> No
     latest = CycleReport(polled=[1, 2, 4, 5, 6], failed={3: "unavailable"}, started_at=T0)
     view = view_of(state, [latest], monitors_shown=5)
     assert [row.id for row in view.monitors] == [4, 2, 3, 5, 1]
-    assert view.monitors_total == 6
+    assert (view.monitors_total, view.monitors_muted) == (6, 1)
+    assert view_of(state, [latest], monitors_shown=1).monitors_muted == 1  # counted, not shown
     by_id = {row.id: row for row in view.monitors}
     assert by_id[3].poll_error == "unavailable"
     assert by_id[4].incident_state == "error" and by_id[4].incident_since == T0 + MINUTE

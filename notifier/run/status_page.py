@@ -112,11 +112,10 @@ def _header(view: StatusView, refresh_seconds: int) -> str:
 
 
 def _tiles(view: StatusView) -> str:
-    muted = sum(1 for row in view.monitors if row.muted_until is not None)
     tiles = [
         (view.monitors_total, "monitors"),
         (len(view.incidents), "open incidents"),
-        (muted, "muted monitors"),
+        (view.monitors_muted, "muted monitors"),
         (view.outbox_total, "waiting to send"),
     ]
     cells = "".join(

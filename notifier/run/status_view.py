@@ -115,6 +115,7 @@ class StatusView:
     #: False when this process holds no state (a standby replica, or before the first load).
     state_loaded: bool
     monitors_total: int
+    monitors_muted: int
     outbox_total: int
     monitors: tuple[MonitorRow, ...] = ()
     incidents: tuple[IncidentRow, ...] = ()
@@ -152,6 +153,7 @@ def build_status(
             health_reason=health_reason,
             state_loaded=False,
             monitors_total=0,
+            monitors_muted=0,
             outbox_total=0,
             destinations=_destinations(None, recent, now),
             cycles=cycle_rows,
@@ -179,6 +181,7 @@ def build_status(
         health_reason=health_reason,
         state_loaded=True,
         monitors_total=len(rows),
+        monitors_muted=sum(1 for row in rows if row.muted_until is not None),
         outbox_total=sum(1 for entry in state.outbox if entry.pending),
         monitors=tuple(rows[: max(0, monitors_shown)]),
         incidents=tuple(incidents),
