@@ -249,7 +249,9 @@ def test_no_state_still_shows_health_cycles_and_destinations() -> None:
     view = view_of(None, cycles, leading=False, health="standby")
     assert not view.state_loaded and view.role == "standby" and view.monitors == ()
     assert len(view.cycles) == 1
-    assert "holds no state" in render_status_page(view, refresh_seconds=30)
+    assert "stands by" in render_status_page(view, refresh_seconds=30)
+    single = view_of(None, [], leading=None, health="starting")
+    assert "No state loaded yet" in render_status_page(single, refresh_seconds=30)
 
 
 def test_json_has_iso_times_and_only_plain_types() -> None:

@@ -121,12 +121,11 @@ def _tiles(view: StatusView) -> str:
     cells = "".join(
         f'<div class="tile"><b>{n}</b><span>{_e(label)}</span></div>' for n, label in tiles
     )
-    note = (
-        ""
-        if view.state_loaded
-        else '<p class="none">This process holds no state: it is a standby, or has not '
-        "loaded the state yet.</p>"
-    )
+    note = ""
+    if not view.state_loaded and view.role == "standby":
+        note = '<p class="none">This replica stands by: the leader\'s page shows the state.</p>'
+    elif not view.state_loaded:
+        note = '<p class="none">No state loaded yet.</p>'
     return f'<section class="tiles">{cells}</section>{note}'
 
 
