@@ -10,6 +10,7 @@ from dotenv import dotenv_values
 
 from notifier.route.rules import Routes
 from notifier.run.config import ConfigError
+from notifier.run.destination_settings import NO_DESTINATION
 from notifier.run.routes import load_routes, routes_from_settings
 from notifier.run.settings import Settings
 
@@ -41,7 +42,4 @@ def require_work(settings: Settings, command: str) -> None:
             "(or tags in NOTIFIER_MONITOR_TAGS)"
         )
     if command in ("run", "once") and not settings.has_destination():
-        raise ConfigError(
-            "no destination: set SLACK_BOT_TOKEN and SLACK_CHANNEL, SLACK_WEBHOOK_URL, "
-            "or NOTIFIER_WEBHOOK_URLS"
-        )
+        raise ConfigError(NO_DESTINATION)

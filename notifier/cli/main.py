@@ -56,9 +56,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="datafold-notifier",
         description=(
-            "Polls Datafold monitor runs and sends each new alert and error run to Slack and "
-            "signed webhooks, exactly once. Configured by environment variables (and a .env "
-            "file): see settings.example.env."
+            "Polls Datafold monitor runs and sends each new alert and error run to Slack, "
+            "signed webhooks, PagerDuty, Microsoft Teams, email, Alertmanager or Apprise, exactly "
+            "once. Configured by environment variables (and a .env file): see "
+            "settings.example.env."
         ),
         epilog="Exit codes: 0 success, 1 the work failed, 2 configuration or state file unusable.",
     )
@@ -109,7 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     check = commands.add_parser(
         "check",
-        help="check the configuration, API key, monitors, routes, Slack, webhooks and state; "
+        help="check the configuration, API key, monitors, routes, destinations and state; "
         "one line each",
     )
     check.add_argument(
@@ -247,13 +248,13 @@ def _command(argv: Sequence[str] | None) -> int:
             fmt=settings.log_format,
             secrets=[*settings.secrets(), *routes.secrets()],
         )
-        if settings.routes_file is not None and (
-            settings.slack_bot_token or settings.slack_webhook_url or settings.webhook_urls
-        ):
+        unused = settings.destination_variables_set()
+        if settings.routes_file is not None and unused:
             log.warning(
                 "environment_destinations_ignored",
-                reason="NOTIFIER_ROUTES_FILE names the destinations; SLACK_BOT_TOKEN, "
-                "SLACK_WEBHOOK_URL and NOTIFIER_WEBHOOK_URLS are used only through env: in it",
+                variables=unused,
+                reason="NOTIFIER_ROUTES_FILE names the destinations; these variables are used "
+                "only through env: in it",
             )
         if args.command == "check":
             return asyncio.run(

@@ -1,37 +1,23 @@
 """Where the routing table comes from: the routes file (read here, parsed by the pure
-`route.routes_file`), or today's environment variables (Slack and webhook settings) when no
-routes file is given. Here in `run`, not in `route`, because it reads files and `Settings`."""
+`route.routes_file`), or the destinations' environment variables (`run.destination_settings`)
+when no routes file is given. Here in `run`, not in `route`, because it reads files and
+`Settings`."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
 
-from notifier.route.destinations import (
-    AnyDestination,
-    SlackDestination,
-    SlackWebhookDestination,
-    WebhookDestination,
-    webhook_destination_name,
-)
 from notifier.route.routes_file import RoutesError, parse_routes
 from notifier.route.rules import DefaultRoute, Routes
 from notifier.run.settings import Settings
 
 
 def routes_from_settings(settings: Settings) -> Routes:
-    """Today's environment variables as one default route to every destination they configure,
-    named as today's sinks are, so outbox entries stay deliverable."""
-    destinations: dict[str, AnyDestination] = {}
-    if settings.slack_bot_token is not None and settings.slack_channel:
-        destinations["slack"] = SlackDestination(
-            channel=settings.slack_channel, token=settings.slack_bot_token
-        )
-    if settings.slack_webhook_url is not None:
-        destinations["slack-webhook"] = SlackWebhookDestination(url=settings.slack_webhook_url)
-    for url in settings.webhook_urls:
-        name = webhook_destination_name(url.get_secret_value())
-        destinations[name] = WebhookDestination(url=url, secrets=list(settings.webhook_secrets))
+    """The destinations' environment variables as one default route to every destination they
+    configure, each under its stable name ("slack", "slack-webhook", "webhook-…", "pagerduty",
+    "teams", "email", "alertmanager", "apprise"), so outbox entries stay deliverable."""
+    destinations = settings.environment_destinations()
     default = DefaultRoute(to=list(destinations)) if destinations else None
     return Routes(destinations=destinations, default=default)
 

@@ -2,7 +2,7 @@
 
 Read once at start-up (`notifier.run.config.load_settings`), validated, passed down; nothing below
 the CLI reads `os.environ`. Secrets are `SecretStr` and never shown in a repr, a log
-line or an error message.
+line or an error message. The destinations' variables are in `run.destination_settings`.
 """
 
 from __future__ import annotations
@@ -10,55 +10,21 @@ from __future__ import annotations
 import os
 import socket
 import ssl
-from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import (
-    Field,
-    SecretStr,
-    field_validator,
-    model_validator,
-)
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import NoDecode, SettingsConfigDict
 
 from notifier.domain.models import IN_PROGRESS_STATES, KNOWN_STATES
-from notifier.domain.values import (
-    PLAIN_HTTP_REFUSED,
-    http_url,
-    is_remote_plain_http,
-    nth_secret,
-    split_list,
-    whsec_problem,
-)
+from notifier.domain.values import http_url, split_list
+from notifier.run.destination_settings import DestinationSettings
 
 
-def _url_problem(text: str) -> str | None:
-    try:
-        http_url(text)
-    except ValueError as exc:
-        return str(exc)
-    return None
-
-
-def _split_checked(
-    value: Any, problem: Callable[[str], str | None], which: Callable[[int, int], str]
-) -> Any:
-    """`value` split into a list whose parts (text or `SecretStr`) must each pass `problem`; the
-    first failure is raised as `{which(index, count)} {problem}`, the part itself not shown."""
-    parts = split_list(value)
-    if isinstance(parts, list):
-        for index, part in enumerate(parts, start=1):
-            text = part.get_secret_value() if isinstance(part, SecretStr) else str(part)
-            found = problem(text)
-            if found is not None:
-                raise ValueError(f"{which(index, len(parts))} {found}")
-    return parts
-
-
-class Settings(BaseSettings):
-    """Every setting of the notifier, named by its environment variable."""
+class Settings(DestinationSettings):
+    """Every setting of the notifier, named by its environment variable (the destinations'
+    in `DestinationSettings`)."""
 
     model_config = SettingsConfigDict(
         env_file=".env",
@@ -159,22 +125,6 @@ class Settings(BaseSettings):
         3600.0, ge=0.0, le=7 * 86400.0, validation_alias="NOTIFIER_MONITOR_CACHE_SECONDS"
     )
 
-    slack_bot_token: SecretStr | None = Field(None, validation_alias="SLACK_BOT_TOKEN")
-    slack_channel: str | None = Field(None, validation_alias="SLACK_CHANNEL")
-    slack_webhook_url: SecretStr | None = Field(None, validation_alias="SLACK_WEBHOOK_URL")
-    slack_api_url: str = Field("https://slack.com/api/", validation_alias="SLACK_API_URL")
-    #: Slack accepts about one message per second per channel; bursts beyond it are paced.
-    slack_messages_per_second: float = Field(
-        1.0, gt=0.0, le=100.0, validation_alias="NOTIFIER_SLACK_MESSAGES_PER_SECOND"
-    )
-
-    webhook_urls: Annotated[list[SecretStr], NoDecode] = Field(
-        default_factory=list, validation_alias="NOTIFIER_WEBHOOK_URLS"
-    )
-    webhook_secrets: Annotated[list[SecretStr], NoDecode] = Field(
-        default_factory=list, validation_alias="NOTIFIER_WEBHOOK_SECRET"
-    )
-    routes_file: Path | None = Field(None, validation_alias="NOTIFIER_ROUTES_FILE")
     ca_bundle: Path | None = Field(None, validation_alias="NOTIFIER_CA_BUNDLE")
     allow_http: bool = Field(False, validation_alias="NOTIFIER_ALLOW_HTTP")
 
@@ -225,29 +175,12 @@ class Settings(BaseSettings):
             return list(dict.fromkeys(states))
         return parts
 
-    @field_validator("webhook_urls", mode="before")
-    @classmethod
-    def _parse_webhook_urls(cls, value: Any) -> Any:
-        return _split_checked(value, _url_problem, lambda index, _: f"URL number {index}")
-
     @field_validator("datafold_api_key")
     @classmethod
     def _check_key(cls, value: SecretStr) -> SecretStr:
         if not value.get_secret_value().strip():
             raise ValueError("is empty")
         return value
-
-    @field_validator("slack_webhook_url")
-    @classmethod
-    def _check_slack_webhook(cls, value: SecretStr | None) -> SecretStr | None:
-        if value is not None:
-            http_url(value.get_secret_value())
-        return value
-
-    @field_validator("webhook_secrets", mode="before")
-    @classmethod
-    def _check_secrets(cls, value: Any) -> Any:
-        return _split_checked(value, whsec_problem, nth_secret)
 
     @field_validator("ca_bundle")
     @classmethod
@@ -262,7 +195,7 @@ class Settings(BaseSettings):
             raise ValueError(f"{value} is not a PEM bundle of CA certificates") from None
         return value
 
-    @field_validator("datafold_host", "slack_api_url")
+    @field_validator("datafold_host")
     @classmethod
     def _check_url(cls, value: str) -> str:
         return http_url(value)
@@ -282,11 +215,6 @@ class Settings(BaseSettings):
         if urlsplit(text).scheme not in ("postgresql", "postgres"):
             raise ValueError("give a postgresql://user:password@host:port/database URL")
         return SecretStr(text)
-
-    @field_validator("slack_api_url")
-    @classmethod
-    def _slash_api(cls, value: str) -> str:
-        return value if value.endswith("/") else value + "/"
 
     @field_validator("log_level", "log_format", "poll_mode", mode="before")
     @classmethod
@@ -311,18 +239,9 @@ class Settings(BaseSettings):
     def _plain_http(self) -> Settings:
         if self.allow_http:
             return self
-        urls: list[tuple[str, str]] = [
-            ("DATAFOLD_HOST", self.datafold_host),
-            ("SLACK_API_URL", self.slack_api_url),
-        ]
-        if self.slack_webhook_url is not None:
-            urls.append(("SLACK_WEBHOOK_URL", self.slack_webhook_url.get_secret_value()))
-        urls += [("NOTIFIER_WEBHOOK_URLS", u.get_secret_value()) for u in self.webhook_urls]
-        for name, url in urls:
-            if is_remote_plain_http(url):
-                raise ValueError(
-                    f"{name}: {PLAIN_HTTP_REFUSED}; use https:// or set NOTIFIER_ALLOW_HTTP=true"
-                )
+        problem = self.cleartext_problem(("DATAFOLD_HOST", self.datafold_host))
+        if problem is not None:
+            raise ValueError(problem)
         return self
 
     @model_validator(mode="after")
@@ -331,16 +250,6 @@ class Settings(BaseSettings):
             raise ValueError(
                 "NOTIFIER_FEED_SWEEP_SECONDS must be shorter than NOTIFIER_CATCHUP_LIMIT_SECONDS, "
                 "or a sweep's listing would be cut short"
-            )
-        return self
-
-    @model_validator(mode="after")
-    def _slack_pairs(self) -> Settings:
-        if self.slack_bot_token is not None and not self.slack_channel:
-            raise ValueError("SLACK_BOT_TOKEN is set but SLACK_CHANNEL is not: name the channel")
-        if self.slack_channel and self.slack_bot_token is None:
-            raise ValueError(
-                "SLACK_CHANNEL is set but SLACK_BOT_TOKEN is not: chat.postMessage needs one"
             )
         return self
 
@@ -355,17 +264,10 @@ class Settings(BaseSettings):
             return min(self.poll_spread_seconds, self.poll_interval_seconds * 0.9)
         return min(self.poll_interval_seconds / 10, 5.0, 0.001 * len(self.monitor_ids))
 
-    def has_destination(self) -> bool:
-        """Whether any Slack or webhook destination is configured (a routes file has its own)."""
-        return bool(
-            self.routes_file or self.slack_bot_token or self.slack_webhook_url or self.webhook_urls
-        )
-
     def secrets(self) -> list[str]:
         """Every secret value, so the log pipeline can redact it wherever it turns up."""
-        values = [self.datafold_api_key, self.slack_bot_token, self.slack_webhook_url]
-        values += [*self.webhook_urls, *self.webhook_secrets]
-        found = [v.get_secret_value() for v in values if v is not None and v.get_secret_value()]
+        values = [self.datafold_api_key, *self.destination_secrets()]
+        found = [v.get_secret_value() for v in values if v.get_secret_value()]
         if self.state_url is not None:
             # The password as libpq reads it and as written (an unencoded '/' or '@' in it makes
             # the two differ), not the database name: logs may name the database.
