@@ -178,7 +178,8 @@ def _escalate(incident: Incident | None, event: RunEvent, now: datetime) -> Inci
     if incident is None:
         return Incident(id=event.key, opened_at=now, first=event, last=event, last_notified_at=now)
     last = event if _event_order(event) > _event_order(incident.last) else incident.last
-    return incident.model_copy(update={"last": last, "last_notified_at": now})
+    update = {"last": last, "last_notified_at": now, "failures": incident.failures + 1}
+    return incident.model_copy(update=update)
 
 
 def stale_in_progress(state: MonitorState | None, listed: Collection[int]) -> list[int]:

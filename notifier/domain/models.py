@@ -201,6 +201,8 @@ class Incident(BaseModel):
     #: When an alert, error or reminder about it was last queued (reminders count from here).
     last_notified_at: datetime
     reminders: int = 0
+    #: Failing runs notified in it so far, the first included (routes' `min_consecutive_failures`).
+    failures: int = 1
 
 
 class Notification(BaseModel):

@@ -31,6 +31,7 @@ from notifier.route.destinations import (
     StrictModel,
     file_context,
 )
+from notifier.route.destinations.fields import NoticeSwitches
 from notifier.route.patterns import NamePattern
 
 _HH_MM = re.compile(r"([01][0-9]|2[0-3]):([0-5][0-9])")
@@ -189,9 +190,10 @@ def _day_ranges(days: Sequence[str] | None) -> str:
     return ", ".join(parts)
 
 
-class Route(StrictModel):
+class Route(NoticeSwitches):
     """Where matching events go. First match wins unless `continue` is true; `to = []` drops.
-    Inside its quiet hours a matching route still counts as matched but sends nothing."""
+    Inside its quiet hours a matching route still counts as matched but sends nothing; an event
+    its `notify`/`min_consecutive_failures` hold back counts as matched too."""
 
     model_config = ConfigDict(validate_by_name=True, validate_by_alias=True)
 
@@ -206,7 +208,7 @@ class Route(StrictModel):
         return self.name or f"routes[{index}]"
 
 
-class DefaultRoute(StrictModel):
+class DefaultRoute(NoticeSwitches):
     """Where events that no route matched go (nowhere inside its quiet hours)."""
 
     to: list[str]
@@ -280,40 +282,49 @@ class RouteDecision:
     quiet: list[str]
 
 
-def route_event(routes: Routes, monitor: MonitorInfo, kind: str, now: datetime) -> RouteDecision:
-    """Destinations for one event at the aware instant `now`, quiet hours applied.
+def route_event(
+    routes: Routes, monitor: MonitorInfo, kind: str, now: datetime, *, failures: int = 1
+) -> RouteDecision:
+    """Destinations for one event at the aware instant `now`, quiet hours applied; `failures`
+    is its incident's count of failing runs so far (for `notify`, `min_consecutive_failures`).
 
     The first matching route wins unless it says `continue`; a route inside its quiet hours still
     counts as matched, but its destinations get the event only through another matched route that
     is not quiet. `quiet` names (by `Route.label`) each quiet route that withheld a destination.
     The default applies only when no route matched. A `recovered` event skips destinations with
-    `recovery = false`.
+    `recovery = false`, and the route's and each destination's switches apply.
     """
     if now.utcoffset() is None:
         raise ValueError("now must be an aware datetime (UTC), not a naive one")
-    return _route_event(routes, monitor, kind, now)
+    return _route_event(routes, monitor, kind, now, failures)
 
 
 def _route_event(
-    routes: Routes, monitor: MonitorInfo, kind: str, now: datetime | None
+    routes: Routes, monitor: MonitorInfo, kind: str, now: datetime | None, failures: int | None
 ) -> RouteDecision:
-    """`route_event`; with `now=None` quiet hours never apply."""
-    matched: list[tuple[str, list[str], QuietHours | None]] = []
+    """`route_event`; with `now=None` quiet hours never apply, with `failures=None` no switch."""
+    matched: list[tuple[str, Route | DefaultRoute]] = []
     for index, route in enumerate(routes.routes):
         if route.match.matches(monitor, kind):
-            matched.append((route.label(index), route.to, route.quiet_hours))
+            matched.append((route.label(index), route))
             if not route.continue_:
                 break
     if not matched and routes.default is not None:
-        matched.append(("default", routes.default.to, routes.default.quiet_hours))
+        matched.append(("default", routes.default))
 
     def wanted(name: str) -> bool:
-        return kind != "recovered" or routes.destinations[name].recovery
+        destination = routes.destinations[name]
+        return (kind != "recovered" or destination.recovery) and destination.lets_through(
+            kind, failures
+        )
 
     names: dict[str, None] = {}
     held: list[tuple[str, list[str]]] = []
-    for label, to, quiet_hours in matched:
-        targets = [name for name in to if wanted(name)]
+    for label, chosen in matched:
+        quiet_hours = chosen.quiet_hours
+        if not chosen.lets_through(kind, failures):
+            continue
+        targets = [name for name in chosen.to if wanted(name)]
         if now is not None and quiet_hours is not None and quiet_hours.covers(now):
             held.append((label, targets))
         else:
@@ -324,8 +335,9 @@ def _route_event(
 
 def destinations_for(routes: Routes, monitor: MonitorInfo, kind: str) -> list[str]:
     """Destination names for one event, de-duplicated in route order, ignoring quiet hours
-    (what a route sends when it is not quiet); `route_event` applies them."""
-    return _route_event(routes, monitor, kind, None).to
+    (what a route sends when it is not quiet) and the `notify`/`min_consecutive_failures`
+    switches (where it goes once they let it through); `route_event` applies them."""
+    return _route_event(routes, monitor, kind, None, None).to
 
 
 def explain(routes: Routes, monitor: MonitorInfo) -> dict[str, list[str]]:

@@ -260,7 +260,10 @@ def make_notifier(
     unrouted = [name for name in runtime.sinks if name not in routes.destinations]
 
     def route(notification: Notification, now: datetime) -> RouteDecision:
-        decision = route_event(routes, notification.monitor, notification.event_kind, now)
+        incident = notification.incident
+        failures = 1 if incident is None else incident.failures
+        monitor, kind = notification.monitor, notification.event_kind
+        decision = route_event(routes, monitor, kind, now, failures=failures)
         return RouteDecision(to=[*decision.to, *unrouted], quiet=decision.quiet)
 
     if store is None:

@@ -36,6 +36,7 @@ from notifier.deliver.sinks.slack_transport import (
 from notifier.domain.models import MessageRef, Notification
 from notifier.domain.text import one_line
 from notifier.route.destinations import SlackDestination
+from notifier.route.destinations.slack import digest_after
 
 #: A conversation ID (C…, G…, D…). `conversations.info` takes only IDs, never `#name`.
 _CHANNEL_ID: Final = re.compile(r"[CGD][A-Z0-9]{6,}")
@@ -119,7 +120,7 @@ class SlackBotSink:
             thread=destination.thread,
             mentions=destination.mentions,
             mention_owner=destination.mention_owner,
-            digest_threshold=destination.digest_threshold,
+            digest_threshold=digest_after(destination.digest_threshold),
             pacer=context.slack_pacer,
         )
 

@@ -27,6 +27,7 @@ from notifier.deliver.sinks.slack_transport import (
 )
 from notifier.domain.models import MessageRef, Notification
 from notifier.route.destinations import SlackWebhookDestination
+from notifier.route.destinations.slack import digest_after
 
 #: Incoming-webhook answers to an empty test message from a valid, live webhook.
 _WEBHOOK_ALIVE_CODES: Final = frozenset({"no_text", "invalid_payload", "missing_text_or_fallback"})
@@ -80,7 +81,7 @@ class SlackWebhookSink:
             timeout=int(context.timeout),
             name=name,
             mentions=destination.mentions,
-            digest_threshold=destination.digest_threshold,
+            digest_threshold=digest_after(destination.digest_threshold),
             pacer=context.slack_pacer,
         )
 

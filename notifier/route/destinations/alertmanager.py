@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator
 
-from notifier.route.destinations.fields import EnvSecret, PlainOrSecretUrl, StrictModel
+from notifier.route.destinations.fields import DestinationModel, EnvSecret, PlainOrSecretUrl
 
 #: Prometheus label names; those starting `__` are reserved.
 _LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
@@ -17,7 +17,7 @@ RESERVED_LABELS = frozenset(
 )
 
 
-class AlertmanagerDestination(StrictModel):
+class AlertmanagerDestination(DestinationModel):
     """An Alertmanager (its base URL; `POST /api/v2/alerts` below it). Each open incident is a
     firing alert, posted again every cycle with `endsAt` `hold` seconds ahead (default: four poll
     intervals, at least five minutes) so Alertmanager keeps it firing; a recovery ends it.
@@ -27,7 +27,6 @@ class AlertmanagerDestination(StrictModel):
     type: Literal["alertmanager"] = "alertmanager"
     url: PlainOrSecretUrl
     token: EnvSecret | None = None
-    recovery: bool = True
     hold: int | None = Field(None, ge=60, le=7 * 86400)
     labels: dict[str, str] = Field(default_factory=dict, max_length=20)
 

@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 from pydantic import AfterValidator, ConfigDict, Field, SecretStr, ValidationInfo, field_validator
 
 from notifier.domain.values import is_loopback
-from notifier.route.destinations.fields import EnvSecret, StrictModel, file_context
+from notifier.route.destinations.fields import DestinationModel, EnvSecret, file_context
 
 #: An email address as the routes file gives it: `local@domain`, one line, no display name.
 _EMAIL_ADDRESS = re.compile(
@@ -27,7 +27,7 @@ def _checked_address(value: str) -> str:
 EmailAddress = Annotated[str, AfterValidator(_checked_address)]
 
 
-class EmailDestination(StrictModel):
+class EmailDestination(DestinationModel):
     """Mail over SMTP: STARTTLS (default), implicit TLS, or none (to this machine unless plain
     traffic is allowed). `username` and `password` are `env:` secrets, both or neither."""
 
@@ -41,7 +41,6 @@ class EmailDestination(StrictModel):
     password: EnvSecret | None = Field(None, validate_default=True)
     sender: EmailAddress = Field(alias="from")
     to: list[EmailAddress] = Field(min_length=1, max_length=100)
-    recovery: bool = True
     digest_threshold: int | None = Field(None, ge=1)
 
     @field_validator("host")

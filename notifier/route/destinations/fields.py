@@ -12,13 +12,14 @@ import hashlib
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
+    Field,
     SecretStr,
     ValidationInfo,
 )
@@ -120,3 +121,34 @@ class StrictModel(BaseModel):
     """A routes-file table: unknown keys are refused (a typo must not pass silently); frozen."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+#: The event kinds a failing run makes (the others: recovered, reminder).
+_FAILING = ("alert", "error")
+
+
+class NoticeSwitches(StrictModel):
+    """Datafold-like switches on which of an incident's notifications pass, for a route or a
+    destination: `min_consecutive_failures` (nothing until the incident's Nth failing run, so a
+    recovery or reminder only follows an incident that got that far) and `notify = "first"`
+    (only the first failing run that passes; recoveries and reminders still do)."""
+
+    notify: Literal["all", "first"] = "all"
+    min_consecutive_failures: int = Field(1, ge=1, le=1000)
+
+    def lets_through(self, kind: str, failures: int | None) -> bool:
+        """Whether an event of `kind` passes, `failures` being its incident's count of failing
+        runs so far (this one included); None (unknown, as `check` explains routes): it does."""
+        if failures is None:
+            return True
+        least = self.min_consecutive_failures
+        if failures < least:
+            return False
+        return kind not in _FAILING or self.notify == "all" or failures == least
+
+
+class DestinationModel(NoticeSwitches):
+    """What every destination kind accepts besides its own options."""
+
+    #: Whether a recovery (the monitor passing again) is sent there.
+    recovery: bool = True

@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field, SecretStr, ValidationInfo, field_validator
 
-from notifier.route.destinations.fields import EnvSecret, StrictModel, check_url
+from notifier.route.destinations.fields import DestinationModel, EnvSecret, check_url
 
 #: PagerDuty's severities, and which one each run state is sent as unless a destination says
 #: otherwise (`severity = { alert = "warning" }`); a state not listed is sent as "warning".
@@ -18,7 +18,7 @@ PAGERDUTY_URLS = {
 }
 
 
-class PagerDutyDestination(StrictModel):
+class PagerDutyDestination(DestinationModel):
     """A PagerDuty Events API v2 integration: one incident is one alert, keyed by its ID.
 
     `region` picks the endpoint; `url` replaces it (a proxy, tests). `severity` maps run states
@@ -29,7 +29,6 @@ class PagerDutyDestination(StrictModel):
     routing_key: EnvSecret
     region: Literal["us", "eu"] = "us"
     url: str | None = None
-    recovery: bool = True
     severity: dict[str, PagerDutySeverity] = Field(default_factory=dict)
 
     @field_validator("url")

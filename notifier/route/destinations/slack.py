@@ -6,20 +6,28 @@ from typing import Any, Literal
 
 from pydantic import Field, SecretStr, field_validator
 
-from notifier.route.destinations.fields import EnvSecret, Mentions, SecretUrl, StrictModel
+from notifier.route.destinations.fields import DestinationModel, EnvSecret, Mentions, SecretUrl
+
+#: More than this many notifications waiting for a Slack destination after a cycle's polls go
+#: out as one digest, unless the destination says otherwise (`digest_threshold`; 0: never).
+DIGEST_THRESHOLD = 10
 
 
-class SlackDestination(StrictModel):
+def digest_after(threshold: int) -> int | None:
+    """A destination's `digest_threshold` as its sink takes it: None (never) for 0."""
+    return threshold or None
+
+
+class SlackDestination(DestinationModel):
     """A channel posted to with a bot token (`chat.postMessage`); the only one that can thread."""
 
     type: Literal["slack"] = "slack"
     channel: str = Field(min_length=1)
     token: EnvSecret
     thread: bool = False
-    recovery: bool = True
     mentions: Mentions = Field(default_factory=list)
     mention_owner: bool = False
-    digest_threshold: int | None = Field(None, ge=1)
+    digest_threshold: int = Field(DIGEST_THRESHOLD, ge=0)
 
     @field_validator("channel", mode="before")
     @classmethod
@@ -31,14 +39,13 @@ class SlackDestination(StrictModel):
         return [self.token]
 
 
-class SlackWebhookDestination(StrictModel):
+class SlackWebhookDestination(DestinationModel):
     """A Slack incoming webhook; its URL is the secret."""
 
     type: Literal["slack-webhook"] = "slack-webhook"
     url: SecretUrl
-    recovery: bool = True
     mentions: Mentions = Field(default_factory=list)
-    digest_threshold: int | None = Field(None, ge=1)
+    digest_threshold: int = Field(DIGEST_THRESHOLD, ge=0)
 
     def secret_values(self) -> list[SecretStr]:
         """What the log pipeline must redact."""

@@ -6,16 +6,15 @@ from typing import Literal
 
 from pydantic import Field, SecretStr
 
-from notifier.route.destinations.fields import SecretUrl, StrictModel
+from notifier.route.destinations.fields import DestinationModel, SecretUrl
 
 
-class TeamsDestination(StrictModel):
+class TeamsDestination(DestinationModel):
     """A Microsoft Teams channel through a Workflows webhook; its URL (with the flow's
     signature) is the secret."""
 
     type: Literal["teams"] = "teams"
     url: SecretUrl
-    recovery: bool = True
     digest_threshold: int | None = Field(None, ge=1)
 
     def secret_values(self) -> list[SecretStr]:

@@ -7,10 +7,15 @@ from typing import Any, Literal
 from pydantic import ConfigDict, Field, SecretStr, ValidationInfo, field_validator
 
 from notifier.domain.values import nth_secret, split_list, whsec_problem
-from notifier.route.destinations.fields import SecretUrl, StrictModel, file_context, resolve_env
+from notifier.route.destinations.fields import (
+    DestinationModel,
+    SecretUrl,
+    file_context,
+    resolve_env,
+)
 
 
-class WebhookDestination(StrictModel):
+class WebhookDestination(DestinationModel):
     """A signed webhook. In the file, `secret` is one `env:NAME` (or a list), each of which may
     hold several comma-separated secrets during a rotation."""
 
@@ -20,7 +25,6 @@ class WebhookDestination(StrictModel):
     url: SecretUrl
     secrets: list[SecretStr] = Field(default_factory=list, alias="secret")
     format: Literal["standard", "alertmanager"] = "standard"
-    recovery: bool = True
 
     @field_validator("secrets", mode="before")
     @classmethod
