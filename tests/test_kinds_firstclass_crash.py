@@ -137,6 +137,13 @@ CASES = {
 async def test_sigkill_keeps_dedup_key_and_message_id_stable(
     world: World, tmp_path: Path, reaper: list[Daemon], kill_at: str
 ) -> None:
+    """An alert and an error, killed at `kill_at`, restarted, then the alert's recovery.
+
+    The SMTP server gets a Message-ID twice only when the kill came after it accepted the mail
+    (250 to DATA) and before the cycle's state save: the copy has the same Message-ID. PagerDuty
+    gets a second trigger only in the same window, on the same `dedup_key`: one alert per
+    incident either way. Otherwise each is sent exactly once.
+    """
     async with crash_world(world, tmp_path, reaper) as crash:
         daemon = await crash.start()
         await daemon.wait_event("monitor_baselined", where=lambda e: e.get("monitor_id") == 2)
