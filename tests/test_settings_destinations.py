@@ -25,7 +25,7 @@ from notifier.route.destinations import (
     TeamsDestination,
 )
 from notifier.run.config import ConfigError, load_settings
-from notifier.run.destination_settings import NO_DESTINATION
+from notifier.run.destination_settings import DESTINATION_HINT, NO_DESTINATION
 from notifier.run.routes import routes_from_settings
 from tests.fakes.cli import API_KEY, Result, World, cli
 from tests.fakes.pagerduty import ENQUEUE_PATH, FakePagerDuty
@@ -324,6 +324,11 @@ def bare_cli_env(**extra: str) -> dict[str, str]:
     }
 
 
+def without_slack_and_webhooks(env: dict[str, str]) -> dict[str, str]:
+    names = ("SLACK_BOT_TOKEN", "SLACK_CHANNEL", "NOTIFIER_WEBHOOK_URLS", "NOTIFIER_WEBHOOK_SECRET")
+    return {name: value for name, value in env.items() if name not in names}
+
+
 def assert_one_line_config_error(result: Result, *secrets: str) -> str:
     assert result.code == 2, result.stderr
     assert "Traceback" not in result.stderr and result.stdout == ""
@@ -335,13 +340,16 @@ def assert_one_line_config_error(result: Result, *secrets: str) -> str:
 
 
 async def test_the_cli_refuses_incomplete_or_invalid_variables_in_one_line(
-    tmp_path: Path,
+    world: World, tmp_path: Path
 ) -> None:
+    """Incomplete, invalid, none: `check` and `once` exit 2 with one line; `check` without a
+    destination fails its destinations line, naming every kind's variables."""
     plain = TEAMS_URL.replace("https", "http")
-    partial, invalid, nowhere = await asyncio.gather(
+    partial, invalid, nowhere, checked = await asyncio.gather(
         cli("check", env=bare_cli_env(NOTIFIER_SMTP_PASSWORD=SMTP_PASSWORD), cwd=tmp_path),
         cli("once", env=bare_cli_env(TEAMS_WEBHOOK_URL=plain), cwd=tmp_path),
         cli("once", env=bare_cli_env(PAGERDUTY_REGION="eu"), cwd=tmp_path),
+        cli("check", env=without_slack_and_webhooks(world.env), cwd=tmp_path),
     )
     line = assert_one_line_config_error(partial, SMTP_PASSWORD)
     assert "NOTIFIER_SMTP_HOST, NOTIFIER_EMAIL_FROM and NOTIFIER_EMAIL_TO are not" in line
@@ -351,11 +359,8 @@ async def test_the_cli_refuses_incomplete_or_invalid_variables_in_one_line(
     assert line.endswith(NO_DESTINATION)
     for name in ("PAGERDUTY_ROUTING_KEY", "TEAMS_WEBHOOK_URL", "NOTIFIER_SMTP_HOST", "APPRISE_URL"):
         assert name in line
-
-
-def without_slack_and_webhooks(env: dict[str, str]) -> dict[str, str]:
-    names = ("SLACK_BOT_TOKEN", "SLACK_CHANNEL", "NOTIFIER_WEBHOOK_URLS", "NOTIFIER_WEBHOOK_SECRET")
-    return {name: value for name, value in env.items() if name not in names}
+    assert checked.code == 1
+    assert f"FAIL destinations: none configured: {DESTINATION_HINT}\n" in checked.stdout
 
 
 async def test_pagerduty_from_its_variables_end_to_end(world: World) -> None:

@@ -54,12 +54,13 @@ DESTINATION_VARIABLES = (
     "ALERTMANAGER_URL",
     "APPRISE_URL",
 )
-NO_DESTINATION = (
-    "no destination: set NOTIFIER_ROUTES_FILE, or SLACK_BOT_TOKEN and SLACK_CHANNEL, "
-    "SLACK_WEBHOOK_URL, NOTIFIER_WEBHOOK_URLS, PAGERDUTY_ROUTING_KEY, TEAMS_WEBHOOK_URL, "
-    "NOTIFIER_SMTP_HOST with NOTIFIER_EMAIL_FROM and NOTIFIER_EMAIL_TO, ALERTMANAGER_URL "
-    "or APPRISE_URL"
+#: How to configure a destination, for the messages that find none.
+DESTINATION_HINT = (
+    "set NOTIFIER_ROUTES_FILE, or SLACK_BOT_TOKEN and SLACK_CHANNEL, SLACK_WEBHOOK_URL, "
+    "NOTIFIER_WEBHOOK_URLS, PAGERDUTY_ROUTING_KEY, TEAMS_WEBHOOK_URL, NOTIFIER_SMTP_HOST with "
+    "NOTIFIER_EMAIL_FROM and NOTIFIER_EMAIL_TO, ALERTMANAGER_URL or APPRISE_URL"
 )
+NO_DESTINATION = f"no destination: {DESTINATION_HINT}"
 
 #: (variables any of which is given, variables then required, what needs them).
 _TOGETHER: tuple[tuple[tuple[str, ...], tuple[str, ...], str], ...] = (

@@ -11,6 +11,7 @@ from notifier.deliver.sink import CheckResult
 from notifier.domain.models import MonitorInfo, Mute
 from notifier.fetch.source import ApiKeyRefused, DatafoldError
 from notifier.route.rules import Routes, explain, quiet_hours_summary
+from notifier.run.destination_settings import DESTINATION_HINT
 from notifier.run.settings import Settings
 from notifier.run.wiring import Runtime, leader_note, open_runtime
 from notifier.store.store import StateError
@@ -136,8 +137,7 @@ async def _check_destinations(runtime: Runtime) -> list[CheckResult]:
             CheckResult(
                 "destinations",
                 False,
-                "none configured: set SLACK_BOT_TOKEN and SLACK_CHANNEL, SLACK_WEBHOOK_URL, "
-                "or NOTIFIER_WEBHOOK_URLS",
+                f"none configured: {DESTINATION_HINT}",
             )
         ]
     results: list[CheckResult] = []
