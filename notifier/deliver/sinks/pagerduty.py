@@ -146,6 +146,11 @@ class PagerDutySink:
 
 
 def _refusal(answer: bytes, routing_key: str) -> str:
-    """PagerDuty's reason for a 400, one line, bounded, without the routing key."""
+    """PagerDuty's reason for a 400, one line, bounded, without the routing key, nor the start
+    of it where the part read ends in the middle of it."""
     text = answer.decode("utf-8", "replace").replace(routing_key, "***")
+    for length in range(min(len(routing_key), len(text)), 0, -1):
+        if text.endswith(routing_key[:length]):
+            text = text[:-length] + "***"
+            break
     return " ".join(text.split())[:_REASON_MAX] or "no reason given"
