@@ -302,3 +302,22 @@ async def test_an_smtp_greeting_without_end_fails_the_destination_bounded(pause:
     assert error.whole_destination and not checked.ok
     expected = "could not be read (too long" if pause == 0 else "did not answer in time"
     assert expected in error.reason and expected in checked.detail
+
+
+@pytest.mark.parametrize("cut", [4096 - 10, 4096 - 3])
+async def test_a_pagerduty_400_cut_in_the_middle_of_the_routing_key_shows_none_of_it(
+    session: aiohttp.ClientSession, cut: int
+) -> None:
+    """Only the first 4 KB of a 400 are read: a routing key echoed across that limit is not
+    shown in part either (whitespace before it is collapsed, so it would reach the reason)."""
+    body = b" " * cut + ROUTING_KEY.encode() + b" " * 100
+
+    async def answer(writer: asyncio.StreamWriter) -> None:
+        head = f"HTTP/1.1 400 X\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+        await server.write(writer, head + body)
+
+    server = RawServer(answer)
+    async with server.serve() as url:
+        error = await delivery_error(pagerduty(url, session).send(notification()))
+    assert error.permanent and ROUTING_KEY[: 4096 - cut] not in str(error)
+    assert error.reason.endswith("(event refused: ***)"), error.reason
