@@ -77,9 +77,9 @@ class Kinds:
     teams_url: str
     smtp_port: int
     env: dict[str, str]
-    tmp_path: Path
+    #: Holds the running SMTP server; closed and refilled by `smtp_stopped`.
+    smtp: ExitStack
     outputs: list[str] = field(default_factory=list)
-    _smtp: ExitStack = field(default_factory=ExitStack)
 
     @property
     def secrets(self) -> list[str]:
@@ -106,11 +106,11 @@ class Kinds:
     @contextmanager
     def smtp_stopped(self) -> Iterator[None]:
         """The SMTP server down (connections refused), then back on the same port."""
-        self._smtp.close()
+        self.smtp.close()
         try:
             yield
         finally:
-            self._smtp.enter_context(self.mail.serve(self.smtp_port))
+            self.smtp.enter_context(self.mail.serve(self.smtp_port))
 
     def assert_no_secret(self) -> None:
         texts = [*self.outputs]
@@ -148,9 +148,7 @@ async def serve_kinds(world: World, tmp_path: Path, **extra_env: str) -> AsyncIt
                 **extra_env,
             }
             del env["NOTIFIER_WEBHOOK_URLS"]
-            kinds = Kinds(world, pagerduty, teams, mail, teams_url, port, env, tmp_path)
-            kinds._smtp = smtp
-            yield kinds
+            yield Kinds(world, pagerduty, teams, mail, teams_url, port, env, smtp)
 
 
 def outbox_pending(kinds: Kinds) -> list[list[str]]:
