@@ -4,9 +4,9 @@ Exit codes: 0 success; 1 the work failed (no monitor could be polled, a check fa
 configuration, an argument or the state file cannot be used (invalid, locked by another daemon,
 unwritable); 141 the output went to a closed pipe (`| head`).
 
-One module per command group: `service` (run, once), `mute` (mute, unmute), `state` (export,
-import), `demo` (demo, simulate); `check` is `run/preflight.py`. `args` checks option values,
-`config` reads what a command needs first, `exits` ends a command.
+One module per command group: `service` (run, once), `mute` (mute, unmute), `outbox` (list,
+retry, drop), `state` (export, import), `demo` (demo, simulate); `check` is `run/preflight.py`.
+`args` checks option values, `config` reads what a command needs first, `exits` ends a command.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from notifier.cli.demo import demo, simulate
 from notifier.cli.dry_run import dry_run
 from notifier.cli.exits import EXIT_BROKEN_PIPE, EXIT_CONFIG, EXIT_FAILED, fail, silence_stdout
 from notifier.cli.mute import mute, unmute
+from notifier.cli.outbox import add_outbox_parser, outbox
 from notifier.cli.routes_check import check_routes_file
 from notifier.cli.send_test import send_test_command
 from notifier.cli.service import once, run
@@ -165,6 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
     which.add_argument(
         "--id", dest="mute_id", type=arg.mute_id, metavar="MUTE_ID", help="as `check` shows it"
     )
+    add_outbox_parser(commands)
     state = commands.add_parser(
         "state",
         help="move the state between the file and PostgreSQL (NOTIFIER_STATE_URL) without "
@@ -232,12 +234,14 @@ def _command(argv: Sequence[str] | None) -> int:
         if args.command == "check" and args.routes is not None:
             return check_routes_file(args.routes, args.env_file)
         settings = load_settings(args.env_file)
-        if args.command in ("mute", "unmute", "state"):
+        if args.command in ("mute", "unmute", "state", "outbox"):
             configure_logging(
                 level=settings.log_level, fmt=settings.log_format, secrets=settings.secrets()
             )
             if args.command == "state":
                 return asyncio.run(state(settings, args))
+            if args.command == "outbox":
+                return asyncio.run(outbox(settings, args))
             return asyncio.run(
                 mute(settings, args) if args.command == "mute" else unmute(settings, args)
             )

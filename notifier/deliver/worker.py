@@ -9,7 +9,7 @@ is waited for inline when the wait is short, else left alone until a later cycle
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from datetime import datetime, timedelta
 
 import structlog
@@ -66,6 +66,11 @@ class DeliveryWorkers:
             asyncio.create_task(self._work(name, sink, self._wakeups[name]))
             for name, sink in self._sinks.items()
         ]
+
+    def resume(self, names: Collection[str]) -> list[str]:
+        """Forget the Retry-After deferrals of `names` (`outbox retry`), so this cycle tries
+        them; the names that were deferred."""
+        return [name for name in sorted(names) if self.deferred.pop(name, None) is not None]
 
     def wake(self) -> None:
         """Tell every destination's worker that the outbox may have something for it."""

@@ -36,6 +36,7 @@ from notifier.fetch.source import ApiKeyRefused, RunSource
 from notifier.route import admission, outbox
 from notifier.route.admission import Router
 from notifier.route.rules import RouteDecision
+from notifier.run.outbox_requests import apply_outbox_requests, settle_outbox_requests
 from notifier.store.store import CycleStore
 
 log = structlog.get_logger(__name__)
@@ -131,6 +132,9 @@ class Notifier:
         now = self._clock()
         report = CycleReport(started_at=now)
         await self._refresh_mutes()
+        requests = await apply_outbox_requests(
+            self._store, self.state, self._deliveries, list(self._sinks)
+        )
         monitor_ids = await self.monitor_set(now, report)
         report.monitors = len(monitor_ids)
         self._housekeeping(now, report, monitor_ids)
@@ -157,6 +161,7 @@ class Notifier:
             report.deferred = dict(deliveries.deferred)
             report.finished_at = self._clock()
             report.state_saved = await self.save()
+        await settle_outbox_requests(self._store, requests)
         log.info("cycle_finished", **report.summary())
         return report
 

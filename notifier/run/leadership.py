@@ -11,12 +11,13 @@ the next cycle then starts afresh from the database.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from datetime import UTC, datetime
 
 import structlog
 
 from notifier.domain.models import Mute, NotifierState
+from notifier.domain.outbox_requests import OutboxRequest
 from notifier.domain.report import CycleReport
 from notifier.run.cycle import Notifier
 from notifier.store.postgres import LeaseLost, PostgresStateError, PostgresStore, StaleFence
@@ -43,6 +44,12 @@ class ElectedState:
 
     async def fresh_mutes(self) -> list[Mute]:
         return await self._store.mutes()
+
+    async def outbox_requests(self) -> list[OutboxRequest]:
+        return await self._store.outbox_requests()
+
+    async def settle_outbox_requests(self, ids: Collection[str]) -> None:
+        await self._store.settle_outbox_requests(ids)
 
     def may_deliver(self) -> bool:
         """Whether a delivery may start now: the lease is held, under the fence of this state."""

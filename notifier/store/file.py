@@ -5,17 +5,18 @@ from __future__ import annotations
 import contextlib
 import gc
 import os
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Collection, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pydantic_core
 import structlog
 from filelock import FileLock, Timeout
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 
 from notifier.domain.models import STATE_VERSION, Mute, NotifierState
 from notifier.domain.mutes import MuteSelector, lift, with_mute
+from notifier.domain.outbox_requests import REQUESTS_MAX, OutboxRequest
 from notifier.store.document import (
     IMPORT_MAX_BYTES,
     StateProblem,
@@ -38,6 +39,10 @@ __all__ = [
 
 log = structlog.get_logger(__name__)
 
+_REQUESTS = TypeAdapter(list[OutboxRequest])
+#: The largest requests file read: `REQUESTS_MAX` requests take well under this.
+_REQUESTS_FILE_MAX = 1024 * 1024
+
 
 class StateFile:
     """Load and save `NotifierState` at `path`.
@@ -49,6 +54,8 @@ class StateFile:
     Two locks: `<path>.lock`, held by the daemon for its lifetime, and `<path>.write.lock`, held
     briefly around every write. `mute`/`unmute` take only the second, so they can change the
     mutes while a daemon runs; the daemon adopts them (`fresh_mutes`) and keeps them when saving.
+    The outbox requests of `outbox retry/drop` live beside it in `<path>.requests.json`, written
+    under the same short lock; the daemon applies them at its next cycle.
     """
 
     def __init__(self, path: Path, *, clock: Callable[[], datetime] | None = None) -> None:
@@ -56,6 +63,7 @@ class StateFile:
         self._clock = clock or (lambda: datetime.now(UTC))
         self._lock = FileLock(f"{path}.lock", timeout=0)
         self._write_lock = FileLock(f"{path}.write.lock", timeout=30)
+        self.requests_path = path.with_name(f"{path.name}.requests.json")
         self._last_saved: bytes | None = None
         #: (inode, size, mtime) of the file as this process last read or wrote it.
         self._known: tuple[int, int, int] | None = None
@@ -183,6 +191,58 @@ class StateFile:
 
         self.update_mutes(change)
         return lifted
+
+    async def outbox_requests(self) -> list[OutboxRequest]:
+        """The requests in `<path>.requests.json`, oldest first (none when there is no file)."""
+        return sorted(self._read_requests(), key=lambda r: (r.requested_at, r.id))
+
+    async def request_outbox(self, request: OutboxRequest) -> None:
+        """Add `request` to the requests file, safely beside a running daemon."""
+        with self._exclusive_write():
+            requests = self._read_requests()
+            if len(requests) >= REQUESTS_MAX:
+                raise StateError(
+                    f"{self.requests_path}: {len(requests)} outbox requests already wait for "
+                    "a cycle; is a daemon (or `once`) running?"
+                )
+            self._write_requests([*requests, request])
+
+    async def settle_outbox_requests(self, ids: Collection[str]) -> None:
+        """Remove the requests with these IDs (requests added meanwhile stay)."""
+        if not ids:
+            return
+        with self._exclusive_write():
+            requests = self._read_requests()
+            left = [r for r in requests if r.id not in ids]
+            if len(left) != len(requests):
+                self._write_requests(left)
+
+    def _read_requests(self) -> list[OutboxRequest]:
+        where = self.requests_path
+        try:
+            with where.open("rb") as handle:
+                raw = handle.read(_REQUESTS_FILE_MAX + 1)
+        except FileNotFoundError:
+            return []
+        except OSError as exc:
+            raise StateError(f"cannot read {where}: {exc.strerror}") from None
+        if len(raw) > _REQUESTS_FILE_MAX:
+            raise StateError(f"{where} is larger than {_REQUESTS_FILE_MAX} bytes")
+        try:
+            return _REQUESTS.validate_json(raw)
+        except ValidationError as exc:
+            first = exc.errors(include_url=False)[0]
+            at = ".".join(str(part) for part in first.get("loc", ())) or "top level"
+            raise StateError(f"{where} is no list of outbox requests (at {at})") from None
+
+    def _write_requests(self, requests: list[OutboxRequest]) -> None:
+        if not requests:
+            try:
+                self.requests_path.unlink(missing_ok=True)
+            except OSError as exc:
+                raise StateError(f"cannot remove {self.requests_path}: {exc.strerror}") from None
+            return
+        write_atomically(self.requests_path, _REQUESTS.dump_json(requests))
 
     async def export_state(self) -> NotifierState | None:
         """The file's state as it is (`peek`); None when there is no file yet."""

@@ -8,12 +8,14 @@ each. Only the wiring (`run/wiring.py`) knows which one it opened; PostgreSQL's 
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from contextlib import AbstractAsyncContextManager
 from datetime import datetime
 from typing import Protocol
 
 from notifier.domain.models import Mute, NotifierState
 from notifier.domain.mutes import MuteSelector
+from notifier.domain.outbox_requests import OutboxRequest
 
 
 class StateError(Exception):
@@ -27,8 +29,9 @@ class StoreBusy(Exception):
 
 
 class CycleStore(Protocol):
-    """What a cycle needs of the state: read it once, learn of mutes changed beside it, save it.
-    The leader's per-lease view (`run/leadership.py` `ElectedState`) is only this."""
+    """What a cycle needs of the state: read it once, learn of mutes changed and outbox requests
+    made beside it, save it. The leader's per-lease view (`run/leadership.py` `ElectedState`) is
+    only this."""
 
     async def load(self) -> NotifierState:
         """The saved state, or an empty one when none was saved yet."""
@@ -41,6 +44,14 @@ class CycleStore(Protocol):
     async def fresh_mutes(self) -> list[Mute] | None:
         """The mutes, if someone else (`mute`, `unmute`) may have changed them since this store
         last read or wrote them; else None."""
+        ...
+
+    async def outbox_requests(self) -> list[OutboxRequest]:
+        """The requests `outbox retry` and `outbox drop` left for the next cycle, oldest first."""
+        ...
+
+    async def settle_outbox_requests(self, ids: Collection[str]) -> None:
+        """Forget the requests with these IDs: applied, and the state they changed saved."""
         ...
 
 
@@ -68,6 +79,11 @@ class StateStore(CycleStore, Protocol):
     async def remove_mutes(self, selector: MuteSelector, now: datetime) -> list[Mute]:
         """Lift the mutes active at `now` that `selector` matches, dropping those run out;
         returns the lifted ones."""
+        ...
+
+    async def request_outbox(self, request: OutboxRequest) -> None:
+        """Leave `request` for the next cycle (beside a running daemon, like the mutes); a
+        `StateError` when `REQUESTS_MAX` already wait."""
         ...
 
     async def export_state(self) -> NotifierState | None:

@@ -48,6 +48,16 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "ALTER TABLE notifier_lease ADD COLUMN last_cycle_at timestamptz",
         "ALTER TABLE notifier_lease ADD COLUMN last_cycle_by text",
     ),
+    (
+        # `outbox retry` and `outbox drop`: requests the leader applies at its next cycle.
+        """CREATE TABLE notifier_outbox_requests (
+            id text PRIMARY KEY,
+            action text NOT NULL,
+            notification_id text,
+            destination text,
+            requested_at timestamptz NOT NULL
+        )""",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -2,13 +2,14 @@
 holder only, under the fence its state was loaded under.
 
 A leader's save checks that fence under a row lock in the same statement as the write. Mutes
-need no lease: `mute` and `unmute` change them beside the running leader, which re-reads them
-every cycle.
+and outbox requests need no lease: `mute`, `unmute` and `outbox retry/drop` write them beside the
+running leader, which reads them every cycle.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Collection
 from datetime import datetime
 from typing import Any
 
@@ -18,6 +19,7 @@ from pydantic import ValidationError
 
 from notifier.domain.models import STATE_VERSION, Mute, NotifierState, as_utc
 from notifier.domain.mutes import MuteSelector, lift, with_mute
+from notifier.domain.outbox_requests import REQUESTS_MAX, OutboxRequest
 from notifier.store.postgres.errors import LeaseLost, PostgresStateError
 from notifier.store.postgres.lease import PostgresLease
 
@@ -53,6 +55,19 @@ VALUES (%(id)s, %(monitor_id)s, %(tag)s, %(until)s, %(reason)s, %(created_at)s)
 ON CONFLICT (id) DO UPDATE SET monitor_id = EXCLUDED.monitor_id, tag = EXCLUDED.tag,
     until = EXCLUDED.until, reason = EXCLUDED.reason, created_at = EXCLUDED.created_at
 """
+
+# Refused (no row) when `max` requests already wait: a lock keeps two adders from both passing.
+_INSERT_REQUEST = """
+INSERT INTO notifier_outbox_requests (id, action, notification_id, destination, requested_at)
+SELECT %(id)s, %(action)s, %(notification_id)s, %(destination)s, %(requested_at)s
+WHERE (SELECT count(*) FROM notifier_outbox_requests) < %(max)s
+RETURNING 1
+"""
+
+_SELECT_REQUESTS = (
+    "SELECT id, action, notification_id, destination, requested_at "
+    "FROM notifier_outbox_requests ORDER BY requested_at, id"
+)
 
 _SELECT_MUTES = (
     "SELECT id, monitor_id, tag, until, reason, created_at FROM notifier_mutes "
@@ -177,6 +192,55 @@ class PostgresStore(PostgresLease):
                 return lifted
 
         return await self._run("remove mutes", remove)
+
+    async def outbox_requests(self) -> list[OutboxRequest]:
+        """The requests `outbox retry/drop` left for the leader's next cycle, oldest first."""
+
+        async def read(conn: psycopg.AsyncConnection[Any]) -> list[OutboxRequest]:
+            cur = await conn.execute(_SELECT_REQUESTS)
+            return [
+                OutboxRequest(
+                    id=row[0],
+                    action=row[1],
+                    notification_id=row[2],
+                    destination=row[3],
+                    requested_at=as_utc(row[4]),
+                )
+                for row in await cur.fetchall()
+            ]
+
+        return await self._run("read outbox requests", read)
+
+    async def request_outbox(self, request: OutboxRequest) -> None:
+        """Leave `request` for the leader's next cycle. Needs no lease."""
+
+        async def insert(conn: psycopg.AsyncConnection[Any]) -> bool:
+            async with conn.transaction():
+                await conn.execute(
+                    "LOCK TABLE notifier_outbox_requests IN SHARE ROW EXCLUSIVE MODE"
+                )
+                cur = await conn.execute(
+                    _INSERT_REQUEST, {**request.model_dump(), "max": REQUESTS_MAX}
+                )
+                return await cur.fetchone() is not None
+
+        if not await self._run("add outbox request", insert):
+            raise PostgresStateError(
+                f"PostgreSQL state at {self.address}: {REQUESTS_MAX} outbox requests already "
+                "wait for a cycle; is a leader running?"
+            )
+
+    async def settle_outbox_requests(self, ids: Collection[str]) -> None:
+        """Delete the requests with these IDs (those added meanwhile stay)."""
+        if not ids:
+            return
+
+        async def delete(conn: psycopg.AsyncConnection[Any]) -> None:
+            await conn.execute(
+                "DELETE FROM notifier_outbox_requests WHERE id = ANY(%s)", (list(ids),)
+            )
+
+        await self._run("settle outbox requests", delete)
 
     async def export_state(self) -> NotifierState:
         """A consistent copy of the document and the mutes; needs no lease and changes nothing."""
