@@ -80,7 +80,7 @@ def summary(recorders: dict[str, RecordingSink], waiting: frozenset[str]) -> str
     for name, sink in recorders.items():
         count = sum(len(r.notifications) for r in sink.recorded if r.action != "hold")
         total += count
-        lines.append(f"{name}: {_count(count)}" if count else f"{name}: nothing")
+        lines.append(f"{name}: {_count(count)}" if sink.recorded else f"{name}: nothing")
         for recorded in sink.recorded:
             if recorded.action == "send":
                 lines.append("  " + describe(recorded.notifications[0], waiting))
