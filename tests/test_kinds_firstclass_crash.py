@@ -151,6 +151,8 @@ async def test_sigkill_keeps_dedup_key_and_message_id_stable(
 
         if kill_at == "pagerduty_hangs":
             crash.pagerduty.reply(Reply(503, delay=30))
+        # Right after a cycle, so that the next one finds both runs.
+        await daemon.wait_event("cycle_finished", len(daemon.events))
         alert = world.sim.add_run(1, state="alert", started_at=world.now())
         error = world.sim.add_run(2, state="error", started_at=world.now(), error="boom")
         if kill_at == "mid_write":
