@@ -31,6 +31,7 @@ from notifier.store.file import StateFile
 from tests.fakes import samples
 from tests.fakes.cli import World, cli
 from tests.fakes.pagerduty import ENQUEUE_PATH, FakePagerDuty
+from tests.fakes.postgres import opened
 
 ROUTING_KEY = "PdDryRun0123456789abcdef01234567"
 
@@ -325,3 +326,23 @@ async def test_the_unsaved_state_reads_beside_a_running_daemon_and_never_writes(
     assert unsaved.waiting == {alert.id}
     assert await unsaved.fresh_mutes() is None
     assert store.path.read_bytes() == before
+
+
+@pytest.mark.postgres
+async def test_the_unsaved_state_reads_postgresql_while_a_leader_holds_it_and_never_writes(
+    postgres_url: str,
+) -> None:
+    alert, _ = incident_pair()
+    state = NotifierState(outbox=[OutboxEntry(notification=alert, pending=["bot"])])
+    async with opened(postgres_url, "leader") as leader, leader.exclusive():
+        await leader.save(state)
+        before = await leader.export_state()
+        async with opened(postgres_url, "dry-run") as other:
+            unsaved = UnsavedState(other)
+            loaded = await unsaved.load()
+            loaded.outbox.clear()
+            assert await unsaved.save(loaded) is False
+        assert unsaved.waiting == {alert.id}
+        assert await leader.export_state() == before
+        state.outbox.clear()
+        assert await leader.save(state) is True  # the leader's lease and fence are intact

@@ -11,7 +11,7 @@ from pathlib import Path
 from notifier.cli.send_test import TEST_NOTE, TEST_TAG, make_test_notifications, new_incident_key
 from notifier.domain.models import Links, MonitorInfo
 from notifier.route.destinations.fields import webhook_destination_name
-from tests.fakes.cli import World, cli
+from tests.fakes.cli import SECRETS, World, cli
 from tests.fakes.pagerduty import ENQUEUE_PATH, FakePagerDuty
 
 ROUTING_KEY = "PdSendTest0123456789abcdef012345"
@@ -80,6 +80,7 @@ async def test_slack_gets_a_marked_post_then_its_update_and_the_state_is_untouch
     assert world.receiver.deliveries == []  # only the named destination
     assert world.state_file.read_bytes() == before
     assert len(world.sim.requests) == asked
+    assert not [s for s in SECRETS if s in result.stdout + result.stderr]  # at debug level
 
 
 async def test_every_destination_by_default_a_webhook_gets_the_alert_then_the_recovery(
