@@ -70,11 +70,24 @@ async def closed_url() -> str:
     return url
 
 
+#: The prefixes of every variable the notifier reads.
+SETTING_PREFIXES = (
+    "DATAFOLD_",
+    "NOTIFIER_",
+    "SLACK_",
+    "PAGERDUTY_",
+    "TEAMS_",
+    "ALERTMANAGER_",
+    "APPRISE_",
+)
+
+
 @pytest.fixture
 def bare_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """No DATAFOLD_/NOTIFIER_/SLACK_ variable set, and the test's directory as the working one
-    (no stray .env): settings come only from what the test sets."""
+    """No variable of the notifier's (DATAFOLD_, NOTIFIER_, and each destination kind's) set,
+    and the test's directory as the working one (no stray .env): settings come only from what
+    the test sets."""
     for name in list(os.environ):
-        if name.startswith(("DATAFOLD_", "NOTIFIER_", "SLACK_")):
+        if name.startswith(SETTING_PREFIXES):
             monkeypatch.delenv(name)
     monkeypatch.chdir(tmp_path)

@@ -185,6 +185,8 @@ def trial(
         **world.env,
         "NOTIFIER_WEBHOOK_URLS": hook_url,
         "NOTIFIER_POLL_INTERVAL_SECONDS": "1",
+        # Every run its own Slack message, so that each is accounted for (no digest).
+        "SLACK_DIGEST_THRESHOLD": "0",
         "PYTHONPATH": str(PAUSE_HOOK),
         "CRASH_PAUSE_FLAG": str(tmp / "pause-flag.json"),
     }

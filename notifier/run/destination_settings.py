@@ -41,6 +41,7 @@ from notifier.route.destinations import (
 )
 from notifier.route.destinations.apprise import PLAIN_HTTP_SCHEMES
 from notifier.route.destinations.email import EmailAddress
+from notifier.route.destinations.slack import DIGEST_THRESHOLD
 
 #: The variables any of which makes a destination when set: asked for when there is none, and
 #: named when a routes file makes them unused.
@@ -155,6 +156,10 @@ class DestinationSettings(BaseSettings):
     slack_channel: str | None = Field(None, validation_alias="SLACK_CHANNEL")
     slack_webhook_url: SecretStr | None = Field(None, validation_alias="SLACK_WEBHOOK_URL")
     slack_api_url: str = Field("https://slack.com/api/", validation_alias="SLACK_API_URL")
+    #: More than this many waiting for the Slack destinations after a cycle: one digest; 0: never.
+    slack_digest_threshold: int = Field(
+        DIGEST_THRESHOLD, ge=0, le=10_000, validation_alias="SLACK_DIGEST_THRESHOLD"
+    )
     #: Slack accepts about one message per second per channel; bursts beyond it are paced.
     slack_messages_per_second: float = Field(
         1.0, gt=0.0, le=100.0, validation_alias="NOTIFIER_SLACK_MESSAGES_PER_SECOND"
@@ -261,11 +266,15 @@ class DestinationSettings(BaseSettings):
             if self.slack_bot_token is not None and self.slack_channel:
                 kind = "slack"
                 built[kind] = SlackDestination(
-                    channel=self.slack_channel, token=self.slack_bot_token
+                    channel=self.slack_channel,
+                    token=self.slack_bot_token,
+                    digest_threshold=self.slack_digest_threshold,
                 )
             if self.slack_webhook_url is not None:
                 kind = "slack-webhook"
-                built[kind] = SlackWebhookDestination(url=self.slack_webhook_url)
+                built[kind] = SlackWebhookDestination(
+                    url=self.slack_webhook_url, digest_threshold=self.slack_digest_threshold
+                )
             for url in self.webhook_urls:
                 kind = "webhook"
                 built[webhook_destination_name(url.get_secret_value())] = WebhookDestination(
