@@ -26,6 +26,7 @@ url = "{url}"
 type = "slack"
 token = "env:SLACK_BOT_TOKEN"
 channel = "C0123ABCD"
+recovery = false
 
 [default]
 to = ["oncall", "chat"]
@@ -103,7 +104,7 @@ async def test_every_destination_by_default_a_webhook_gets_the_alert_then_the_re
     ]
 
 
-async def test_pagerduty_triggers_then_resolves_the_runs_own_key(
+async def test_pagerduty_triggers_then_resolves_the_runs_own_key_no_recovery_where_refused(
     world: World, tmp_path: Path
 ) -> None:
     pagerduty = FakePagerDuty()
@@ -112,7 +113,7 @@ async def test_pagerduty_triggers_then_resolves_the_runs_own_key(
         routes.write_text(ROUTES.format(url=url + ENQUEUE_PATH))
         env = {**world.env, "NOTIFIER_ROUTES_FILE": str(routes), "PD_ROUTING_KEY": ROUTING_KEY}
         del env["NOTIFIER_WEBHOOK_URLS"]
-        result = await cli("send-test", "--destination", "oncall", env=env)
+        result = await cli("send-test", env=env)
 
     assert result.code == 0, result.stderr
     assert ROUTING_KEY not in result.stdout + result.stderr
@@ -123,7 +124,9 @@ async def test_pagerduty_triggers_then_resolves_the_runs_own_key(
     assert resolve["dedup_key"] == trigger["dedup_key"]
     assert trigger["dedup_key"].startswith(TEST_TAG) and trigger["dedup_key"] in result.stdout
     assert trigger["payload"]["summary"].startswith("ALERT: [TEST] datafold-notifier test")
-    assert world.slack.messages == []  # only the named destination
+    # A destination that takes no recoveries gets none in the test either.
+    assert len(world.slack.messages) == 1 and world.slack.updates == []
+    assert "ok   chat: test recovery not sent (recovery = false here)" in result.stdout
 
 
 async def test_a_failing_destination_is_named_and_exits_1_the_others_still_get_theirs(

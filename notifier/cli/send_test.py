@@ -62,11 +62,15 @@ class StepResult:
     step: str
     error: str | None = None
     followed: bool = False
+    #: Not sent: the destination takes no recoveries (`recovery = false`).
+    skipped: bool = False
 
     def line(self) -> str:
         """As printed: `ok   name: test alert sent`, or `FAIL name: test alert: reason`."""
         if self.error is not None:
             return f"FAIL {self.destination}: test {self.step}: {self.error}"
+        if self.skipped:
+            return f"ok   {self.destination}: test {self.step} not sent (recovery = false here)"
         after = " (on the alert's message)" if self.followed else ""
         return f"ok   {self.destination}: test {self.step} sent{after}"
 
@@ -183,8 +187,12 @@ async def send_test(
         key = new_incident_key()
         alert, recovery = make_test_notifications(monitor, key=key, now=now, links=links)
         sinks = build_sinks(routes, settings, session, tls)
+        takes_recovery = {name: routes.destinations[name].recovery for name in names}
         results = await asyncio.gather(
-            *(_exercise(sinks[name], name, alert, recovery) for name in names)
+            *(
+                _exercise(sinks[name], name, alert, recovery if takes_recovery[name] else None)
+                for name in names
+            )
         )
     finally:
         await session.close()
@@ -199,11 +207,14 @@ async def send_test(
 
 
 async def _exercise(
-    sink: Sink, name: str, alert: Notification, recovery: Notification
+    sink: Sink, name: str, alert: Notification, recovery: Notification | None
 ) -> tuple[StepResult, StepResult]:
     """The alert, then its recovery (sent even when the alert failed: an alert that went out
-    all the same must not stay open), following the alert's message where the sink can."""
+    all the same must not stay open), following the alert's message where the sink can. No
+    recovery (None) for a destination that takes none."""
     anchor, alert_error = await _attempt(sink, name, alert, None)
+    if recovery is None:
+        return StepResult(name, "alert", alert_error), StepResult(name, "recovery", skipped=True)
     _, recovery_error = await _attempt(sink, name, recovery, anchor)
     return (
         StepResult(name, "alert", alert_error),
