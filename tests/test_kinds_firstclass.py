@@ -44,7 +44,7 @@ url = "{pd_url}"
 
 [destinations.teams-ops]
 type = "teams"
-url = "env:TEAMS_WEBHOOK_URL"
+url = "env:KINDS_TEAMS_URL"
 
 [destinations.ops-mail]
 type = "email"
@@ -96,6 +96,7 @@ class Kinds:
     async def cli(self, *args: str, env: dict[str, str] | None = None) -> Result:
         result = await cli(*args, env=env or self.env)
         self.outputs += [result.stdout, result.stderr]
+        assert "Traceback" not in result.stdout + result.stderr
         return result
 
     async def once(self, env: dict[str, str] | None = None) -> list[dict[str, Any]]:
@@ -142,7 +143,7 @@ async def serve_kinds(world: World, tmp_path: Path, **extra_env: str) -> AsyncIt
                 "NOTIFIER_LOG_LEVEL": "debug",
                 "NOTIFIER_CA_BUNDLE": str(ca_file),
                 "PD_ROUTING_KEY": ROUTING_KEY,
-                "TEAMS_WEBHOOK_URL": teams_url,
+                "KINDS_TEAMS_URL": teams_url,
                 "SMTP_USERNAME": SMTP_USERNAME,
                 "SMTP_PASSWORD": SMTP_PASSWORD,
                 **extra_env,
@@ -204,7 +205,7 @@ async def test_no_secret_of_the_new_kinds_in_any_output_at_debug(
         dead.write_text(routes_text("http://127.0.0.1:9/v2/enqueue", 9))
         dead_teams = kinds.teams_url.replace(urlsplit(kinds.teams_url).netloc, "127.0.0.1:9")
         dead_env = {**kinds.env, "NOTIFIER_ROUTES_FILE": str(dead)}
-        dead_env["TEAMS_WEBHOOK_URL"] = dead_teams
+        dead_env["KINDS_TEAMS_URL"] = dead_teams
         checked = await kinds.cli("check", env=dead_env)
         assert checked.code == 1
         assert [line for line in checked.stdout.splitlines() if line.startswith("FAIL")]
@@ -255,7 +256,7 @@ async def test_check_probes_each_kind_without_sending(world: World, tmp_path: Pa
             dead = tmp_path / "dead-routes.toml"
             dead.write_text(routes_text("http://127.0.0.1:9/v2/enqueue", kinds.smtp_port))
             down_env = {**kinds.env, "NOTIFIER_ROUTES_FILE": str(dead)}
-            down_env["TEAMS_WEBHOOK_URL"] = "http://127.0.0.1:9/workflows/x?sig=" + SIGNATURE
+            down_env["KINDS_TEAMS_URL"] = "http://127.0.0.1:9/workflows/x?sig=" + SIGNATURE
             down = await kinds.cli("check", env=down_env)
         assert down.code == 1
         lines = check_lines(down)
