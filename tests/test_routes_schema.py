@@ -349,3 +349,21 @@ async def test_check_routes_on_a_missing_file_is_an_unusable_argument(tmp_path: 
         f"datafold-notifier: error: routes: {tmp_path / 'nope.toml'}: cannot read it "
         "(No such file or directory)\n"
     )
+
+
+@pytest.mark.usefixtures("empty_env")
+def test_check_routes_an_empty_variable_is_an_error_not_an_unset_one(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "routing.toml"
+    path.write_text(SLACK + DEFAULT, encoding="utf-8")
+    assert run_check(path, capsys) == (
+        0,
+        f"{path}: valid: 1 destination, 0 routes and a default route; not set here, so their "
+        "values were not checked: SLACK_TOKEN\n",
+        "",
+    )
+    monkeypatch.setenv("SLACK_TOKEN", "  ")
+    code, out, err = run_check(path, capsys)
+    assert (code, out) == (1, "")
+    assert err.endswith(": destinations.team.token: environment variable SLACK_TOKEN is empty\n")
