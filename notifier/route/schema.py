@@ -3,10 +3,12 @@ check a file as it is typed; `docs/routes.schema.json` is its committed output
 (`python tools/routes_schema.py` writes it; a test fails when it is stale).
 
 Pure: builds a dict and its text. The schema describes the file, not the models: a secret is an
-`env:NAME` string, a time of day `"HH:MM"`, a destination needs its `type`. It is never stricter
-than `parse_routes`, and looser only where JSON Schema cannot say the rule: a route's `to` naming
-a defined destination, names unique ignoring case, plain http (allowed by NOTIFIER_ALLOW_HTTP),
-what an `env:` variable holds, a time zone's existence, a regex RE2 cannot compile.
+`env:NAME` string, a time of day `"HH:MM"`, a destination needs its `type`. It accepts what the
+models accept as the docs spell it; it is stricter only against spellings the models merely
+tolerate (their Python names `continue_`, `sender`, `secrets`; pydantic's lax `"yes"` or `"587"`
+for a boolean or a number). It is looser where JSON Schema cannot say the rule: a route's `to`
+naming a defined destination, names unique ignoring case, plain http (NOTIFIER_ALLOW_HTTP
+decides), what an `env:` variable holds, a time zone's existence, a regex RE2 cannot compile.
 """
 
 from __future__ import annotations
