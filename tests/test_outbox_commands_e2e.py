@@ -156,11 +156,12 @@ async def test_beside_a_running_daemon_drop_and_retry_act_at_its_next_cycle(
     world: World, env: dict[str, str], reaper: list[Daemon]
 ) -> None:
     env = {**env, "NOTIFIER_MAX_RETRY_AFTER_SECONDS": "3600"}
-    dropped, hook = await waiting_alert(world, env)
-
+    webhook_down(world)
     daemon = await Daemon.start(env)
     reaper.append(daemon)
-    await daemon.wait_event("cycle_finished")
+    run = world.sim.add_run(1, state="alert", started_at=world.now())
+    failed = await daemon.wait_event("delivery_failed", where=lambda e: e["destination"] != "slack")
+    dropped, hook = f"1-{run}-alert", str(daemon.events[failed]["destination"])
     result = await cli("outbox", "drop", dropped, env=env)
     assert result.code == 0, result.stderr
     await daemon.wait_event("outbox_entry_dropped", where=lambda e: e["notification_id"] == dropped)

@@ -57,7 +57,8 @@ class CycleStore(Protocol):
 
 class StateStore(CycleStore, Protocol):
     """The state between cycles: read once at start, saved after each cycle, its mutes changed
-    by `mute` and `unmute` beside a running daemon, and moved whole by `state export/import`.
+    by `mute` and `unmute` and its outbox requests left by `outbox retry/drop` beside a running
+    daemon, and moved whole by `state export/import` (the requests stay behind).
 
     Setting or lifting a mute follows `notifier.domain.mutes` in every store: mutes that have
     run out are dropped, and `remove_mutes` lifts the active mutes its selector matches.
