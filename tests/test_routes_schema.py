@@ -227,6 +227,7 @@ ONLY_THE_SCHEMA_REFUSES = {
         'type = "email"\nhost = "h.example"\nport = "587"\nfrom = "n@example.com"\nto = ["a@b.c"]'
     ),
     "continue_": SLACK + '[[routes]]\nto = ["team"]\ncontinue_ = true\n',
+    "secrets": _dest('type = "webhook"\nurl = "env:HOOK_URL"\nsecrets = "env:WHSEC"'),
     "sender": _dest('type = "email"\nhost = "h.example"\nsender = "n@example.com"\nto = ["a@b.c"]'),
 }
 
