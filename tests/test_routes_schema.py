@@ -154,6 +154,7 @@ REFUSED = {
         f'type = "webhook"\nurl = "env:HOOK_URL"\nsecret = "{WHSEC}"'
     ),
     "env: without a variable name": SLACK.replace("env:SLACK_TOKEN", "env:1TOKEN") + DEFAULT,
+    "file: without a path": SLACK.replace("env:SLACK_TOKEN", "file: ") + DEFAULT,
     "label name with a dash": _am('"team-name" = "data"'),
     "label the notifier sets": _am('severity = "page"'),
     "label reserved by Prometheus": _am('__meta = "x"'),

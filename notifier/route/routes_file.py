@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import difflib
 import tomllib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
@@ -20,9 +20,15 @@ class RoutesError(Exception):
 
 
 def parse_routes(
-    raw: bytes, source: str, environ: Mapping[str, str], *, allow_http: bool = False
+    raw: bytes,
+    source: str,
+    environ: Mapping[str, str],
+    *,
+    allow_http: bool = False,
+    read_file: Callable[[str], str] | None = None,
 ) -> Routes:
-    """Validate a routes file's bytes, resolving `env:NAME` secrets from `environ`.
+    """Validate a routes file's bytes, resolving `env:NAME` secrets from `environ` and
+    `file:PATH` secrets through `read_file` (see `FileContext`; None: `file:` is refused).
 
     Raises `RoutesError`: one line naming `source` (the file) and the line/column or key path.
     """
@@ -33,7 +39,7 @@ def parse_routes(
     except UnicodeDecodeError:
         raise RoutesError(f"{source}: not UTF-8 text") from None
     try:
-        return Routes.model_validate(data, context=FileContext(environ, allow_http))
+        return Routes.model_validate(data, context=FileContext(environ, allow_http, read_file))
     except ValidationError as exc:
         raise RoutesError(f"{source}: {_describe(exc)}") from None
 

@@ -3,12 +3,13 @@ check a file as it is typed; `docs/routes.schema.json` is its committed output
 (`python tools/routes_schema.py` writes it; a test fails when it is stale).
 
 Pure: builds a dict and its text. The schema describes the file, not the models: a secret is an
-`env:NAME` string, a time of day `"HH:MM"`, a destination needs its `type`. It accepts what the
-models accept as the docs spell it; it is stricter only against spellings the models merely
-tolerate (their Python names `continue_`, `sender`, `secrets`; pydantic's lax `"yes"` or `"587"`
-for a boolean or a number). It is looser where JSON Schema cannot say the rule: a route's `to`
-naming a defined destination, names unique ignoring case, plain http (NOTIFIER_ALLOW_HTTP
-decides), what an `env:` variable holds, a time zone's existence, a regex RE2 cannot compile.
+`env:NAME` or `file:PATH` string, a time of day `"HH:MM"`, a destination needs its `type`. It
+accepts what the models accept as the docs spell it; it is stricter only against spellings the
+models merely tolerate (their Python names `continue_`, `sender`, `secrets`; pydantic's lax
+`"yes"` or `"587"` for a boolean or a number). It is looser where JSON Schema cannot say the
+rule: a route's `to` naming a defined destination, names unique ignoring case, plain http
+(NOTIFIER_ALLOW_HTTP decides), what an `env:` variable or a `file:` holds, a time zone's
+existence, a regex RE2 cannot compile.
 """
 
 from __future__ import annotations
@@ -26,12 +27,13 @@ from notifier.route.patterns import PATTERN_MAX, NamePattern
 from notifier.route.rules import Routes
 
 SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
-#: A secret in the file: `env:NAME` (spaces around the name are stripped, as the models do).
-ENV_REFERENCE: dict[str, Any] = {
+#: A secret in the file: `env:NAME` or `file:PATH` (spaces around the name or path are stripped,
+#: as the models do).
+SECRET_REFERENCE: dict[str, Any] = {
     "type": "string",
-    "pattern": r"^env:\s*[A-Za-z_][A-Za-z0-9_]*\s*$",
+    "pattern": r"^(env:\s*[A-Za-z_][A-Za-z0-9_]*\s*|file:\s*\S.*)$",
     "description": 'A secret, never written here: "env:NAME" reads it from the environment '
-    "variable NAME.",
+    'variable NAME, "file:PATH" from a file (a relative PATH from this file\'s directory).',
 }
 #: An http(s) URL with a host and no `user:password@` (the scheme is case-insensitive).
 HTTP_URL: dict[str, Any] = {
@@ -89,9 +91,9 @@ _FIELD_RULES: dict[tuple[str, str], dict[str, Any]] = {
 #: Fields whose generated schema is replaced: the file spells them otherwise than the model.
 _FIELD_SCHEMAS: dict[tuple[str, str], dict[str, Any]] = {
     ("WebhookDestination", "secret"): {
-        "anyOf": [ENV_REFERENCE, {"type": "array", "items": ENV_REFERENCE}],
-        "description": 'One "env:NAME" or a list; each variable may hold several '
-        "comma-separated whsec_ secrets during a rotation.",
+        "anyOf": [SECRET_REFERENCE, {"type": "array", "items": SECRET_REFERENCE}],
+        "description": 'One "env:NAME" or "file:PATH", or a list; each variable or file may '
+        "hold several comma-separated whsec_ secrets during a rotation.",
     },
 }
 #: Rules on a whole table, beyond its keys.
@@ -114,9 +116,9 @@ class _FileSchema(GenerateJsonSchema):
     ) -> JsonSchemaValue:
         function = schema["function"]["function"]
         if function is resolve_env:
-            return dict(ENV_REFERENCE)
+            return dict(SECRET_REFERENCE)
         if function is env_or_plain_url:
-            return {"anyOf": [ENV_REFERENCE, HTTP_URL]}
+            return {"anyOf": [SECRET_REFERENCE, HTTP_URL]}
         return super().function_before_schema(schema)
 
     def nullable_schema(self, schema: core_schema.NullableSchema) -> JsonSchemaValue:

@@ -8,6 +8,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from notifier.run.secret_files import SecretFileError
 from notifier.run.settings import Settings
 
 #: Variables whose values may be echoed in an error message (none of them is a secret).
@@ -64,6 +65,8 @@ def load_settings(env_file: Path | None = None, **overrides: Any) -> Settings:
         return Settings(**overrides)
     except ValidationError as exc:
         raise ConfigError(describe_validation_error(exc)) from None
+    except SecretFileError as exc:  # NAME_FILE: names the variable and the path, not the value
+        raise ConfigError(str(exc)) from None
     except UnicodeDecodeError:
         raise ConfigError(f"env file {env_file or '.env'} is not UTF-8 text") from None
     except OSError as exc:

@@ -42,6 +42,7 @@ from notifier.route.destinations import (
 from notifier.route.destinations.apprise import PLAIN_HTTP_SCHEMES
 from notifier.route.destinations.email import EmailAddress
 from notifier.route.destinations.slack import DIGEST_THRESHOLD
+from notifier.run.secret_files import secret_fields
 
 #: The variables any of which makes a destination when set: asked for when there is none, and
 #: named when a routes file makes them unused.
@@ -323,19 +324,13 @@ class DestinationSettings(BaseSettings):
         return [name for name in DESTINATION_VARIABLES if self._is_set(name)]
 
     def destination_secrets(self) -> list[SecretStr]:
-        """Every secret of these variables, for the log pipeline to redact."""
-        values = [
-            self.slack_bot_token,
-            self.slack_webhook_url,
-            self.pagerduty_routing_key,
-            self.teams_webhook_url,
-            self.smtp_username,
-            self.smtp_password,
-            self.alertmanager_url,
-            self.alertmanager_token,
-            self.apprise_url,
-        ]
-        return [v for v in [*values, *self.webhook_urls, *self.webhook_secrets] if v is not None]
+        """Every secret of these variables (each field typed `SecretStr`, so a new one cannot be
+        forgotten), for the log pipeline to redact."""
+        found: list[SecretStr] = []
+        for field in secret_fields(DestinationSettings).values():
+            value = getattr(self, field)
+            found += value if isinstance(value, list) else [] if value is None else [value]
+        return found
 
     def cleartext_problem(self, *first: tuple[str, str]) -> str | None:
         """The first variable (of `first`, then the destinations') whose server would be reached

@@ -15,11 +15,17 @@ from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator, model_validator
-from pydantic_settings import NoDecode, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
 
 from notifier.domain.models import IN_PROGRESS_STATES, KNOWN_STATES
 from notifier.domain.values import http_url, split_list
 from notifier.run.destination_settings import DestinationSettings
+from notifier.run.secret_files import with_secret_files
 
 
 class Settings(DestinationSettings):
@@ -35,6 +41,20 @@ class Settings(DestinationSettings):
         hide_input_in_errors=True,
         env_ignore_empty=True,
     )
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Every secret setting NAME may come as NAME_FILE, the path of a file holding it
+        (`run.secret_files`)."""
+        places = (env_settings, dotenv_settings)
+        return with_secret_files(settings_cls, init_settings, places, file_secret_settings)
 
     datafold_api_key: SecretStr = Field(validation_alias="DATAFOLD_API_KEY")
     datafold_host: str = Field("https://app.datafold.com", validation_alias="DATAFOLD_HOST")

@@ -1,16 +1,17 @@
-"""What every destination model shares: the routes file's validation context, `env:NAME`
-secrets, checked URLs, Slack mentions and the strict table model.
+"""What every destination model shares: the routes file's validation context, `env:NAME` and
+`file:PATH` secrets, checked URLs, Slack mentions and the strict table model.
 
 Pure: stdlib, pydantic and `notifier.domain`. In a routes file a secret is `env:NAME`, resolved
-from the environment passed in (`FileContext`); built in code it is the value itself. Secrets are
-`SecretStr`, and no repr or error message shows them.
+from the environment passed in, or `file:PATH`, read by the reader passed in (`FileContext`: the
+run layer reads, relative to the routes file's directory); built in code it is the value itself.
+Secrets are `SecretStr`, and no repr or error message shows them.
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
@@ -31,6 +32,9 @@ from notifier.domain.values import (
 )
 
 _ENV_PREFIX = "env:"
+_FILE_PREFIX = "file:"
+#: How a routes file spells a secret it does not hold.
+SECRET_PREFIXES = (_ENV_PREFIX, _FILE_PREFIX)
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 #: Destination names end up in logs, the outbox and `check`: keep them one plain word.
 DESTINATION_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
@@ -40,10 +44,13 @@ _MENTION = re.compile(r"[UWS][A-Z0-9]{2,}|@here|@channel")
 
 @dataclass(frozen=True)
 class FileContext:
-    """Validation context of a routes file: where `env:NAME` resolves, and the plain-http policy."""
+    """Validation context of a routes file: where `env:NAME` resolves, how `file:PATH` is read
+    (the path as written to the text, one trailing newline removed; `ValueError` naming the path,
+    never the content; None: `file:` is refused), and the plain-http policy."""
 
     environ: Mapping[str, str]
     allow_http: bool
+    read_file: Callable[[str], str] | None = None
 
 
 def file_context(info: ValidationInfo) -> FileContext | None:
@@ -52,15 +59,18 @@ def file_context(info: ValidationInfo) -> FileContext | None:
 
 
 def resolve_env(value: Any, info: ValidationInfo) -> Any:
-    """In a routes file a secret is `env:NAME`; built in code (no file context) it is the value."""
+    """In a routes file a secret is `env:NAME` or `file:PATH`; built in code (no file context)
+    it is the value."""
     context = file_context(info)
     if context is None:
         return value
+    if isinstance(value, str) and value.startswith(_FILE_PREFIX):
+        return _read_secret_file(value.removeprefix(_FILE_PREFIX).strip(), context)
     if not isinstance(value, str) or not value.startswith(_ENV_PREFIX):
         # Not echoed: it may be the secret itself, written where it must not be.
         raise ValueError(
-            'write "env:NAME" to read this secret from an environment variable '
-            "(secrets are not written in the routes file)"
+            'write "env:NAME" or "file:PATH" to read this secret from an environment variable '
+            "or a file (secrets are not written in the routes file)"
         )
     name = value.removeprefix(_ENV_PREFIX).strip()
     if not _ENV_NAME.fullmatch(name):
@@ -73,9 +83,26 @@ def resolve_env(value: Any, info: ValidationInfo) -> Any:
     return resolved
 
 
+def _read_secret_file(path: str, context: FileContext) -> str:
+    """The secret `file:PATH` names, read by the run layer; an empty file is refused, as an
+    empty variable is (the content is never shown)."""
+    if not path:
+        raise ValueError('after "file:" give the path of the file holding the secret')
+    if context.read_file is None:
+        raise ValueError('"file:" secrets are not read here; use "env:NAME"')
+    content = context.read_file(path)
+    if not content.strip():
+        raise ValueError(f"file {path} is empty")
+    return content
+
+
 def env_or_plain_url(value: Any, info: ValidationInfo) -> Any:
-    """A URL that need not be secret: `env:NAME`, or written out in the routes file."""
-    if file_context(info) is None or not isinstance(value, str) or value.startswith(_ENV_PREFIX):
+    """A URL that need not be secret: `env:NAME`, `file:PATH`, or written out in the file."""
+    if (
+        file_context(info) is None
+        or not isinstance(value, str)
+        or value.startswith(SECRET_PREFIXES)
+    ):
         return resolve_env(value, info)
     return value
 
@@ -99,11 +126,12 @@ def checked_mentions(value: list[str]) -> list[str]:
     return value
 
 
-#: A secret, `env:NAME` in a routes file.
+#: A secret, `env:NAME` or `file:PATH` in a routes file.
 EnvSecret = Annotated[SecretStr, BeforeValidator(resolve_env)]
-#: A secret http(s) URL (it may carry a token), `env:NAME` in a routes file.
+#: A secret http(s) URL (it may carry a token), `env:NAME` or `file:PATH` in a routes file.
 SecretUrl = Annotated[SecretStr, BeforeValidator(resolve_env), AfterValidator(check_url)]
-#: An http(s) URL written out or `env:NAME` (masked either way: a query may carry a token).
+#: An http(s) URL written out, `env:NAME` or `file:PATH` (masked either way: a query may carry
+#: a token).
 PlainOrSecretUrl = Annotated[
     SecretStr, BeforeValidator(env_or_plain_url), AfterValidator(check_url)
 ]

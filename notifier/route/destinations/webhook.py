@@ -16,8 +16,8 @@ from notifier.route.destinations.fields import (
 
 
 class WebhookDestination(DestinationModel):
-    """A signed webhook. In the file, `secret` is one `env:NAME` (or a list), each of which may
-    hold several comma-separated secrets during a rotation."""
+    """A signed webhook. In the file, `secret` is one `env:NAME` or `file:PATH` (or a list),
+    each of which may hold several secrets (comma- or whitespace-separated) during a rotation."""
 
     model_config = ConfigDict(validate_by_name=True, validate_by_alias=True)
 
