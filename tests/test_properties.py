@@ -14,7 +14,7 @@ import json
 import os
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any, Literal, TypeVar
@@ -38,6 +38,7 @@ from notifier.domain.models import (
     RunDetail,
     is_in_progress,
 )
+from notifier.domain.outbox_requests import OutboxRequest
 from notifier.domain.values import retry_after_seconds
 from notifier.fetch.answers import RunPage
 from notifier.fetch.datafold import DatafoldClient
@@ -931,6 +932,12 @@ class MemoryStore:
         return True
 
     async def fresh_mutes(self) -> None:
+        return None
+
+    async def outbox_requests(self) -> list[OutboxRequest]:
+        return []
+
+    async def settle_outbox_requests(self, ids: Collection[str]) -> None:
         return None
 
 

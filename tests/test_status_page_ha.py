@@ -42,6 +42,8 @@ async def test_leader_and_standby_say_so(world: World, postgres_url: str) -> Non
         for daemon in (standby, leader):
             assert await daemon.stop() == 0
     assert led["role"] == "leader" and led["cycles"] and not led["cycles"][0]["standby"]
+    # The leader shows the state it polls with: the world's monitors.
+    assert led["state_loaded"] and sorted(m["id"] for m in led["monitors"]) == [1, 2]
     assert stood["role"] == "standby" and stood["cycles"][0]["standby"]
     assert not stood["state_loaded"] and "stands by" in stood_page
     assert ">leader</span>" in led_page and ">standby</span>" in stood_page

@@ -80,6 +80,11 @@ class LeasedNotifier:
         self._elected: ElectedState | None = None
 
     @property
+    def state(self) -> NotifierState | None:
+        """The leader's state as of its last cycle (the status page); None on a standby."""
+        return self._notifier.state if self._notifier is not None and self.leading else None
+
+    @property
     def leading(self) -> bool:
         """Whether this replica currently acts (holds the lease and has loaded the state)."""
         return self._elected is not None and self._elected.may_deliver()
