@@ -426,3 +426,13 @@ def test_sources_of_a_leased_runner_tell_its_role_and_hold_no_state(
     assert sources.state() is None and sources.leading() is leading
     view = build_status(sources.state(), [], now=T0, leading=sources.leading(), health="running")
     assert view.role == role
+
+
+def test_monitors_are_named_from_the_details_read_from_datafold() -> None:
+    state = NotifierState(
+        monitors={1: polled(), 2: polled()},
+        outbox=[waiting(2, 20, ["slack"], name="old name")],
+    )
+    details = {2: MonitorInfo(id=2, name="revenue"), 9: MonitorInfo(id=9, name="unwatched")}
+    view = view_of(state, details=details)
+    assert {row.id: row.name for row in view.monitors} == {1: None, 2: "revenue"}

@@ -77,6 +77,10 @@ class Monitors:
         """Whether the monitor's details were ever read (routing may need them)."""
         return monitor_id in self._info
 
+    def known(self) -> dict[int, MonitorInfo]:
+        """The last details read of each monitor (names for the status page)."""
+        return {monitor_id: info for monitor_id, (info, _) in self._info.items()}
+
     def _remember(self, summaries: Sequence[MonitorSummary], now: datetime) -> None:
         """A monitors listing carries what a notification shows of each: no extra request."""
         for summary in summaries:

@@ -29,7 +29,7 @@ from notifier.detect.notices import (
     wants_error_message,
 )
 from notifier.detect.runs import DetectionPolicy, Notice, detect, new_monitor_state
-from notifier.domain.models import Notification, NotifierState
+from notifier.domain.models import MonitorInfo, Notification, NotifierState
 from notifier.domain.report import CycleReport
 from notifier.fetch.monitors import ListingReach, Monitors, Poll
 from notifier.fetch.source import ApiKeyRefused, RunSource
@@ -362,6 +362,10 @@ class Notifier:
         if mutes is not None and mutes != self.state.mutes:
             log.info("mutes_changed", mutes=[m.target for m in mutes])
             self.state.mutes = mutes
+
+    def monitor_details(self) -> dict[int, MonitorInfo]:
+        """The last details read from Datafold of each monitor (names for the status page)."""
+        return self._monitors.known()
 
     async def save(self) -> bool:
         """Write the state if it changed since the last save."""

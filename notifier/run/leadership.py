@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 
 import structlog
 
-from notifier.domain.models import Mute, NotifierState
+from notifier.domain.models import MonitorInfo, Mute, NotifierState
 from notifier.domain.outbox_requests import OutboxRequest
 from notifier.domain.report import CycleReport
 from notifier.run.cycle import Notifier
@@ -83,6 +83,10 @@ class LeasedNotifier:
     def state(self) -> NotifierState | None:
         """The leader's state as of its last cycle (the status page); None on a standby."""
         return self._notifier.state if self._notifier is not None and self.leading else None
+
+    def monitor_details(self) -> dict[int, MonitorInfo]:
+        """The leader's last details read of each monitor; none on a standby."""
+        return self._notifier.monitor_details() if self._notifier is not None else {}
 
     @property
     def leading(self) -> bool:

@@ -4,7 +4,7 @@ status page, GET / (HTML) with the same data at GET /api/status (JSON)."""
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol, runtime_checkable
@@ -12,7 +12,7 @@ from typing import Protocol, runtime_checkable
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from notifier.domain.models import NotifierState
+from notifier.domain.models import MonitorInfo, NotifierState
 from notifier.domain.report import CycleReport
 from notifier.run.health import HealthTracker
 from notifier.run.metrics import Metrics
@@ -44,6 +44,13 @@ class HoldsState(Protocol):
 
 
 @runtime_checkable
+class KnowsMonitors(Protocol):
+    """A cycle runner that remembers the monitors' details it read from Datafold."""
+
+    def monitor_details(self) -> Mapping[int, MonitorInfo]: ...
+
+
+@runtime_checkable
 class HoldsLease(Protocol):
     """A cycle runner that leads or stands by (`LeasedNotifier`)."""
 
@@ -59,13 +66,15 @@ class StatusSources:
     state: Callable[[], NotifierState | None]
     leading: Callable[[], bool | None]
     cycles: Sequence[CycleReport]
+    details: Callable[[], Mapping[int, MonitorInfo]] = dict
 
     @classmethod
     def of(cls, runner: object, cycles: Sequence[CycleReport]) -> StatusSources:
         """A runner without a readable state shows none; one without a lease is "single"."""
         state = (lambda: runner.state) if isinstance(runner, HoldsState) else (lambda: None)
         leading = (lambda: runner.leading) if isinstance(runner, HoldsLease) else (lambda: None)
-        return cls(state=state, leading=leading, cycles=cycles)
+        details = runner.monitor_details if isinstance(runner, KnowsMonitors) else dict
+        return cls(state=state, leading=leading, cycles=cycles, details=details)
 
 
 def status_app(
@@ -97,6 +106,7 @@ def status_app(
             leading=sources.leading(),
             health=str(verdict.body.get("status", "unknown")),
             health_reason=str(reason) if reason else None,
+            details=sources.details(),
         )
 
     async def page(request: web.Request) -> web.Response:

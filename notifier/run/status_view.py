@@ -138,9 +138,11 @@ def build_status(
     health: str,
     health_reason: str | None = None,
     monitors_shown: int = MONITORS_SHOWN,
+    details: Mapping[int, MonitorInfo] | None = None,
 ) -> StatusView:
     """The status at `now`. `leading` is None without high availability; `cycles` are oldest
-    first (only the last `RECENT_CYCLES` are shown)."""
+    first (only the last `RECENT_CYCLES` are shown); `details` are the monitors' details last
+    read from Datafold, which name them where the state does not."""
     latest = cycles[-1] if cycles else None
     recent = list(cycles)[-RECENT_CYCLES:]
     role = _role(leading, latest)
@@ -158,7 +160,7 @@ def build_status(
             destinations=_destinations(None, recent, now),
             cycles=cycle_rows,
         )
-    known = known_monitors(state)
+    known = {**known_monitors(state), **(details or {})}
     mutes = [m for m in state.mutes if m.until > now]
     failed = latest.failed if latest is not None and not latest.standby else {}
     rows = [
