@@ -114,8 +114,7 @@ def test_the_parts_that_may_be_credentials_are_redacted(
     parts = url_secret_parts(url)
     assert secret in parts
     assert not set(kept) & set(parts)
-    values = [s.get_secret_value() for s in routes(url).secret_values()]
-    assert values[0] == url and secret in values
+    assert [s.get_secret_value() for s in routes(url).secret_values()] == [url]
 
 
 def test_host_names_and_short_words_are_not_redacted() -> None:

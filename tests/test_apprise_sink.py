@@ -7,6 +7,7 @@ import asyncio
 import io
 import json
 import logging
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -18,7 +19,7 @@ from aiohttp import web
 from pydantic import SecretStr
 
 from notifier.deliver.sink import DeliveryError
-from notifier.deliver.sinks.apprise import AppriseSink
+from notifier.deliver.sinks.apprise import LOG_REDACTOR, AppriseSink, PartsRedactor
 from notifier.deliver.sinks.context import SinkContext
 from notifier.deliver.sinks.registry import SINK_FACTORIES
 from notifier.deliver.sinks.slack_transport import ChannelPacer
@@ -203,9 +204,31 @@ async def test_nothing_apprise_logs_shows_a_secret_even_at_debug(
         assert secret not in stream.getvalue()
 
 
-def test_apprise_logs_reach_the_log_pipeline() -> None:
+def test_apprise_logs_reach_the_log_pipeline_through_the_filter(
+    receiver: tuple[JsonReceiver, str],
+) -> None:
     """Apprise logs through the standard `apprise` logger (propagating to the root), so the
-    redacting pipeline sees every line; it adds only a NullHandler of its own."""
+    redacting pipeline sees every line; it adds only a NullHandler of its own. Each logger of
+    Apprise, requests and urllib3 carries the filter that blanks the URL's parts."""
+    AppriseSink(receiver[1], name="chat")
     apprise_logger = logging.getLogger("apprise")
     assert apprise_logger.propagate
     assert all(isinstance(h, logging.NullHandler) for h in apprise_logger.handlers)
+    for name in ("apprise", "urllib3.connectionpool", "urllib3.poolmanager", "requests"):
+        assert LOG_REDACTOR in logging.getLogger(name).filters
+
+
+def test_the_filter_blanks_parts_in_messages_arguments_and_tracebacks() -> None:
+    redactor = PartsRedactor()
+    redactor.add([TOKEN, QUERY_TOKEN])
+    try:
+        raise ValueError(f"https://api.example/bot{TOKEN}/send")
+    except ValueError:
+        record = logging.LogRecord(
+            "apprise", logging.DEBUG, __file__, 1, "POST %s?k=%s", ("/x", QUERY_TOKEN), None
+        )
+        record.exc_info = sys.exc_info()
+    assert redactor.filter(record)
+    text = record.getMessage()
+    assert text.startswith("POST /x?k=[REDACTED]") and "bot[REDACTED]/send" in text
+    assert TOKEN not in text and record.exc_info is None

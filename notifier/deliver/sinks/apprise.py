@@ -6,23 +6,75 @@ build fails with one line naming the destination and the pip command. Apprise re
 IDs (nothing is updated or threaded: `send` returns None) and reports only success or failure,
 so every failure stops the destination for the cycle and the outbox keeps the notification.
 
-The URL holds the service's credentials: it is in no name, error or repr, and the log pipeline
-redacts it and its parts (`AppriseDestination.secret_values`), whatever Apprise logs.
+The URL holds the service's credentials: it is in no name, error or repr. The log pipeline
+redacts the URL; Apprise and its HTTP client rebuild other URLs from its parts (Telegram's bot
+token in `…/bot<token>/sendMessage`), so a filter on their loggers blanks those parts out of
+every line they log, at any level.
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+import logging
+import traceback
+from collections.abc import Iterable
+from typing import Any, Final
 
 from notifier.deliver.render.markdown import MarkdownMessage, markdown_message
 from notifier.deliver.sink import CheckResult, DeliveryError
 from notifier.deliver.sinks.context import SinkContext
 from notifier.domain.models import MessageRef, Notification
 from notifier.route.destinations import AppriseDestination
+from notifier.route.destinations.apprise import url_secret_parts
 from notifier.route.routes_file import RoutesError
 
 INSTALL_HINT = "pip install 'datafold-notifier[apprise]'"
+#: The logger families that may show an Apprise URL's parts: Apprise's own and its HTTP
+#: client's (a filter on a logger does not apply to its children, so each logger gets it).
+THIRD_PARTY_LOGGERS: Final = ("apprise", "requests", "urllib3")
+REDACTED: Final = "[REDACTED]"
+
+
+class PartsRedactor(logging.Filter):
+    """Rewrites each record of the loggers it is on with every known secret part blanked out
+    (a traceback included, as text), before any handler sees it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._secrets: list[str] = []
+
+    def add(self, secrets: Iterable[str]) -> None:
+        """Blank these too (longest first, so a part inside another is not matched first)."""
+        self._secrets = sorted({*self._secrets, *secrets}, key=len, reverse=True)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not self._secrets:
+            return True
+        try:
+            text = record.getMessage()
+        except Exception:  # a library's bad format string: its raw message will do
+            text = str(record.msg)
+        if record.exc_info:
+            text += "\n" + "".join(traceback.format_exception(*record.exc_info)).rstrip()
+            record.exc_info, record.exc_text = None, None
+        for secret in self._secrets:
+            text = text.replace(secret, REDACTED)
+        record.msg, record.args = text, ()
+        return True
+
+
+#: One filter for the process: every Apprise destination's parts, on every logger above.
+LOG_REDACTOR: Final = PartsRedactor()
+
+
+def redact_third_party_logs(url: str) -> None:
+    """Blank the URL and its credential-like parts out of what Apprise and requests log: the
+    filter goes on each logger of theirs (all exist once Apprise is imported)."""
+    LOG_REDACTOR.add(part for part in (url, *url_secret_parts(url)) if len(part) >= 6)
+    names = {*THIRD_PARTY_LOGGERS, *logging.root.manager.loggerDict}
+    for name in names:
+        if name.split(".", 1)[0] in THIRD_PARTY_LOGGERS:
+            logging.getLogger(name).addFilter(LOG_REDACTOR)  # no-op when already there
 
 
 def load_apprise(destination: str) -> Any:
@@ -51,9 +103,11 @@ class AppriseSink:
         self.name = name
         self._timeout = timeout
         self._apprise = load_apprise(name)
+        redact_third_party_logs(url)  # before Apprise first parses (and logs) the URL
         # In memory only: some plugins cache what they learn (Telegram's chat ID) on disk.
         asset = self._apprise.AppriseAsset(storage_mode="memory", secure_logging=True)
         plugin = self._apprise.Apprise.instantiate(url, asset=asset)
+        redact_third_party_logs(url)  # again: Apprise imports requests as it loads its plugins
         if plugin is None:
             raise RoutesError(
                 f"destination {name!r}: Apprise does not recognise its URL (an unknown service, "
@@ -62,6 +116,7 @@ class AppriseSink:
             )
         self.service = str(plugin.service_name)
         self._scheme = url.split("://", 1)[0].lower()
+        self._url = url
         self._notifier = self._apprise.Apprise(asset=asset)
         self._notifier.add(plugin)
 
@@ -82,6 +137,7 @@ class AppriseSink:
 
     async def _notify(self, message: MarkdownMessage) -> None:
         apprise = self._apprise
+        redact_third_party_logs(self._url)  # a logger a plugin's late import made since
         call = self._notifier.async_notify(
             body=message.body,
             title=message.title,

@@ -98,7 +98,6 @@ class AppriseDestination(DestinationModel):
     url: AppriseUrl
 
     def secret_values(self) -> list[SecretStr]:
-        """What the log pipeline must redact: the URL, and each of its parts that may be a
-        credential on its own (`url_secret_parts`)."""
-        url = self.url.get_secret_value()
-        return [self.url, *(SecretStr(part) for part in url_secret_parts(url))]
+        """What the log pipeline must redact. The sink blanks the URL's credential-like parts
+        (`url_secret_parts`) out of what Apprise and its HTTP client log."""
+        return [self.url]
