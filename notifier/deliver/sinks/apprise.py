@@ -69,9 +69,12 @@ LOG_REDACTOR: Final = PartsRedactor()
 
 def redact_third_party_logs(url: str) -> None:
     """Blank the URL and its credential-like parts out of what Apprise and requests log: the
-    filter goes on each logger of theirs (all exist once Apprise is imported)."""
+    filter goes on each logger of theirs that exists by now. Their loggers appear as their
+    modules are imported (requests with Apprise's plugins), so the sink calls this again after
+    loading them and before each send."""
     LOG_REDACTOR.add(part for part in (url, *url_secret_parts(url)) if len(part) >= 6)
-    names = {*THIRD_PARTY_LOGGERS, *logging.root.manager.loggerDict}
+    # A copy: a plugin thread importing a module may add a logger meanwhile.
+    names = {*THIRD_PARTY_LOGGERS, *logging.root.manager.loggerDict.copy()}
     for name in names:
         if name.split(".", 1)[0] in THIRD_PARTY_LOGGERS:
             logging.getLogger(name).addFilter(LOG_REDACTOR)  # no-op when already there
