@@ -363,6 +363,18 @@ class Notifier:
             log.info("mutes_changed", mutes=[m.target for m in mutes])
             self.state.mutes = mutes
 
+    def reconfigure(
+        self, sinks: Mapping[str, Sink], config: ServiceConfig, route: Router, *, hold: bool
+    ) -> None:
+        """Adopt a reloaded configuration (`hold`: `hold_without_details`), between cycles only;
+        what waits for a destination not in `sinks` is dropped by the next cycle's housekeeping."""
+        for name in set(self._sinks) - set(sinks):
+            self._deliveries.deferred.pop(name, None)
+        self._sinks.clear()
+        self._sinks.update(sinks)  # in place: the delivery workers hold this very dict
+        self._config, self._route, self._hold_without_details = config, route, hold
+        self._links = LinkTemplate(config.host, config.monitor_url_template)
+
     def monitor_details(self) -> dict[int, MonitorInfo]:
         """The last details read from Datafold of each monitor (names for the status page)."""
         return self._monitors.known()

@@ -24,6 +24,7 @@ from notifier import __version__
 from notifier.domain.report import CycleReport
 from notifier.run.health import HealthTracker
 from notifier.run.metrics import Metrics
+from notifier.run.reload import ConfigReloader, ReloadError
 from notifier.run.status_server import StatusSources, serve_status, status_app
 from notifier.run.status_view import RECENT_CYCLES
 from notifier.run.systemd import SystemdNotify
@@ -66,9 +67,10 @@ class Daemon:
 
     Cycles never overlap: a cycle still running when the next is due makes that one skipped and
     logged. A second signal exits at once; the state file is never half-written either way,
-    because every save is an atomic rename. SIGHUP is logged and ignored (`stop_on_hangup`: a
-    graceful stop, for the demo, whose terminal is gone). Health, metrics and systemd
-    notification hang off the cycle reports.
+    because every save is an atomic rename. SIGHUP (and POST /-/reload) reloads the configuration
+    with a `reloader`, adopted between cycles; without one it is logged and ignored
+    (`stop_on_hangup`: a graceful stop, for the demo, whose terminal is gone). Health, metrics
+    and systemd notification hang off the cycle reports.
     """
 
     def __init__(
@@ -96,6 +98,24 @@ class Daemon:
         self._stop = asyncio.Event()
         self._signals = 0
         self._stop_on_hangup = stop_on_hangup
+        #: Reads and builds a new configuration (SIGHUP, POST /-/reload); None: no reloading.
+        self.reloader: ConfigReloader | None = None
+        #: Held by a cycle, and by a reload while it swaps the configuration: never mid-cycle.
+        self._cycle_lock = asyncio.Lock()
+        self._reload_lock = asyncio.Lock()
+        self._reloads: set[asyncio.Task[str | None]] = set()
+        self._scheduler: AsyncIOScheduler | None = None
+        self.metrics.config_loaded(self._clock())
+
+    @property
+    def runner(self) -> CycleRunner:
+        """What runs the cycles."""
+        return self._notifier
+
+    @property
+    def stops_on_hangup(self) -> bool:
+        """Whether SIGHUP stops the daemon (the demo) rather than reload it."""
+        return self._stop_on_hangup
 
     def request_stop(self) -> None:
         """Begin a graceful stop (what the first SIGTERM/SIGINT does)."""
@@ -122,7 +142,9 @@ class Daemon:
             )
             scheduler.add_listener(self._on_skipped, EVENT_JOB_MAX_INSTANCES)
             scheduler.start()
+            self._scheduler = scheduler
             stack.callback(scheduler.shutdown, wait=False)
+            stack.push_async_callback(self._cancel_reloads)
             if isinstance(self._notifier, Leader):
                 keeper = asyncio.create_task(
                     self._notifier.keep_lease(
@@ -158,14 +180,14 @@ class Daemon:
             return
         host, port = self._listener.host, self._listener.port
         sources = StatusSources.of(self._notifier, self.cycles)
-        app = status_app(self.health, self.metrics, self._clock, sources)
+        app = status_app(self.health, self.metrics, self._clock, sources, reload=self.reload)
         try:
             bound = await stack.enter_async_context(serve_status(app, host, port))
         except OSError as exc:
             raise StatusError(
                 f"NOTIFIER_HEALTH_PORT: cannot listen on {host}:{port}: {exc.strerror or exc}"
             ) from None
-        paths = ["/", "/api/status", "/healthz", "/metrics"]
+        paths = ["/", "/api/status", "/healthz", "/metrics", "/-/reload"]
         log.info("status_listening", host=host, port=bound, paths=paths)
 
     async def _drain(self) -> None:
@@ -181,7 +203,8 @@ class Daemon:
     async def _cycle(self) -> None:
         self._current = asyncio.current_task()
         try:
-            report = await self._notifier.run_cycle()
+            async with self._cycle_lock:
+                report = await self._notifier.run_cycle()
         except StateError as exc:
             log.error("state_save_failed", error=str(exc))
         except asyncio.CancelledError:
@@ -222,12 +245,53 @@ class Daemon:
         if self._stop_on_hangup:
             self._on_signal(signal.SIGHUP)
             return
-        log.info(
-            "signal_received",
-            signal="SIGHUP",
-            action="ignored",
-            reason="reload is not supported yet; the daemon goes on",
-        )
+        if self.reloader is None:
+            # (The demo's daemon, and a daemon built without a configuration source.)
+            reason = "reload is not supported yet here: no configuration source; it goes on"
+            log.info("signal_received", signal="SIGHUP", action="ignored", reason=reason)
+            return
+        log.info("signal_received", signal="SIGHUP", action="reload")
+        task = asyncio.create_task(self.reload())
+        self._reloads.add(task)
+        task.add_done_callback(self._reloads.discard)
+
+    async def reload(self) -> str | None:
+        """Read, check and build the configuration anew, then adopt it once no cycle runs.
+
+        Returns why it was refused (logged as `config_reload_failed`; the running configuration
+        stays), or None. Reloads run one after the other, each reading the files afresh.
+        """
+        async with self._reload_lock:
+            try:
+                if self.reloader is None:
+                    raise ReloadError("this daemon does not reload its configuration")
+                new = self.reloader.prepare()
+            except ReloadError as exc:
+                log.error("config_reload_failed", reason=str(exc))
+                self.metrics.config_reload_successful.set(0)
+                return str(exc)
+            async with self._cycle_lock:
+                summary = self.reloader.apply(new)
+                self._reschedule(new.settings.poll_interval_seconds)
+                self._grace = new.settings.shutdown_grace_seconds
+            self.metrics.config_loaded(self._clock())
+            log.info("config_reloaded", **summary)
+            return None
+
+    def _reschedule(self, interval: float) -> None:
+        """A new poll interval: the next cycle is due one new interval from now."""
+        if interval == self._interval:
+            return
+        self._interval = interval
+        self.health.interval = timedelta(seconds=interval)
+        if self._scheduler is not None:
+            trigger = IntervalTrigger(seconds=interval, timezone=UTC)
+            self._scheduler.reschedule_job("poll-cycle", trigger=trigger)
+
+    async def _cancel_reloads(self) -> None:
+        for task in list(self._reloads):
+            task.cancel()
+        await asyncio.gather(*self._reloads, return_exceptions=True)
 
 
 def _remove_signal_handlers(loop: asyncio.AbstractEventLoop) -> None:

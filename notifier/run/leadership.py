@@ -11,15 +11,17 @@ the next cycle then starts afresh from the database.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Mapping
 from datetime import UTC, datetime
 
 import structlog
 
+from notifier.deliver.sink import Sink
 from notifier.domain.models import MonitorInfo, Mute, NotifierState
 from notifier.domain.outbox_requests import OutboxRequest
 from notifier.domain.report import CycleReport
-from notifier.run.cycle import Notifier
+from notifier.route.admission import Router
+from notifier.run.cycle import Notifier, ServiceConfig
 from notifier.store.postgres import LeaseLost, PostgresStateError, PostgresStore, StaleFence
 
 log = structlog.get_logger(__name__)
@@ -172,6 +174,14 @@ class LeasedNotifier:
         except LeaseLost:
             self._notifier = self._elected = None
             return False
+
+    def reconfigure(
+        self, sinks: Mapping[str, Sink], config: ServiceConfig, route: Router, *, hold: bool
+    ) -> None:
+        """A reloaded configuration: the current term's notifier adopts it (between cycles);
+        the next term's is built from the reloaded runtime anyway."""
+        if self._notifier is not None:
+            self._notifier.reconfigure(sinks, config, route, hold=hold)
 
     def forget(self) -> None:
         """Drop the loaded state and its notifier: the next cycle, if any, starts elected anew."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import datetime
 
 from prometheus_client import (
     CollectorRegistry,
@@ -132,6 +133,22 @@ class Metrics:
             "1 while this replica polls and delivers, 0 while it stands by (PostgreSQL state).",
             registry=r,
         )
+        # Named as Prometheus and Alertmanager name theirs, so the same alert rules fit.
+        self.config_reload_successful = Gauge(
+            f"{PREFIX}_config_last_reload_successful",
+            "Whether the last configuration reload succeeded (1; also at start) or failed (0).",
+            registry=r,
+        )
+        self.config_reload_success_at = Gauge(
+            f"{PREFIX}_config_last_reload_success_timestamp_seconds",
+            "Unix time of the last successful configuration load (start-up or reload).",
+            registry=r,
+        )
+
+    def config_loaded(self, at: datetime) -> None:
+        """The configuration was loaded (at start) or reloaded at `at`."""
+        self.config_reload_successful.set(1)
+        self.config_reload_success_at.set(at.timestamp())
 
     def watch_clock(self, against: str, offset: Callable[[], float | None]) -> None:
         """Expose how far `against`'s clock is ahead of ours (seconds), read at each scrape."""

@@ -1,10 +1,11 @@
 """The optional HTTP listener (NOTIFIER_HEALTH_PORT): GET /healthz, GET /metrics, and the
-status page, GET / (HTML) with the same data at GET /api/status (JSON)."""
+status page, GET / (HTML) with the same data at GET /api/status (JSON); POST /-/reload reloads the
+configuration (as SIGHUP does)."""
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol, runtime_checkable
@@ -82,9 +83,12 @@ def status_app(
     metrics: Metrics,
     clock: Callable[[], datetime],
     sources: StatusSources | None = None,
+    reload: Callable[[], Awaitable[str | None]] | None = None,
 ) -> web.Application:
     """/healthz answers 200 or 503 with a small JSON body; /metrics the Prometheus text; / the
-    status page and /api/status its data (empty of state without `sources`)."""
+    status page and /api/status its data (empty of state without `sources`). With `reload` (the
+    reason a reload was refused, or None), POST /-/reload answers 200, or 500 with the reason,
+    once the new configuration is adopted or refused; other methods get 405."""
     sources = sources or StatusSources(lambda: None, lambda: None, ())
     refresh = int(min(max(health.interval.total_seconds(), REFRESH_MIN), REFRESH_MAX))
 
@@ -116,7 +120,17 @@ def status_app(
     async def api_status(request: web.Request) -> web.Response:
         return web.json_response(view().as_json(), headers={"Cache-Control": "no-store"})
 
+    async def reload_config(request: web.Request) -> web.Response:
+        assert reload is not None
+        refused = await reload()
+        if refused is None:
+            return web.json_response({"status": "success"}, headers={"Cache-Control": "no-store"})
+        body = {"status": "error", "error": refused}
+        return web.json_response(body, status=500, headers={"Cache-Control": "no-store"})
+
     app = web.Application()
+    if reload is not None:
+        app.router.add_post("/-/reload", reload_config)
     app.router.add_get("/", page)
     app.router.add_get("/api/status", api_status)
     app.router.add_get("/healthz", healthz)

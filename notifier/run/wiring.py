@@ -22,10 +22,12 @@ from notifier.deliver.sinks.slack_transport import ChannelPacer
 from notifier.detect.runs import DetectionPolicy
 from notifier.domain.models import Notification
 from notifier.fetch.datafold import DatafoldClient
+from notifier.route.admission import Router
 from notifier.route.rules import RouteDecision, Routes, route_event
 from notifier.run.cycle import Notifier, ServiceConfig
 from notifier.run.daemon import CycleRunner, Daemon
 from notifier.run.health import ClusterView
+from notifier.run.reload import ConfigReloader, Reconfigurable
 from notifier.run.routes import routes_from_settings
 from notifier.run.settings import Settings
 from notifier.store.file import StateFile
@@ -256,16 +258,6 @@ def make_notifier(
     Sinks that are not destinations of the routes (the demo's console) get every notification.
     """
     config = service_config(runtime.settings, spread=spread)
-    routes = runtime.routes
-    unrouted = [name for name in runtime.sinks if name not in routes.destinations]
-
-    def route(notification: Notification, now: datetime) -> RouteDecision:
-        incident = notification.incident
-        failures = 1 if incident is None else incident.failures
-        monitor, kind = notification.monitor, notification.event_kind
-        decision = route_event(routes, monitor, kind, now, failures=failures)
-        return RouteDecision(to=[*decision.to, *unrouted], quiet=decision.quiet)
-
     if store is None:
         if _postgres(runtime.store) is not None:
             raise TypeError("with PostgreSQL the notifier runs under a lease: make_leased")
@@ -276,10 +268,26 @@ def make_notifier(
         runtime.sinks,
         config,
         source_offset=datafold_offset(runtime.client),
-        route=route,
+        route=router(runtime),
         hold_without_details=runtime.settings.routes_file is not None,
         may_deliver=may_deliver,
     )
+
+
+def router(runtime: Runtime) -> Router:
+    """Where a notification goes: by the runtime's routes as they are now (a reload gives the
+    notifier a new router), plus every sink the routes do not name (the demo's console)."""
+    routes = runtime.routes
+    unrouted = [name for name in runtime.sinks if name not in routes.destinations]
+
+    def route(notification: Notification, now: datetime) -> RouteDecision:
+        incident = notification.incident
+        failures = 1 if incident is None else incident.failures
+        monitor, kind = notification.monitor, notification.event_kind
+        decision = route_event(routes, monitor, kind, now, failures=failures)
+        return RouteDecision(to=[*decision.to, *unrouted], quiet=decision.quiet)
+
+    return route
 
 
 def make_leased(runtime: Runtime, *, spread: bool = True) -> LeasedNotifier:
@@ -328,7 +336,15 @@ async def cycle_runner(runtime: Runtime, *, once: bool = False) -> AsyncIterator
 
 def watch_store(daemon: Daemon, runtime: Runtime) -> None:
     """Hang what PostgreSQL tells about the cluster (its clock, namesakes, who last polled) on
-    the daemon's metrics and health; a state file tells nothing more."""
+    the daemon's metrics and health; a state file tells nothing more. And (the demo's daemon
+    excepted) let SIGHUP and POST /-/reload reload the configuration (`run.reload`)."""
+    if not daemon.stops_on_hangup:
+        daemon.reloader = ConfigReloader(
+            runtime,
+            build_sinks=lambda s, r: build_sinks(r, s, runtime.session, tls_context(s)),
+            follow=lambda: follow_runtime(daemon.runner, runtime),
+        )
+        daemon.reloader.check_source()
     pg = _postgres(runtime.store)
     if pg is None:
         return
@@ -341,6 +357,15 @@ def watch_store(daemon: Daemon, runtime: Runtime) -> None:
         lease=pg.lease_ttl,
         patience=timedelta(seconds=pg.connect_timeout),
     )
+
+
+def follow_runtime(runner: object, runtime: Runtime) -> None:
+    """The cycle runner takes up the runtime's reloaded settings, routes and sinks."""
+    if isinstance(runner, Reconfigurable):
+        hold = runtime.settings.routes_file is not None
+        runner.reconfigure(
+            runtime.sinks, service_config(runtime.settings), router(runtime), hold=hold
+        )
 
 
 async def leader_note(store: StateStore) -> str:
