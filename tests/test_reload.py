@@ -9,7 +9,10 @@ import signal
 from pathlib import Path
 
 import aiohttp
+import pytest
 
+from notifier.run.reload import LIVE_SETTINGS, fixed_changes, live_changes
+from notifier.run.settings import Settings
 from tests.fakes.cli import CLI, SECRETS, World
 from tests.fakes.subprocess_daemon import Daemon
 from tests.fakes.webhook import Reply
@@ -267,3 +270,56 @@ async def test_a_daemon_started_from_another_env_file_refuses_to_reload(
     failed = daemon.events[await daemon.wait_event("config_reload_failed", first)]
     assert str(failed["reason"]).startswith("reload is not available")
     assert await daemon.stop() == 0
+
+
+@pytest.mark.postgres
+async def test_the_leader_of_a_cluster_reloads_within_its_term(
+    world: World, tmp_path: Path, reaper: list[Daemon], postgres_url: str
+) -> None:
+    routes = tmp_path / "routes.toml"
+    env = {
+        **routed_env(world, routes, SLACK_ONLY),
+        "NOTIFIER_STATE_URL": postgres_url,
+        "NOTIFIER_REPLICA_NAME": "a",
+    }
+    daemon = await start(env, reaper)
+    led = await daemon.wait_event("leading")
+    first = await daemon.wait_event("cycle_finished", led)
+    routes.write_text(HOOK_ONLY)
+    daemon.proc.send_signal(signal.SIGHUP)
+    await daemon.wait_event("config_reloaded", first)
+    world.sim.add_run(1, state="alert", started_at=world.now())
+    await daemon.wait_for(lambda: len(world.receiver.deliveries) == 1)
+    assert world.slack.messages == [] and len(daemon.named("leading")) == 1  # the same term
+    assert await daemon.stop() == 0
+
+
+@pytest.mark.parametrize(
+    ("change", "fixed", "changed"),
+    [
+        ({"NOTIFIER_POLL_INTERVAL_SECONDS": "5"}, [], ["NOTIFIER_POLL_INTERVAL_SECONDS"]),
+        ({"NOTIFIER_MONITOR_IDS": "1,2,3"}, [], ["NOTIFIER_MONITOR_IDS"]),
+        ({"NOTIFIER_NOTIFY_STATES": "error"}, [], ["NOTIFIER_NOTIFY_STATES"]),
+        ({"NOTIFIER_REMINDER_INTERVAL_SECONDS": "600"}, [], ["NOTIFIER_REMINDER_INTERVAL_SECONDS"]),
+        ({"NOTIFIER_LOG_LEVEL": "warning"}, [], ["NOTIFIER_LOG_LEVEL"]),
+        ({"SLACK_BOT_TOKEN": "xoxb-another-token-0002"}, [], ["SLACK_BOT_TOKEN"]),
+        ({"DATAFOLD_API_KEY": "dfk-another-key-0002"}, ["DATAFOLD_API_KEY"], ["DATAFOLD_API_KEY"]),
+        ({"NOTIFIER_STATE_FILE": "/elsewhere.json"}, ["NOTIFIER_STATE_FILE"], None),
+        ({"NOTIFIER_HEALTH_PORT": "9999"}, ["NOTIFIER_HEALTH_PORT"], None),
+        ({"NOTIFIER_REPLICA_NAME": "b"}, ["NOTIFIER_REPLICA_NAME"], None),
+        ({"NOTIFIER_LOOKBACK_SECONDS": "900"}, ["NOTIFIER_LOOKBACK_SECONDS"], None),
+    ],
+)
+def test_which_settings_change_live(
+    change: dict[str, str], fixed: list[str], changed: list[str] | None
+) -> None:
+    base = {"DATAFOLD_API_KEY": "dfk-e2e-distinctive-api-key-0001", "NOTIFIER_MONITOR_IDS": "1,2"}
+    base |= {"SLACK_BOT_TOKEN": "xoxb-1234567890-abcdef", "SLACK_CHANNEL": "C0123ABCD"}
+    old = Settings(**base)  # type: ignore[arg-type]
+    new = Settings(**(base | change))  # type: ignore[arg-type]
+    assert fixed_changes(old, new) == fixed
+    assert live_changes(old, new) == (changed or fixed)
+
+
+def test_every_live_setting_is_a_setting() -> None:
+    assert LIVE_SETTINGS <= set(Settings.model_fields)
