@@ -8,6 +8,7 @@ import ssl
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import aiohttp
@@ -189,6 +190,8 @@ class Runtime:
     client: DatafoldClient
     sinks: dict[str, Sink]
     store: StateStore
+    #: Where the settings were read from (--env-file; None: ./.env): a reload reads it again.
+    env_file: Path | None = None
 
 
 @contextlib.asynccontextmanager
@@ -198,11 +201,13 @@ async def open_runtime(
     *,
     extra_sinks: dict[str, Sink] | None = None,
     trust_env: bool = False,
+    env_file: Path | None = None,
 ) -> AsyncIterator[Runtime]:
     """Open the shared HTTP session and build every adapter; close them on the way out.
 
     `trust_env` makes aiohttp honour HTTP(S)_PROXY/NO_PROXY; it costs a thread hop per request,
-    so the CLI turns it on only when a proxy variable is set.
+    so the CLI turns it on only when a proxy variable is set. `env_file`: the settings' file
+    (--env-file), which a reload reads again.
     """
     ssl_context = tls_context(settings)
     session = http_session(settings, ssl_context, trust_env=trust_env)
@@ -219,7 +224,7 @@ async def open_runtime(
                 action="listings reach back by it; first listings judge history on its clock",
             )
         async with open_store(settings) as store:
-            yield Runtime(settings, routes, session, client, sinks, store)
+            yield Runtime(settings, routes, session, client, sinks, store, env_file)
     finally:
         await session.close()
 
@@ -343,6 +348,7 @@ def watch_store(daemon: Daemon, runtime: Runtime) -> None:
             runtime,
             build_sinks=lambda s, r: build_sinks(r, s, runtime.session, tls_context(s)),
             follow=lambda: follow_runtime(daemon.runner, runtime),
+            env_file=runtime.env_file,
         )
         daemon.reloader.check_source()
     pg = _postgres(runtime.store)
