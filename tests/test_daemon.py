@@ -154,7 +154,7 @@ async def test_sighup_stops_the_demo_gracefully() -> None:
     assert names.index("signal_received") < names.index("daemon_stopping")
 
 
-async def test_sighup_leaves_a_running_daemon_polling_and_sigterm_still_drains(
+async def test_sighup_reloads_a_running_daemon_that_goes_on_polling_and_sigterm_still_drains(
     world: World,
 ) -> None:
     daemon = await DaemonProcess.start(world.env)
@@ -162,8 +162,9 @@ async def test_sighup_leaves_a_running_daemon_polling_and_sigterm_still_drains(
     daemon.proc.send_signal(signal.SIGHUP)
     hangup = await daemon.wait_event("signal_received", first)
     assert daemon.events[hangup]["signal"] == "SIGHUP"
-    assert daemon.events[hangup]["action"] == "ignored"
-    assert "reload is not supported yet" in daemon.events[hangup]["reason"]
+    assert daemon.events[hangup]["action"] == "reload"
+    reloaded = await daemon.wait_event("config_reloaded", hangup)
+    assert daemon.events[reloaded]["changed"] == []  # nothing changed: the same configuration
     world.sim.add_run(1, state="alert", started_at=world.now())
     await daemon.wait_event("cycle_finished", hangup + 1, where=lambda e: e["delivered"] >= 1)
     assert await daemon.stop() == 0

@@ -512,3 +512,25 @@ def test_the_example_settings_name_every_secret_setting_that_takes_a_file() -> N
     note = example[example.index("# Secrets from files") : example.index("# --- Datafold")]
     named = {word.strip(",.") for word in note.split() if word.strip(",.").isupper()}
     assert SECRET_SETTINGS <= named
+
+
+def test_an_env_reference_reads_name_file_when_name_is_not_set(tmp_path: Path) -> None:
+    token = tmp_path / "slack-token"
+    token.write_text("xoxb-from-a-docker-secret\n")
+    routes = tmp_path / "routes.toml"
+    routes.write_text(
+        '[destinations.chat]\ntype = "slack"\nchannel = "C1"\ntoken = "env:SLACK_BOT_TOKEN"\n'
+        '[default]\nto = ["chat"]\n'
+    )
+    table = load_routes(routes, {"SLACK_BOT_TOKEN_FILE": str(token)})
+    assert table.destinations["chat"].token.get_secret_value() == "xoxb-from-a-docker-secret"  # type: ignore[union-attr]
+    # The variable itself wins over its file, as in the settings.
+    table = load_routes(routes, {"SLACK_BOT_TOKEN": "xoxb-set", "SLACK_BOT_TOKEN_FILE": "/nope"})
+    assert table.destinations["chat"].token.get_secret_value() == "xoxb-set"  # type: ignore[union-attr]
+    with pytest.raises(RoutesError) as refused:
+        load_routes(routes, {"SLACK_BOT_TOKEN_FILE": str(tmp_path / "missing")})
+    message = str(refused.value)
+    assert "destinations.chat.token" in message and "SLACK_BOT_TOKEN_FILE: cannot read" in message
+    assert "\n" not in message
+    with pytest.raises(RoutesError, match="environment variable SLACK_BOT_TOKEN is not set"):
+        load_routes(routes, {})

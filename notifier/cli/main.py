@@ -229,10 +229,10 @@ def _command(argv: Sequence[str] | None) -> int:
             return asyncio.run(simulate(args.host, args.port, args.api_key))
         if args.command == "demo":
             return asyncio.run(demo(args.env_file, args.interval, args.duration))
-        if args.command == "send-test":
-            return send_test_command(args)
         if args.command == "check" and args.routes is not None:
             return check_routes_file(args.routes, args.env_file)
+        if args.command == "send-test":
+            return send_test_command(args)
         settings = load_settings(args.env_file)
         if args.command in ("mute", "unmute", "state", "outbox"):
             configure_logging(
@@ -268,7 +268,7 @@ def _command(argv: Sequence[str] | None) -> int:
             return asyncio.run(dry_run(settings, routes, as_json=args.json))
         if args.command == "once":
             return asyncio.run(once(settings, routes))
-        return asyncio.run(run(settings, routes))
+        return asyncio.run(run(settings, routes, args.env_file))
     except ConfigError as exc:
         return fail(f"configuration: {exc}")
     except RoutesError as exc:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import structlog
 
@@ -45,10 +46,10 @@ def cycle_outcome(report: CycleReport) -> int:
     return EXIT_OK
 
 
-async def run(settings: Settings, routes: Routes) -> int:
-    """The daemon, until SIGTERM/SIGINT."""
+async def run(settings: Settings, routes: Routes, env_file: Path | None = None) -> int:
+    """The daemon, until SIGTERM/SIGINT; SIGHUP reads `env_file` (or ./.env) again."""
     async with (
-        open_runtime(settings, routes, trust_env=proxy_configured()) as runtime,
+        open_runtime(settings, routes, trust_env=proxy_configured(), env_file=env_file) as runtime,
         cycle_runner(runtime) as runner,
     ):
         return await make_daemon(settings, runtime, runner).run()

@@ -5,7 +5,7 @@ when no routes file is given. Here in `run`, not in `route`, because it reads fi
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 from notifier.route.routes_file import RoutesError, parse_routes
@@ -33,9 +33,41 @@ def secret_file_reader(routes_file: Path) -> Callable[[str], str]:
     return read
 
 
+class WithSecretFiles(Mapping[str, str]):
+    """`environ` where a variable NAME that is not set reads the file NAME_FILE names, as the
+    settings do: `env:SLACK_BOT_TOKEN` in a routes file works with SLACK_BOT_TOKEN_FILE. A file
+    is read only when its variable is asked for; one that cannot be read raises `ValueError`
+    naming NAME_FILE and the path."""
+
+    def __init__(self, environ: Mapping[str, str]) -> None:
+        self._environ = environ
+
+    def __getitem__(self, name: str) -> str:
+        if name in self._environ:
+            return self._environ[name]
+        path = self._environ.get(name + "_FILE", "").strip()
+        if not path:
+            raise KeyError(name)
+        try:
+            return read_secret_file(Path(path))
+        except ValueError as exc:
+            raise ValueError(f"{name}_FILE: {exc}") from None
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and (
+            name in self._environ or bool(self._environ.get(name + "_FILE", "").strip())
+        )
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._environ)
+
+    def __len__(self) -> int:
+        return len(self._environ)
+
+
 def load_routes(path: Path, environ: Mapping[str, str], *, allow_http: bool = False) -> Routes:
-    """Read and validate a routes file, resolving `env:NAME` secrets from `environ` and reading
-    `file:PATH` secrets (`secret_file_reader`).
+    """Read and validate a routes file, resolving `env:NAME` secrets from `environ` (or the file
+    NAME_FILE names) and reading `file:PATH` secrets (`secret_file_reader`).
 
     Raises `RoutesError`: one line naming the file and the line/column or key path.
     """
@@ -46,5 +78,9 @@ def load_routes(path: Path, environ: Mapping[str, str], *, allow_http: bool = Fa
             f"{path}: cannot read it ({exc.strerror or type(exc).__name__})"
         ) from None
     return parse_routes(
-        raw, str(path), environ, allow_http=allow_http, read_file=secret_file_reader(path)
+        raw,
+        str(path),
+        WithSecretFiles(environ),
+        allow_http=allow_http,
+        read_file=secret_file_reader(path),
     )
