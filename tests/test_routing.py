@@ -342,7 +342,11 @@ NOT_WHSEC = "oncall-hook.secret: the secret must be a Standard Webhooks secret s
             "data-alerts.chanel: unknown key (did you mean channel?)",
         ),
         (_route("match = { typs = ['diff'] }"), ENV, "routes[0].match.typs: unknown key (did you"),
-        (ROUTED + "colour = 1\n", ENV, "default.colour: unknown key (use notify, min_consecutive_failures, to, quiet_hours)"),
+        (
+            ROUTED + "colour = 1\n",
+            ENV,
+            "default.colour: unknown key (use notify, min_consecutive_failures, to, quiet_hours)",
+        ),
         ("routs = 1\n" + ROUTED, ENV, "routes.toml: routs: unknown key (did you mean routes?)"),
         (_route("[[routes]]\nto = []\nmatch = { types = 'diff' }"), ENV, "routes[1].match.types: "),
         (_route("match = { tags = [] }"), ENV, "routes[0].match.tags: List should have at least 1"),
