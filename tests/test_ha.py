@@ -2,7 +2,7 @@
 
 One replica leads, the others stand by; a SIGKILL at any point of the leader's cycle, a database
 outage or a SIGTERM hands over to a standby, with every alert delivered at least once to each
-destination and at most once more per crash. The takeover times and the lease cadence the README
+destination and at most once more per crash. The takeover times and the lease cadence the HA docs
 states are asserted here, within the margin it states (`TAKEOVER_MARGIN`). Moving the state
 between the file and PostgreSQL re-notifies nothing. No output ever shows the database password.
 """
@@ -32,14 +32,14 @@ from tests.fakes.webhook import Reply
 
 pytestmark = [pytest.mark.postgres, pytest.mark.timeout(60)]
 
-#: The README's figures. The lease is renewed every third of its length, so a dead leader's lease
+#: The HA docs' figures. The lease is renewed every third of its length, so a dead leader's lease
 #: lapses 2/3 to 1 lease after its death, and a standby tries every third of it: it takes over
 #: within 4/3 of the lease. After a SIGTERM the leader releases it, so within a third of the lease.
 RENEWAL = LEASE / 3
 TAKEOVER_MAX = 4 / 3 * LEASE
 HANDOVER_MAX = LEASE / 3
 #: What the takeover itself may add to those bounds (the standby's query, loading the state, its
-#: first cycle's log line; after a SIGTERM, the leader's own shutdown), as the README states it.
+#: first cycle's log line; after a SIGTERM, the leader's own shutdown), as the HA docs state it.
 TAKEOVER_MARGIN = 0.3
 
 
@@ -56,7 +56,7 @@ def leading(daemon: Daemon, start: int = 0) -> bool:
 
 async def takeover(name: str, standby: Daemon, killed_at: float, within: float = 15) -> float:
     """Wait for `standby` to lead after a leader went away at `killed_at`; the seconds it took,
-    at most 4/3 of the lease plus the margin (1.63 s: within two poll intervals, as the README
+    at most 4/3 of the lease plus the margin (1.63 s: within two poll intervals, as the HA docs
     says of the default lease, which is the interval)."""
     index = await standby.wait_event("leading", within=within)
     took = standby.arrived[index] - killed_at

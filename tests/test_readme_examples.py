@@ -14,11 +14,11 @@ README = Path(__file__).resolve().parent.parent / "README.md"
 
 
 def routing_example() -> str:
-    """The first TOML block of the README's routing section."""
+    """The first TOML block of the README's set-up section."""
     text = README.read_text(encoding="utf-8")
-    section = text[text.index("## Routing and keeping the noise down") :]
+    section = text[text.index("## Set it up for real") :]
     found = re.search(r"```toml\n(.*?)```", section, re.DOTALL)
-    assert found, "the README's routing section has no TOML example"
+    assert found, "the README's set-up section has no TOML example"
     return found.group(1)
 
 
