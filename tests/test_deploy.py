@@ -53,13 +53,17 @@ def _blocks(text: str, head: str) -> list[str]:
 
 
 def _kube_documents(name: str) -> dict[str, str]:
-    """The manifest's documents by kind (each kind appears once in these files)."""
+    """The manifest's documents by kind (each kind appears once in these files), but for the
+    routes file's ConfigMap, which is under "ConfigMap/datafold-notifier-routes"."""
     documents = {}
     for document in re.split(r"^---$", _read(name), flags=re.MULTILINE):
         kind = re.search(r"^kind:\s*(\w+)$", document, re.MULTILINE)
         if kind:
-            assert kind[1] not in documents, kind[1]
-            documents[kind[1]] = document
+            key = kind[1]
+            if re.search(r"^  name:\s*datafold-notifier-routes$", document, re.MULTILINE):
+                key = f"{kind[1]}/datafold-notifier-routes"
+            assert key not in documents, key
+            documents[key] = document
     return documents
 
 
