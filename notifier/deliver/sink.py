@@ -13,10 +13,11 @@ from notifier.domain.models import MessageRef, Notification
 
 @dataclass(frozen=True)
 class CheckResult:
-    """One line of `check` output: what was checked, whether it passed, what was seen."""
+    """One line of `check` output: what was checked, whether it passed, what was seen. `ok` is
+    None when it could not be known (`check` prints it as `??`, never as passed)."""
 
     name: str
-    ok: bool
+    ok: bool | None
     detail: str
 
 

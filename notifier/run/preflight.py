@@ -20,7 +20,9 @@ from notifier.store.store import StateError
 async def run_checks(
     settings: Settings, routes: Routes, out: TextIO, *, trust_env: bool = False
 ) -> int:
-    """Print one line per check and return 0 when all passed, 1 otherwise."""
+    """Print one line per check and return 0 when all passed, 1 otherwise: a check that could
+    not be known (`??`, such as a route needing monitor details that could not be read) has not
+    passed."""
     results: list[CheckResult] = [
         CheckResult(
             "config",
@@ -34,31 +36,34 @@ async def run_checks(
     _print(results, out)
     async with open_runtime(settings, routes, trust_env=trust_env) as runtime:
         discovery, ids = await _discover(runtime)
-        found, monitors = await _check_datafold(runtime, ids)
+        found, monitors, unread = await _check_datafold(runtime, ids)
         state_results, mutes = await _check_state(runtime)
         for batch in (
             discovery,
             found,
-            _check_routes(runtime, ids, monitors, mutes),
+            _check_routes(runtime, ids, monitors, unread, mutes),
             [CheckResult("quiet hours", True, line) for line in quiet_hours_summary(routes)],
             await _check_destinations(runtime),
             state_results,
         ):
             _print(batch, out)
             results.extend(batch)
-    failed = [r for r in results if not r.ok]
-    out.write(
-        f"{len(results) - len(failed)} passed, {len(failed)} failed\n"
-        if failed
-        else f"all {len(results)} checks passed\n"
-    )
+    failed = sum(1 for r in results if r.ok is False)
+    unknown = sum(1 for r in results if r.ok is None)
+    passed = len(results) - failed - unknown
+    if failed or unknown:
+        out.write(f"{passed} passed, {failed} failed" + (f", {unknown} unknown" if unknown else ""))
+    else:
+        out.write(f"all {len(results)} checks passed")
+    out.write("\n")
     out.flush()
-    return 1 if failed else 0
+    return 1 if failed or unknown else 0
 
 
 def _print(results: Iterable[CheckResult], out: TextIO) -> None:
     for result in results:
-        out.write(f"{'ok  ' if result.ok else 'FAIL'} {result.name}: {result.detail}\n")
+        mark = "??  " if result.ok is None else "ok  " if result.ok else "FAIL"
+        out.write(f"{mark} {result.name}: {result.detail}\n")
     out.flush()
 
 
@@ -81,45 +86,61 @@ async def _discover(runtime: Runtime) -> tuple[list[CheckResult], list[int]]:
 
 async def _check_datafold(
     runtime: Runtime, ids: list[int]
-) -> tuple[list[CheckResult], dict[int, MonitorInfo]]:
+) -> tuple[list[CheckResult], dict[int, MonitorInfo], dict[int, str]]:
+    """One line for the API key, one per monitor; the details read, and why the others were not."""
     answers = await asyncio.gather(
         *(runtime.client.get_monitor(m) for m in ids), return_exceptions=True
     )
     host = runtime.settings.datafold_host
     if any(isinstance(a, ApiKeyRefused) for a in answers):
         refused = CheckResult("datafold", False, f"{host} refused the API key (DATAFOLD_API_KEY)")
-        return [refused], {}
+        return [refused], {}, dict.fromkeys(ids, "the API key was refused")
     results = []
     monitors: dict[int, MonitorInfo] = {}
+    unread: dict[int, str] = {}
     reached = [a for a in answers if not isinstance(a, BaseException)]
     if reached:
         results.append(CheckResult("datafold", True, f"API key accepted by {host}"))
     for monitor_id, answer in zip(ids, answers, strict=True):
         name = f"monitor {monitor_id}"
-        if isinstance(answer, DatafoldError):
-            results.append(CheckResult(name, False, str(answer)))
-        elif isinstance(answer, BaseException):
-            results.append(CheckResult(name, False, f"internal error {type(answer).__name__}"))
+        if isinstance(answer, BaseException):
+            reason = (
+                str(answer)
+                if isinstance(answer, DatafoldError)
+                else f"internal error {type(answer).__name__}"
+            )
+            results.append(CheckResult(name, False, reason))
+            unread[monitor_id] = reason
         else:
             monitors[monitor_id] = answer
             kind = answer.monitor_type or "unknown type"
             enabled = "" if answer.enabled is not False else ", DISABLED in Datafold"
             results.append(CheckResult(name, True, f"{answer.title!r} ({kind}{enabled})"))
-    return results, monitors
+    return results, monitors, unread
 
 
 def _check_routes(
-    runtime: Runtime, ids: list[int], monitors: dict[int, MonitorInfo], mutes: list[Mute]
+    runtime: Runtime,
+    ids: list[int],
+    monitors: dict[int, MonitorInfo],
+    unread: dict[int, str],
+    mutes: list[Mute],
 ) -> list[CheckResult]:
     """Where each monitor's events would go (nowhere for an alert or error is a failure), and
-    whether a mute silences it now."""
+    whether a mute silences it now. Unknown (`??`) for a monitor whose details were not read:
+    rules match on its tags, type, owner and name, so routing it without them would be a guess."""
     now = datetime.now(UTC)
     kinds = ["alert", "error", "recovered"]
     if runtime.settings.reminder_interval_seconds > 0:
         kinds.append("reminder")
     results = []
     for monitor_id in ids:
-        monitor = monitors.get(monitor_id, MonitorInfo(id=monitor_id))
+        if monitor_id not in monitors:
+            reason = unread.get(monitor_id, "its details were not read")
+            detail = f"unknown: the monitor's details could not be read ({reason})"
+            results.append(CheckResult(f"route monitor {monitor_id}", None, detail))
+            continue
+        monitor = monitors[monitor_id]
         plan = explain(runtime.routes, monitor)
         parts = [f"{kind} → {', '.join(plan[kind]) or 'nowhere'}" for kind in kinds]
         routed = all(plan[kind] for kind in ("alert", "error"))
