@@ -51,6 +51,22 @@ class Notice:
 
 
 @dataclass(frozen=True)
+class Baseline:
+    """What a monitor's first successful listing did. `history`: runs in a notify-state recorded
+    as already seen, without a notification, because they started before watching began;
+    `notified`: runs it notifies. `catchup_since` is set when earlier polls failed and runs are
+    notified: watching began then, so every run since is sent now (the "catch-up")."""
+
+    listed: int
+    history: int
+    notified: int
+    catchup_since: datetime | None = None
+
+    def log_fields(self) -> dict[str, int]:
+        return {"runs_listed": self.listed, "history": self.history, "notified": self.notified}
+
+
+@dataclass(frozen=True)
 class Detection:
     """The events to send and the monitor's next state, to be saved once they are queued."""
 
@@ -60,6 +76,8 @@ class Detection:
     abandoned: list[int] = field(default_factory=list)
     #: `events` as notices, with the recoveries among them, in the order they happened.
     notices: list[Notice] = field(default_factory=list)
+    #: Set on the monitor's first successful listing only.
+    baseline: Baseline | None = None
 
 
 def new_monitor_state(now: datetime, policy: DetectionPolicy) -> MonitorState:
@@ -95,6 +113,7 @@ def detect(
     notices: list[Notice] = []
     incident = state.incident
     listed: set[int] = set()
+    history = 0
 
     for run in sorted(runs, key=_event_order):
         listed.add(run.run_id)
@@ -102,7 +121,9 @@ def detect(
         handled = list(old.handled) if old else []
         if run.state in policy.notify_states and run.state not in handled:
             handled.append(run.state)
-            if not (first_listing and _is_history(run, cutoff)):
+            if first_listing and _is_history(run, cutoff):
+                history += 1
+            else:
                 event = _event(run, run.state)
                 events.append(event)
                 incident = _escalate(incident, event, now)
@@ -144,7 +165,18 @@ def detect(
         runs=tracked,
         incident=incident,
     )
-    return Detection(events=events, state=next_state, abandoned=sorted(abandoned), notices=notices)
+    baseline = None
+    if first_listing:
+        # `previous` exists unbaselined only when earlier polls of this monitor failed.
+        catchup = state.watch_since if previous is not None and events else None
+        baseline = Baseline(len(listed), history, len(events), catchup)
+    return Detection(
+        events=events,
+        state=next_state,
+        abandoned=sorted(abandoned),
+        notices=notices,
+        baseline=baseline,
+    )
 
 
 def due_reminder(

@@ -224,13 +224,13 @@ class Notifier:
         previous = monitors.get(monitor_id)
         offset = timedelta(seconds=self._source_offset())
         detection = detect(previous, poll.runs, now, policy, gone=poll.gone, source_offset=offset)
-        if previous is None or not previous.baselined:
-            log.info(
-                "monitor_baselined",
-                monitor_id=monitor_id,
-                runs_listed=len(poll.runs),
-                notified=len(detection.events),
-            )
+        if (baseline := detection.baseline) is not None:
+            log.info("monitor_baselined", monitor_id=monitor_id, **baseline.log_fields())
+            if baseline.catchup_since is not None:
+                since, runs = baseline.catchup_since.isoformat(), baseline.notified
+                log.warning(
+                    "catchup_after_failed_polls", monitor_id=monitor_id, runs=runs, since=since
+                )
         for run_id in detection.abandoned:
             log.warning("run_abandoned", monitor_id=monitor_id, run_id=run_id)
         notifications = await asyncio.gather(*(self._notify(n, now) for n in detection.notices))
