@@ -26,6 +26,7 @@ from notifier.cli.config import proxy_configured, read_routes, require_work
 from notifier.cli.demo import demo, simulate
 from notifier.cli.dry_run import dry_run
 from notifier.cli.exits import EXIT_BROKEN_PIPE, EXIT_CONFIG, EXIT_FAILED, fail, silence_stdout
+from notifier.cli.help_texts import ENV_FILE_HELP, teach
 from notifier.cli.mute import mute, unmute
 from notifier.cli.outbox import add_outbox_parser, outbox
 from notifier.cli.routes_check import check_routes_file
@@ -33,7 +34,7 @@ from notifier.cli.send_test import send_test_command
 from notifier.cli.service import once, run
 from notifier.cli.state import state
 from notifier.route.routes_file import RoutesError
-from notifier.run.config import ConfigError, load_settings
+from notifier.run.config import ConfigError, SettingError, env_source, load_settings
 from notifier.run.daemon import StatusError
 from notifier.run.logs import configure_logging
 from notifier.run.preflight import run_checks
@@ -46,6 +47,8 @@ class _Parser(argparse.ArgumentParser):
     """argparse with its errors on one line; the usage is one `--help` away."""
 
     def error(self, message: str) -> NoReturn:
+        if message.startswith("unrecognized arguments:") and "--version" in message.split():
+            message += " (--version goes before the command: datafold-notifier --version)"
         self.exit(
             EXIT_CONFIG,
             f"{self.prog}: error: {arg.one_line_clip(message)} (see {self.prog} --help)\n",
@@ -62,14 +65,15 @@ def build_parser() -> argparse.ArgumentParser:
             "once. Configured by environment variables (and a .env file): see "
             "settings.example.env."
         ),
-        epilog="Exit codes: 0 success, 1 the work failed, 2 configuration or state file unusable.",
+        epilog="Exit codes: 0 success, 1 the work failed, 2 configuration or state file unusable; "
+        "each command's --help lists its own, with an example.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument(
         "--env-file",
         type=arg.env_file,
         default=None,
-        help="read settings from this file instead of ./.env (environment variables still win)",
+        help=ENV_FILE_HELP,
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     commands.add_parser(
@@ -188,7 +192,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="import although a replica holds the PostgreSQL lease (it may overwrite the import)",
     )
     simulate = commands.add_parser(
-        "simulate", help="serve the built-in Datafold simulator only, for trying things out"
+        "simulate",
+        help="serve the built-in Datafold simulator alone, printing the .env lines that point "
+        "a notifier at it",
     )
     simulate.add_argument(
         "--host", type=arg.host, default="127.0.0.1", help="address to bind (default 127.0.0.1)"
@@ -200,6 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
         default="demo-key",
         help="the API key it accepts (default demo-key)",
     )
+    teach(parser, arg.env_file)
     return parser
 
 
@@ -270,7 +277,8 @@ def _command(argv: Sequence[str] | None) -> int:
             return asyncio.run(once(settings, routes))
         return asyncio.run(run(settings, routes, args.env_file))
     except ConfigError as exc:
-        return fail(f"configuration: {exc}")
+        where = f" {env_source(args.env_file)}" if isinstance(exc, SettingError) else ""
+        return fail(f"configuration: {exc}{where}")
     except RoutesError as exc:
         return fail(f"routes: {exc}")
     except (StateError, StatusError) as exc:

@@ -55,6 +55,10 @@ class ConfigError(Exception):
     """A configuration problem, as one line that names the variable."""
 
 
+class SettingError(ConfigError):
+    """A variable missing or invalid: where the settings were read from (`env_source`) helps."""
+
+
 def load_settings(env_file: Path | None = None, **overrides: Any) -> Settings:
     """Read and validate settings; `ConfigError` carries the one-line message for the user."""
     try:
@@ -64,13 +68,24 @@ def load_settings(env_file: Path | None = None, **overrides: Any) -> Settings:
             return Settings(_env_file=env_file, **overrides)
         return Settings(**overrides)
     except ValidationError as exc:
-        raise ConfigError(describe_validation_error(exc)) from None
+        raise SettingError(describe_validation_error(exc)) from None
     except SecretFileError as exc:  # NAME_FILE: names the variable and the path, not the value
         raise ConfigError(str(exc)) from None
     except UnicodeDecodeError:
         raise ConfigError(f"env file {env_file or '.env'} is not UTF-8 text") from None
     except OSError as exc:
         raise ConfigError(f"env file {env_file or '.env'}: {exc.strerror}") from None
+
+
+def env_source(env_file: Path | None) -> str:
+    """Where the settings were read from, for a configuration error: the env file read (its
+    full path), or that no `.env` was found in the working directory."""
+    if env_file is not None:
+        return f"(read from the environment and {env_file.absolute()})"
+    default = Path(".env").absolute()
+    if default.is_file():
+        return f"(read from the environment and {default})"
+    return f"(read from the environment; no .env file found in {default.parent})"
 
 
 def describe_validation_error(exc: ValidationError) -> str:
