@@ -9,15 +9,19 @@ import signal
 import sys
 import tempfile
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 from notifier.cli.config import proxy_configured, read_routes
 from notifier.cli.exits import EXIT_BROKEN_PIPE, EXIT_OK, fail, silence_stdout
 from notifier.cli.service import make_daemon
 from notifier.deliver.sink import Sink
 from notifier.deliver.sinks.console import ConsoleSink
+from notifier.demo.recipe import received_line, start_text
 from notifier.demo.server import serve
 from notifier.demo.simulator import demo_simulator
+from notifier.domain.text import escape_controls
 from notifier.run.config import load_settings
 from notifier.run.logs import configure_logging
 from notifier.run.wiring import cycle_runner, open_runtime
@@ -89,22 +93,26 @@ class PipeWriter:
 
 
 async def simulate(host: str, port: int, api_key: str) -> int:
-    """Serve the simulator until SIGTERM/SIGINT."""
+    """Serve the simulator (and its webhook inbox) until SIGTERM/SIGINT, having printed how to
+    point a notifier at it, its monitors and when they fail."""
     sim = demo_simulator(api_key)
+    writer = PipeWriter()
     async with contextlib.AsyncExitStack() as stack:
         try:
-            url = await stack.enter_async_context(serve(sim, host, port))
+            inbox = partial(_print_received, writer)
+            url = await stack.enter_async_context(serve(sim, host, port, inbox=inbox))
         except (OSError, UnicodeError) as exc:  # in use, no such address, a malformed name
             reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
             return fail(f"simulate: cannot listen on {host}:{port}: {reason}")
-        print(
-            f"Datafold simulator at {url} (API key {api_key!r}); monitors "
-            f"{', '.join(str(m) for m in sim.monitor_ids)}. Ctrl-C to stop.",
-            flush=True,
-        )
         stop = asyncio.Event()
+        writer.stop = stop.set
+        writer("\n".join(start_text(sim, url, api_key)))
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, stop.set)
         await stop.wait()
-    return EXIT_OK
+    return EXIT_BROKEN_PIPE if writer.closed else EXIT_OK
+
+
+def _print_received(writer: PipeWriter, payload: dict[str, Any]) -> None:
+    writer(escape_controls(received_line(payload)))

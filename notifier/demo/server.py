@@ -29,6 +29,8 @@ from notifier.demo.records import (
 if TYPE_CHECKING:
     from notifier.demo.simulator import Fault, Simulator
 
+#: Where `serve(..., inbox=...)` takes webhooks.
+INBOX_PATH = "/-/webhook"
 #: The spec sets no maximum page size; a larger request is answered with this many.
 MAX_PAGE_SIZE = 1000
 RUNS_PAGE_SIZE = 10
@@ -259,12 +261,23 @@ def _validation_error(errors: _Errors) -> web.Response:
 
 
 @asynccontextmanager
-async def serve(sim: Simulator, host: str = "127.0.0.1", port: int = 0) -> AsyncIterator[str]:
-    """Serve `sim` until the block ends, yielding its base URL (port 0 picks a free port)."""
+async def serve(
+    sim: Simulator,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    *,
+    inbox: Callable[[dict[str, Any]], None] | None = None,
+) -> AsyncIterator[str]:
+    """Serve `sim` until the block ends, yielding its base URL (port 0 picks a free port).
+
+    With `inbox`, it also takes webhooks at `INBOX_PATH` (no API key needed), handing each JSON
+    object to `inbox`, so a notifier pointed at the simulator has somewhere to send.
+    """
+    app = sim.app()
+    if inbox is not None:
+        app.router.add_post(INBOX_PATH, partial(_receive, inbox))
     # A client that gives up (a timeout test) cancels its handler, so shutdown does not wait on it.
-    runner = web.AppRunner(
-        sim.app(), access_log=None, handler_cancellation=True, shutdown_timeout=1.0
-    )
+    runner = web.AppRunner(app, access_log=None, handler_cancellation=True, shutdown_timeout=1.0)
     await runner.setup()
     try:
         site = web.TCPSite(runner, host, port)
@@ -275,3 +288,15 @@ async def serve(sim: Simulator, host: str = "127.0.0.1", port: int = 0) -> Async
         yield f"http://{url_host}:{bound_port}"
     finally:
         await runner.cleanup()
+
+
+async def _receive(inbox: Callable[[dict[str, Any]], None], request: web.Request) -> web.Response:
+    """A webhook for the inbox: a JSON object, answered 204; anything else 400."""
+    try:
+        payload = await request.json()
+    except ValueError:
+        payload = None
+    if not isinstance(payload, dict):
+        return _detail(HTTPStatus.BAD_REQUEST, "expected a JSON object")
+    inbox(payload)
+    return web.Response(status=HTTPStatus.NO_CONTENT)
