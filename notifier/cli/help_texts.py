@@ -1,7 +1,7 @@
 """What each command's `--help` teaches: a description, its exit codes and an example.
 
 Kept beside the parser (`main.build_parser`), which gives every command (and `outbox`'s and
-`state`'s actions) its entry here; the exit codes are those of README.md's "Commands" table.
+`state`'s actions) its entry here; the exit codes are those of docs/commands.md.
 """
 
 from __future__ import annotations
