@@ -467,15 +467,16 @@ def judge_once(run: CliRun, monitors: Sequence[int]) -> None:
         )
 
 
-_CHECK_LINE = re.compile(r"(ok  |FAIL) [^:]+: .*")
-_CHECK_END = re.compile(r"all \d+ checks passed|\d+ passed, \d+ failed")
+_CHECK_LINE = re.compile(r"(ok  |FAIL|\?\?  ) [^:]+: .*")
+_CHECK_END = re.compile(r"all \d+ checks passed|\d+ passed, \d+ failed(, \d+ unknown)?")
 
 
 def judge_check(run: CliRun) -> None:
-    """One line per check and a closing line; exit 1 exactly when a line says FAIL.
+    """One line per check and a closing line; exit 1 exactly when a line says FAIL or ?? (a
+    check that could not be known).
 
     With pinned answers every check must pass; with raw ones a monitor may fail, as its answer
-    describes another monitor.
+    describes another monitor, and then its route is unknown.
     """
     lines = [line for line in run.stdout.splitlines() if line.strip()]
     if not lines or not _CHECK_END.fullmatch(lines[-1]):
@@ -485,10 +486,22 @@ def judge_check(run: CliRun) -> None:
     if odd:
         run.problems.append(f"check printed unexpected lines: {odd[:3]}")
     failures = [line for line in lines if line.startswith("FAIL")]
-    if run.code not in (0, 1) or (run.code == 1) != bool(failures):
-        run.problems.append(f"check exited {run.code} with {len(failures)} FAIL line(s)")
-    if run.mode == "pinned" and failures:
-        run.problems.append(f"check failed against schema-valid answers: {failures[:3]}")
+    unknown = [line for line in lines if line.startswith("??")]
+    if run.code not in (0, 1) or (run.code == 1) != bool(failures or unknown):
+        run.problems.append(
+            f"check exited {run.code} with {len(failures)} FAIL and {len(unknown)} ?? line(s)"
+        )
+    if run.mode == "pinned" and (failures or unknown):
+        run.problems.append(
+            f"check failed against schema-valid answers: {(failures + unknown)[:3]}"
+        )
+    for line in unknown:
+        if run.mode == "raw" and not re.match(
+            r"\?\?   route monitor \d+: .*unknown: the monitor's details could not be read \("
+            r"monitor \d+: answer describes monitor",
+            line,
+        ):
+            run.problems.append(f"unexpected unknown check: {line}")
     for line in failures:
         if run.mode == "raw" and not re.match(
             r"FAIL monitor \d+: .*answer describes monitor", line
