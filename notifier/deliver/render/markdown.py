@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Final
 from urllib.parse import quote
 
-from notifier.deliver.render.style import facts, human_time, kind_style
+from notifier.deliver.render.style import facts, incident_summary, kind_style
 from notifier.domain.models import Notification
 from notifier.domain.text import ELLIPSIS, clip, one_line
 
@@ -64,7 +64,7 @@ def markdown_message(n: Notification) -> MarkdownMessage:
     title = prefix + escape(clip(name, TITLE_MAX - len(prefix)))
     lines: list[str] = []
     if n.kind != "run":
-        lines += [_incident_summary(n), ""]
+        lines += [incident_summary(n, quote=escape), ""]
     lines.append(f"- **Monitor:** {escape(name)} (\\#{n.monitor.id})")
     for label, value in facts(n, style):
         lines.append(f"- **{label}:** {escape(clip(one_line(value), VALUE_MAX))}")
@@ -75,26 +75,6 @@ def markdown_message(n: Notification) -> MarkdownMessage:
         lines += ["", " · ".join(links)]
     notify_type = _NOTIFY_TYPES.get(n.event_kind, "warning" if n.kind == "reminder" else "info")
     return MarkdownMessage(title, "\n".join(lines) + "\n", notify_type)
-
-
-def _incident_summary(n: Notification) -> str:
-    incident = n.incident
-    since = human_time(incident.opened_at) if incident else "unknown"
-    failing = escape(one_line(incident.last.state, 40)) if incident else "failing"
-    started = human_time(n.event.started_at)
-    if n.kind == "reminder":
-        count = (
-            f" This is reminder {incident.reminders}." if incident and incident.reminders else ""
-        )
-        return (
-            f"Still failing ({failing}) since {since}; latest failing run {n.event.run_id}, "
-            f"started {started}.{count}"
-        )
-    last = f" (last failing run {incident.last.run_id})" if incident else ""
-    return (
-        f"Passing again. Was {failing} since {since}{last}; recovered by run {n.event.run_id}, "
-        f"started {started}."
-    )
 
 
 def _error_block(message: str | None) -> list[str]:

@@ -5,6 +5,7 @@ Pure. Shared by the Slack, console and Alertmanager renderers, so a state looks 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Final
@@ -84,3 +85,25 @@ def facts(n: Notification, style: StateStyle) -> list[tuple[str, str]]:
     if n.monitor.owner:
         pairs.append(("Owner", n.monitor.owner))
     return pairs
+
+
+def incident_summary(n: Notification, *, quote: Callable[[str], str] = str) -> str:
+    """A reminder's or a recovery's line about its incident, as plain text (Teams; `quote`
+    escapes the run state from Datafold for a markup, as Markdown does)."""
+    incident = n.incident
+    since = human_time(incident.opened_at) if incident else "unknown"
+    failing = quote(one_line(incident.last.state, 40)) if incident else "failing"
+    started = human_time(n.event.started_at)
+    if n.kind == "reminder":
+        count = (
+            f" This is reminder {incident.reminders}." if incident and incident.reminders else ""
+        )
+        return (
+            f"Still failing ({failing}) since {since}; latest failing run {n.event.run_id}, "
+            f"started {started}.{count}"
+        )
+    last = f" (last failing run {incident.last.run_id})" if incident else ""
+    return (
+        f"Passing again. Was {failing} since {since}{last}; recovered by run {n.event.run_id}, "
+        f"started {started}."
+    )

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
-from notifier.deliver.render.style import facts, human_time, kind_style, severity
+from notifier.deliver.render.style import facts, human_time, incident_summary, kind_style, severity
 from notifier.domain.models import Notification
 from notifier.domain.text import ELLIPSIS, one_line
 
@@ -137,7 +137,7 @@ def _card(n: Notification, error_max: int, value_max: int) -> dict[str, Any]:
         _rich([_run(f"{style.symbol} {style.label}: {title}", size="Large", color=color)])
     ]
     if n.kind != "run":
-        body.append(_rich([_run(_incident_summary(n))]))
+        body.append(_rich([_run(incident_summary(n))]))
     for label, value in facts(n, style):
         body.append(_rich([_run(f"{label}: ", weight="Bolder"), _run(one_line(value, value_max))]))
     if n.kind != "recovered" and (n.event.state == "error" or n.error_message):
@@ -162,25 +162,6 @@ def _card_shell(body: list[dict[str, Any]], fallback: str) -> dict[str, Any]:
 def _fallback(n: Notification, title: str) -> str:
     style = kind_style(n)
     return f"{style.label}: {title} — run {n.event.run_id}"
-
-
-def _incident_summary(n: Notification) -> str:
-    incident = n.incident
-    since = human_time(incident.opened_at) if incident else "unknown"
-    failing = one_line(incident.last.state, 40) if incident else "failing"
-    if n.kind == "reminder":
-        count = (
-            f" This is reminder {incident.reminders}." if incident and incident.reminders else ""
-        )
-        return (
-            f"Still failing ({failing}) since {since}; latest failing run {n.event.run_id},"
-            f" started {human_time(n.event.started_at)}.{count}"
-        )
-    last = f" (last failing run {incident.last.run_id})" if incident else ""
-    return (
-        f"Passing again. Was {failing} since {since}{last}; recovered by run {n.event.run_id},"
-        f" started {human_time(n.event.started_at)}."
-    )
 
 
 def _error_elements(message: str | None, error_max: int) -> list[dict[str, Any]]:
