@@ -259,6 +259,7 @@ class DeliveryWorkers:
         )
         if not self._fenced_ok(name):
             return False
+        bound.debug("delivery_started")  # past the fence: a pause from here may still send it
         try:
             posted = await sink.send(notification, anchor(self._state, name, notification))
         except DeliveryError as exc:
