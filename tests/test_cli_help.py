@@ -83,6 +83,35 @@ async def test_missing_key_names_the_env_file_read(tmp_path: Path) -> None:
     assert f"(read from the environment and {tmp_path / '.env'})" in result.stderr
 
 
+@pytest.mark.parametrize(
+    ("lines", "culprit"),
+    [
+        (
+            "DATAFOLD_API_KEY=k\nSLACK_WEBHOOK_URL=https://hooks.slack.com/services/T/B/x\n",
+            "NOTIFIER_MONITOR_IDS: is empty",
+        ),
+        ("DATAFOLD_API_KEY=k\nNOTIFIER_MONITOR_IDS=1\n", "no destination: "),
+        (
+            "DATAFOLD_API_KEY_FILE=/nonexistent/key\nNOTIFIER_MONITOR_IDS=1\n",
+            "DATAFOLD_API_KEY_FILE: cannot read /nonexistent/key",
+        ),
+    ],
+    ids=["nothing-to-watch", "nowhere-to-send", "unreadable-secret-file"],
+)
+async def test_what_the_env_file_lacks_names_the_file(
+    tmp_path: Path, lines: str, culprit: str
+) -> None:
+    """Nothing to watch, nowhere to send, a NAME_FILE that cannot be read: one line that says
+    which .env it came from."""
+    env_file = tmp_path / "notifier.env"
+    env_file.write_text(lines)
+    result = await cli("once", "--env-file", str(env_file), env=ENV, cwd=tmp_path)
+    assert result.code == 2, result.stderr
+    [line] = result.stderr.splitlines()
+    assert culprit in line
+    assert line.endswith(f"(read from the environment and {env_file})")
+
+
 def test_version_after_the_command_says_where_it_goes(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as ended:
         build_parser().parse_args(["run", "--version"])

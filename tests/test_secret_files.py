@@ -487,11 +487,12 @@ async def test_routes_file_secrets_from_files_end_to_end(world: World, tmp_path:
 async def test_a_missing_file_is_one_line_and_exit_2(world: World, tmp_path: Path) -> None:
     env = {**world.env, "DATAFOLD_API_KEY_FILE": str(tmp_path / "gone")}
     del env["DATAFOLD_API_KEY"]
-    result = await cli("once", env=env)
+    result = await cli("once", env=env, cwd=tmp_path)
     assert (result.code, result.stdout) == (2, "")
     assert result.stderr == (
         "datafold-notifier: error: configuration: DATAFOLD_API_KEY_FILE: cannot read "
-        f"{tmp_path / 'gone'} (No such file or directory)\n"
+        f"{tmp_path / 'gone'} (No such file or directory) (read from the environment; no .env "
+        f"file found in {tmp_path})\n"
     )
 
     routes = write(

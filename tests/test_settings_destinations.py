@@ -356,7 +356,9 @@ async def test_the_cli_refuses_incomplete_or_invalid_variables_in_one_line(
     line = assert_one_line_config_error(invalid, plain, "teams-env-sig-5521")
     assert "TEAMS_WEBHOOK_URL: plain http://" in line
     line = assert_one_line_config_error(nowhere)
-    assert line.endswith(NO_DESTINATION)
+    assert line.endswith(
+        f"{NO_DESTINATION} (read from the environment; no .env file found in {tmp_path})"
+    )
     for name in ("PAGERDUTY_ROUTING_KEY", "TEAMS_WEBHOOK_URL", "NOTIFIER_SMTP_HOST", "APPRISE_URL"):
         assert name in line
     assert checked.code == 1

@@ -9,7 +9,7 @@ from pathlib import Path
 from dotenv import dotenv_values
 
 from notifier.route.rules import Routes
-from notifier.run.config import ConfigError
+from notifier.run.config import SettingError
 from notifier.run.destination_settings import NO_DESTINATION
 from notifier.run.routes import load_routes, routes_from_settings
 from notifier.run.settings import Settings
@@ -37,9 +37,9 @@ def proxy_configured() -> bool:
 def require_work(settings: Settings, command: str) -> None:
     """Refuse a configuration with nothing to watch, or (`run`, `once`) nowhere to send."""
     if not settings.monitor_ids and not settings.monitor_tags:
-        raise ConfigError(
+        raise SettingError(
             "NOTIFIER_MONITOR_IDS: is empty: name at least one monitor ID "
             "(or tags in NOTIFIER_MONITOR_TAGS)"
         )
     if command in ("run", "once") and not settings.has_destination():
-        raise ConfigError(NO_DESTINATION)
+        raise SettingError(NO_DESTINATION)

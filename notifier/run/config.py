@@ -70,7 +70,7 @@ def load_settings(env_file: Path | None = None, **overrides: Any) -> Settings:
     except ValidationError as exc:
         raise SettingError(describe_validation_error(exc)) from None
     except SecretFileError as exc:  # NAME_FILE: names the variable and the path, not the value
-        raise ConfigError(str(exc)) from None
+        raise SettingError(str(exc)) from None
     except UnicodeDecodeError:
         raise ConfigError(f"env file {env_file or '.env'} is not UTF-8 text") from None
     except OSError as exc:
