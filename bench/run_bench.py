@@ -3,9 +3,11 @@
 The simulator (with an injected API latency) and a webhook receiver run in this process; the
 notifier runs as its own process, so its CPU time and memory are measured alone. For each size and
 mode it prints steady-cycle time next to its ideal, API requests per cycle next to their lower
-bound, CPU seconds per cycle, peak RSS, state-file size and detection latency p50/p99.
+bound, CPU seconds per cycle, peak RSS, state-file size and detection latency p50/p99, then how
+each figure grows with N; `--json` keeps the figures for `bench/plot.py`.
 
     python bench/run_bench.py --sizes 1000,5000,10000 --modes poll,feed
+    python bench/run_bench.py --sizes 5000,10000,20000,50000 --modes feed --json bench/growth.json
 """
 
 from __future__ import annotations
@@ -29,6 +31,9 @@ from aiohttp import web
 
 from notifier.demo.server import serve
 from notifier.demo.simulator import Simulator
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from growth import growth_lines
 
 API_KEY = "dfk-bench-key-0000000001"
 CLI = str(Path(sys.executable).parent / "datafold-notifier")
@@ -69,6 +74,39 @@ class Result:
     latencies: list[float]
     lower_bound: float
     ideal: float
+    #: The machine's 1-minute load average at the start and the end of the run (noise).
+    load: tuple[float, float] = (math.nan, math.nan)
+
+    def summary(self) -> dict[str, Any]:
+        """The figures of one row, as `--json` writes them and `bench/plot.py` reads them."""
+        cpu_ms = [c / self.size * 1000 for c in self.cpu]
+        return {
+            "monitors": self.size,
+            "mode": self.mode,
+            "spread": self.spread,
+            "cycle_s": median(self.cycles),
+            "ideal_s": self.ideal,
+            "requests_per_cycle": median(self.requests),
+            "runs_listings_per_cycle": median(self.runs_requests),
+            "lower_bound": self.lower_bound,
+            "cpu_s_per_cycle": median(self.cpu),
+            "cpu_ms_per_monitor": median(cpu_ms),
+            "cpu_ms_per_monitor_min": min(cpu_ms, default=math.nan),
+            "cpu_ms_per_monitor_max": max(cpu_ms, default=math.nan),
+            "peak_rss_mb": self.rss_mb,
+            "state_kb": self.state_kb,
+            "state_b_per_monitor": self.state_kb * 1024 / self.size,
+            "latency_p50_s": percentile(self.latencies, 0.5),
+            "latency_p99_s": percentile(self.latencies, 0.99),
+            "alerts_timed": len(self.latencies),
+            "load_1min": list(self.load),
+            "raw": {
+                "cycles_s": self.cycles,
+                "requests": self.requests,
+                "runs_listings": self.runs_requests,
+                "cpu_s": self.cpu,
+            },
+        }
 
 
 def proc_cpu_seconds(pid: int) -> float:
@@ -81,6 +119,17 @@ def proc_peak_rss_mb(pid: int) -> float:
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) / 1024
     return math.nan
+
+
+def load_average() -> float:
+    """The machine's 1-minute load average: other work on a shared machine skews CPU figures."""
+    return float(Path("/proc/loadavg").read_text().split()[0])
+
+
+def write_env_file(path: Path, settings: dict[str, str]) -> Path:
+    """Settings as a .env file: 50,000 monitor IDs pass Linux's 128 KiB limit on one variable."""
+    path.write_text("".join(f"{name}={value}\n" for name, value in settings.items()))
+    return path
 
 
 def build_simulator(size: int, latency: float, seed: int) -> tuple[Simulator, dict[int, float]]:
@@ -118,6 +167,7 @@ async def bench_one(
     seed: int,
     spread: float | None = None,
 ) -> Result:
+    load_start = load_average()
     sim, _ = build_simulator(size, latency, seed)
     receiver = Receiver()
     runner = web.AppRunner(receiver.app(), access_log=None)
@@ -127,11 +177,12 @@ async def bench_one(
     with tempfile.TemporaryDirectory(prefix="notifier-bench-") as tmp:
         state_file = Path(tmp) / "state.json"
         async with serve(sim) as url:
+            ids = ",".join(str(1000 + i) for i in range(size))
+            env_file = write_env_file(Path(tmp) / "bench.env", {"NOTIFIER_MONITOR_IDS": ids})
             env = {
                 "PATH": os.environ.get("PATH", ""),
                 "DATAFOLD_API_KEY": API_KEY,
                 "DATAFOLD_HOST": url,
-                "NOTIFIER_MONITOR_IDS": ",".join(str(1000 + i) for i in range(size)),
                 "NOTIFIER_WEBHOOK_URLS": hook,
                 "NOTIFIER_STATE_FILE": str(state_file),
                 "NOTIFIER_POLL_INTERVAL_SECONDS": str(interval),
@@ -144,6 +195,8 @@ async def bench_one(
             proc = await asyncio.create_subprocess_exec(
                 CLI,
                 "run",
+                "--env-file",
+                str(env_file),
                 env=env,
                 stdout=asyncio.subprocess.DEVNULL,
                 stderr=asyncio.subprocess.PIPE,
@@ -214,6 +267,7 @@ async def bench_one(
         latencies,
         lower,
         ideal,
+        (load_start, load_average()),
     )
 
 
@@ -241,7 +295,7 @@ def detection_latencies(sim: Simulator, receiver: Receiver, since: float) -> lis
     return latencies
 
 
-def median(values: list[int]) -> float:
+def median(values: list[int] | list[float]) -> float:
     return statistics.median(values) if values else math.nan
 
 
@@ -262,12 +316,13 @@ def report(results: list[Result], args: argparse.Namespace) -> None:
     header = (
         "| monitors | mode | steady cycle (s) | ideal (s) | ratio | requests/cycle | runs listings "
         "| lower bound "
-        "| CPU/cycle (s) | CPU/monitor (ms) | peak RSS (MB) | state (KB) | state/monitor (B) "
-        "| latency p50 (s) | latency p99 (s) | alerts timed |"
+        "| CPU/cycle (s) | CPU/monitor (ms) | CPU/monitor min-max (ms) | load | peak RSS (MB) "
+        "| state (KB) | state/monitor (B) | latency p50 (s) | latency p99 (s) | alerts timed |"
     )
     print(header)
     print("|" + "---|" * (header.count("|") - 1))
     for r in results:
+        row = r.summary()
         cycle = statistics.median(r.cycles) if r.cycles else math.nan
         reqs = statistics.median(r.requests) if r.requests else math.nan
         cpu = statistics.median(r.cpu) if r.cpu else math.nan
@@ -276,10 +331,22 @@ def report(results: list[Result], args: argparse.Namespace) -> None:
             f"| {cycle:.2f} | {r.ideal:.2f} | {cycle / r.ideal:.2f} "
             f"| {reqs:.0f} | {median(r.runs_requests):.0f} "
             f"| {r.lower_bound:.0f} | {cpu:.2f} | {cpu / r.size * 1000:.3f} "
+            f"| {row['cpu_ms_per_monitor_min']:.3f}-{row['cpu_ms_per_monitor_max']:.3f} "
+            f"| {r.load[0]:.1f}-{r.load[1]:.1f} "
             f"| {r.rss_mb:.0f} | {r.state_kb:.0f} | {r.state_kb * 1024 / r.size:.0f} "
             f"| {percentile(r.latencies, 0.5):.1f} | {percentile(r.latencies, 0.99):.1f} "
             f"| {len(r.latencies)} |"
         )
+    print(
+        "CPU is the daemon's own user+sys time (/proc/PID/stat) per steady cycle; min-max spans "
+        "the steady cycles and load is the machine's 1-minute load average at start-end: on a "
+        "shared machine a wide span or a load near the core count means a noisy figure."
+    )
+    growth = growth_lines([r.summary() for r in results])
+    if growth:
+        print("\nGrowth with N (least-squares line through the rows):")
+        for line in growth:
+            print(f"  {line}")
 
 
 async def main() -> None:
@@ -292,6 +359,9 @@ async def main() -> None:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument(
         "--spread", type=float, default=None, help="NOTIFIER_POLL_SPREAD_SECONDS (default: auto)"
+    )
+    parser.add_argument(
+        "--json", type=Path, default=None, help="also write the figures here (for bench/plot.py)"
     )
     args = parser.parse_args()
     results = []
@@ -309,6 +379,18 @@ async def main() -> None:
                 )
             )
     report(results, args)
+    if args.json is not None:
+        document = {
+            "measured": datetime.now(UTC).isoformat(timespec="seconds"),
+            "machine": f"{platform.machine()}, {os.cpu_count()} cores, "
+            f"Python {platform.python_version()}",
+            "api_latency_s": args.latency,
+            "interval_s": args.interval,
+            "steady_cycles": args.cycles,
+            "rows": [r.summary() for r in results],
+        }
+        args.json.write_text(json.dumps(document, indent=2) + "\n")
+        print(f"figures written to {args.json}")
 
 
 if __name__ == "__main__":
