@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Literal
 
 import structlog
 
@@ -28,7 +26,7 @@ from notifier.detect.notices import (
     told,
     wants_error_message,
 )
-from notifier.detect.runs import DetectionPolicy, Notice, detect, new_monitor_state
+from notifier.detect.runs import Notice, detect, new_monitor_state
 from notifier.domain.models import MonitorInfo, Notification, NotifierState
 from notifier.domain.report import CycleReport
 from notifier.fetch.monitors import ListingReach, Monitors, Poll
@@ -37,40 +35,12 @@ from notifier.route import admission, outbox
 from notifier.route.admission import Router
 from notifier.route.rules import RouteDecision
 from notifier.run.outbox_requests import apply_outbox_requests, settle_outbox_requests
+from notifier.run.service_config import ServiceConfig
 from notifier.store.store import CycleStore
 
 log = structlog.get_logger(__name__)
 
-
-@dataclass(frozen=True)
-class ServiceConfig:
-    """What a cycle needs to know, taken from the settings once."""
-
-    monitor_ids: Sequence[int]
-    policy: DetectionPolicy
-    lookback: timedelta
-    outbox_expiry: timedelta
-    #: After downtime, listings reach back to the last successful poll, but no further than this.
-    catchup_limit: timedelta
-    host: str
-    monitor_url_template: str
-    monitor_cache: timedelta = timedelta(hours=1)
-    #: Polls start at a stable per-monitor offset within this window, not all at once.
-    spread: timedelta = timedelta(0)
-    #: "poll": list every monitor's runs each cycle. "feed": read the monitors listing first and
-    #: list runs only where (last_run, state) changed, runs are in progress, or a sweep is due.
-    mode: Literal["poll", "feed"] = "poll"
-    #: In feed mode, every monitor's runs are still listed at least this often.
-    sweep: timedelta = timedelta(hours=1)
-    #: Monitors carrying any of these tags are watched too, found by listing monitors per tag.
-    monitor_tags: tuple[str, ...] = ()
-    discovery_interval: timedelta = timedelta(minutes=5)
-    #: An incident with nothing queued about it for this long is re-notified; None: never.
-    reminder_interval: timedelta | None = None
-    #: The longest a destination's Retry-After defers it (NOTIFIER_MAX_RETRY_AFTER_SECONDS).
-    retry_after_cap: timedelta = timedelta(seconds=60)
-    #: Notifications waiting at most; past it the oldest are dropped (NOTIFIER_OUTBOX_MAX_ENTRIES).
-    outbox_max: int = 5000
+__all__ = ["Notifier", "ServiceConfig"]  # ServiceConfig re-exported: its old home
 
 
 class Notifier:

@@ -21,7 +21,8 @@ from notifier.domain.models import MonitorInfo, Mute, NotifierState
 from notifier.domain.outbox_requests import OutboxRequest
 from notifier.domain.report import CycleReport
 from notifier.route.admission import Router
-from notifier.run.cycle import Notifier, ServiceConfig
+from notifier.run.cycle import Notifier
+from notifier.run.service_config import ServiceConfig
 from notifier.store.postgres import LeaseLost, PostgresStateError, PostgresStore, StaleFence
 
 log = structlog.get_logger(__name__)

@@ -24,10 +24,10 @@ from notifier.route.admission import Router
 from notifier.route.routes_file import RoutesError
 from notifier.route.rules import Routes
 from notifier.run.config import ConfigError, load_settings
-from notifier.run.cycle import ServiceConfig
 from notifier.run.destination_settings import NO_DESTINATION, DestinationSettings
 from notifier.run.logs import SecretRedactor, configure_logging
 from notifier.run.routes import load_routes, routes_from_settings
+from notifier.run.service_config import ServiceConfig
 from notifier.run.settings import Settings
 
 if TYPE_CHECKING:

@@ -20,16 +20,17 @@ from notifier.deliver.sink import Sink
 from notifier.deliver.sinks.context import SinkContext
 from notifier.deliver.sinks.registry import build_sink
 from notifier.deliver.sinks.slack_transport import ChannelPacer
-from notifier.detect.runs import DetectionPolicy
 from notifier.domain.models import Notification
 from notifier.fetch.datafold import DatafoldClient
 from notifier.route.admission import Router
 from notifier.route.rules import RouteDecision, Routes, route_event
-from notifier.run.cycle import Notifier, ServiceConfig
+from notifier.run.clock_offset import CLOCK_OFFSET_MIN, datafold_offset
+from notifier.run.cycle import Notifier
 from notifier.run.daemon import CycleRunner, Daemon
 from notifier.run.health import ClusterView
 from notifier.run.reload import ConfigReloader, Reconfigurable
 from notifier.run.routes import routes_from_settings
+from notifier.run.service_config import service_config
 from notifier.run.settings import Settings
 from notifier.store.file import StateFile
 from notifier.store.store import CycleStore, StateStore
@@ -40,76 +41,7 @@ if TYPE_CHECKING:  # psycopg costs ~20 MB: imported only when NOTIFIER_STATE_URL
 
 log = structlog.get_logger(__name__)
 
-
-def service_config(settings: Settings, *, spread: bool = True) -> ServiceConfig:
-    """The cycle's view of the settings; `spread=False` for one-shot cycles that should be quick."""
-    lookback = timedelta(seconds=settings.lookback_seconds)
-    return ServiceConfig(
-        monitor_ids=tuple(settings.monitor_ids),
-        policy=DetectionPolicy(
-            notify_states=frozenset(settings.notify_states),
-            retention=max(2 * lookback, timedelta(hours=1)),
-            in_progress_limit=timedelta(hours=24),
-            first_start_lookback=timedelta(seconds=settings.first_start_lookback_seconds),
-            stamp_granularity=min(lookback / 4, timedelta(minutes=5)),
-        ),
-        lookback=lookback,
-        outbox_expiry=timedelta(seconds=settings.outbox_expiry_seconds),
-        catchup_limit=timedelta(seconds=settings.catchup_limit_seconds),
-        host=settings.datafold_host,
-        monitor_url_template=settings.monitor_url_template,
-        monitor_cache=timedelta(seconds=settings.monitor_cache_seconds),
-        spread=timedelta(seconds=settings.poll_spread if spread else 0.0),
-        mode=settings.poll_mode,
-        sweep=timedelta(seconds=settings.feed_sweep_seconds),
-        monitor_tags=tuple(settings.monitor_tags),
-        discovery_interval=timedelta(seconds=settings.discovery_interval_seconds),
-        reminder_interval=(
-            timedelta(seconds=settings.reminder_interval_seconds)
-            if settings.reminder_interval_seconds > 0
-            else None
-        ),
-        retry_after_cap=timedelta(seconds=settings.retry_after_cap),
-        outbox_max=settings.outbox_max_entries,
-    )
-
-
-#: Below this, our clock and Datafold's are taken to agree (its `Date` header has whole seconds).
-CLOCK_OFFSET_MIN = 2.0
-#: Beyond this, a `Date` header is not believed (a proxy's broken clock, a hostile answer): the
-#: cycle keeps our own clock rather than judge every run by it.
-CLOCK_OFFSET_MAX = 6 * 3600.0
-
-
-def datafold_offset(client: DatafoldClient) -> Callable[[], float]:
-    """How far Datafold's clock is ahead of ours (seconds), as its `Date` headers show it and as
-    far as it is believed: 0 within the headers' resolution, and 0 past `CLOCK_OFFSET_MAX` (a
-    proxy's broken clock, a hostile answer; logged once as an error). The cycle runs on our clock;
-    the offset only widens listing windows and moves a first listing's history cutoff, so a
-    replica an hour fast or slow neither misses runs nor takes history for news, and a wrong
-    offset can only make a listing longer."""
-    disbelieved = False
-
-    def offset() -> float:
-        nonlocal disbelieved
-        measured = client.clock_offset
-        if measured is None or abs(measured) < CLOCK_OFFSET_MIN:
-            return 0.0
-        if abs(measured) > CLOCK_OFFSET_MAX:
-            if not disbelieved:
-                disbelieved = True
-                log.error(
-                    "clock_offset_untrusted",
-                    against="datafold",
-                    offset_seconds=round(measured, 1),
-                    bound_seconds=CLOCK_OFFSET_MAX,
-                    action="not applied; check this machine's clock and any proxy",
-                )
-            return 0.0
-        disbelieved = False
-        return measured
-
-    return offset
+__all__ = ["datafold_offset", "service_config"]  # re-exported: their old home
 
 
 def build_sinks(
