@@ -8,7 +8,7 @@ NPM    ?= npm
 PRISM_STAMP := contract/node_modules/.installed
 CONTRACT_ROUNDS ?= 40
 
-.PHONY: install demo test ensure-postgres ensure-faketime ensure-alertmanager ensure-chromium contract bench lint typecheck check clean
+.PHONY: install demo test ensure-postgres ensure-faketime ensure-alertmanager ensure-chromium contract bench bench-growth lint typecheck check clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -49,12 +49,23 @@ $(PRISM_STAMP): contract/package.json $(wildcard contract/package-lock.json)
 contract: $(STAMP) $(PRISM_STAMP)
 	$(BIN)/python contract/run_contract.py --rounds $(CONTRACT_ROUNDS)
 
-# Speed and memory figures: the real CLI against the simulator (bench/run_bench.py).
-BENCH_ARGS ?= --sizes 1000,5000,10000 --modes poll,feed
+# Speed and memory figures at 5,000 monitors (about 10 minutes): the real CLI against the
+# simulator, polling and feed (bench/run_bench.py; the full table: BENCH_ARGS="--sizes
+# 1000,5000,10000 --modes poll,feed"), then push triggers and trigger floods (bench/trigger_bench.py).
+BENCH_ARGS ?= --sizes 5000 --modes poll,feed
+TRIGGER_BENCH_ARGS ?= --monitors 5000 --modes trigger
 bench: $(STAMP)
 	$(BIN)/python bench/run_bench.py $(BENCH_ARGS)
+	$(BIN)/python bench/trigger_bench.py $(TRIGGER_BENCH_ARGS)
 	$(BIN)/python bench/state_io.py
 	$(BIN)/python bench/hostile.py
+
+# Growth with N in feed mode (about 25 minutes): bench/growth.json, plotted to docs/growth.png.
+GROWTH_ARGS ?= --sizes 5000,10000,20000,50000 --modes feed
+bench-growth: $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[bench]'
+	$(BIN)/python bench/run_bench.py $(GROWTH_ARGS) --json bench/growth.json
+	$(BIN)/python bench/plot.py bench/growth.json docs/growth.png
 
 lint: $(STAMP)
 	$(BIN)/ruff check notifier tests contract bench
