@@ -151,6 +151,7 @@ SECRET_SETTINGS = {
     "ALERTMANAGER_URL",
     "ALERTMANAGER_TOKEN",
     "APPRISE_URL",
+    "NOTIFIER_TRIGGER_TOKEN",
 }
 WHSEC_2 = "whsec_" + base64.b64encode(b"TOPSECRET-second-signing-key").decode()
 #: A value each secret setting accepts, and the variables it needs beside it.
@@ -184,6 +185,7 @@ VALID: dict[str, tuple[str, dict[str, str]]] = {
     "ALERTMANAGER_URL": ("https://am.example:9093/TOPSECRET", {}),
     "ALERTMANAGER_TOKEN": ("am-TOPSECRET-token", {"ALERTMANAGER_URL": "https://am.example"}),
     "APPRISE_URL": ("tgram://TOPSECRET-bot/12345", {}),
+    "NOTIFIER_TRIGGER_TOKEN": ("trigger-TOPSECRET-0123456789", {"NOTIFIER_HEALTH_PORT": "0"}),
 }
 
 

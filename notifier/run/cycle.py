@@ -10,7 +10,7 @@ runs the same against Datafold or the simulator, a file or a test double.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 
 import structlog
@@ -39,8 +39,6 @@ from notifier.run.service_config import ServiceConfig
 from notifier.store.store import CycleStore
 
 log = structlog.get_logger(__name__)
-
-__all__ = ["Notifier", "ServiceConfig"]  # ServiceConfig re-exported: its old home
 
 
 class Notifier:
@@ -108,10 +106,9 @@ class Notifier:
         monitor_ids = await self.monitor_set(now, report)
         report.monitors = len(monitor_ids)
         self._housekeeping(now, report, monitor_ids)
-        deliveries = self._deliveries
-        deliveries.start(self.state, report)
         spread = self._config.spread.total_seconds()
-        try:
+
+        async def poll_all() -> None:
             to_poll, keys = await self._changed(monitor_ids, now, report)
             await asyncio.gather(
                 *(
@@ -120,6 +117,44 @@ class Notifier:
                 )
             )
             await self._remind(now, report)
+
+        await self._deliver_while(poll_all, report)
+        await settle_outbox_requests(self._store, requests)
+        log.info("cycle_finished", **report.summary())
+        return report
+
+    async def run_partial_cycle(self, monitor_ids: Collection[int]) -> CycleReport:
+        """Poll just `monitor_ids` (those watched; in feed mode too, bypassing the feed), deliver
+        what they turn up through the outbox as a cycle does, save (a push trigger's hint).
+
+        Nothing that assumes every monitor was seen: no discovery, no dropping of unwatched
+        monitors' state, no reminders, no outbox expiry, no outbox commands; those wait for the
+        next full cycle. Logs `triggered_cycle_finished`.
+        """
+        await self.load()
+        now = self._clock()
+        report = CycleReport(started_at=now)
+        await self._refresh_mutes()
+        watched = set(self.watched_monitors())
+        chosen = [m for m in monitor_ids if m in watched]
+        report.monitors = len(chosen)
+
+        async def poll_chosen() -> None:
+            await asyncio.gather(*(self._process(m, now, 0.0, report, None) for m in chosen))
+
+        await self._deliver_while(poll_chosen, report)
+        sent = dict(report.sent_by_destination)
+        log.info("triggered_cycle_finished", monitors=chosen, sent=sent, **report.summary())
+        return report
+
+    async def _deliver_while(
+        self, polls: Callable[[], Awaitable[None]], report: CycleReport
+    ) -> None:
+        """Run `polls` beside the delivery workers, let them finish, and save in any case."""
+        deliveries = self._deliveries
+        deliveries.start(self.state, report)
+        try:
+            await polls()
             await deliveries.finish()
         except BaseException:
             await deliveries.abort()
@@ -131,9 +166,10 @@ class Notifier:
             report.deferred = dict(deliveries.deferred)
             report.finished_at = self._clock()
             report.state_saved = await self.save()
-        await settle_outbox_requests(self._store, requests)
-        log.info("cycle_finished", **report.summary())
-        return report
+
+    def watched_monitors(self) -> list[int]:
+        """The monitors watched now: the configured IDs, then those found by tag so far."""
+        return watched_monitors(self._config.monitor_ids, self._monitors.discovery.monitors)
 
     async def monitor_set(self, now: datetime, report: CycleReport | None = None) -> list[int]:
         """The configured IDs, then the monitors found by tag (refreshed every interval)."""
@@ -143,7 +179,7 @@ class Notifier:
             if error is not None and report is not None:
                 report.discovery_failed = error.kind
                 report.key_refused |= isinstance(error, ApiKeyRefused)
-        return watched_monitors(self._config.monitor_ids, self._monitors.discovery.monitors)
+        return self.watched_monitors()
 
     async def _changed(
         self, monitor_ids: list[int], now: datetime, report: CycleReport

@@ -28,6 +28,9 @@ from notifier.run.reload import ConfigReloader, ReloadError
 from notifier.run.status_server import StatusSources, serve_status, status_app
 from notifier.run.status_view import RECENT_CYCLES
 from notifier.run.systemd import SystemdNotify
+from notifier.run.trigger import FULL_CYCLE_GAP, TriggerConfig, full_cycle_at
+from notifier.run.trigger_http import TriggerEndpoint
+from notifier.run.trigger_loop import PartialCycles, TriggerLoop
 from notifier.store.store import StateError
 
 log = structlog.get_logger(__name__)
@@ -105,6 +108,11 @@ class Daemon:
         self._reload_lock = asyncio.Lock()
         self._reloads: set[asyncio.Task[str | None]] = set()
         self._scheduler: AsyncIOScheduler | None = None
+        #: The push trigger (`enable_trigger`; NOTIFIER_TRIGGER_TOKEN), or None.
+        self.trigger: TriggerLoop | None = None
+        #: When the last cycle began, and whether a triggered one waits for the running one.
+        self._last_start: datetime | None = None
+        self._full_cycle_after = False
         self.metrics.config_loaded(self._clock())
 
     @property
@@ -116,6 +124,21 @@ class Daemon:
     def stops_on_hangup(self) -> bool:
         """Whether SIGHUP stops the daemon (the demo) rather than reload it."""
         return self._stop_on_hangup
+
+    def enable_trigger(self, config: TriggerConfig) -> None:
+        """Serve the push trigger on the status listener (which it needs), polling through the
+        cycle runner's partial cycles under the cycle lock."""
+        if self._listener is None:
+            raise StatusError("NOTIFIER_TRIGGER_TOKEN needs NOTIFIER_HEALTH_PORT")
+        if not isinstance(self._notifier, PartialCycles):
+            raise TypeError("this cycle runner cannot poll some monitors only")
+        self.trigger = TriggerLoop(
+            self._notifier,
+            config,
+            lock=self._cycle_lock,
+            record=self.metrics.record_partial,
+            full_cycle=self._full_cycle_soon,
+        )
 
     def request_stop(self) -> None:
         """Begin a graceful stop (what the first SIGTERM/SIGINT does)."""
@@ -145,6 +168,7 @@ class Daemon:
             self._scheduler = scheduler
             stack.callback(scheduler.shutdown, wait=False)
             stack.push_async_callback(self._cancel_reloads)
+            triggers = asyncio.create_task(self.trigger.run()) if self.trigger else None
             if isinstance(self._notifier, Leader):
                 keeper = asyncio.create_task(
                     self._notifier.keep_lease(
@@ -163,6 +187,8 @@ class Daemon:
             if self._systemd is not None:
                 self._systemd.stopping()
             scheduler.pause()
+            if self.trigger is not None and triggers is not None:
+                await self.trigger.stop(triggers, self._grace)
             await self._drain()
         try:
             await self._notifier.save()
@@ -180,7 +206,18 @@ class Daemon:
             return
         host, port = self._listener.host, self._listener.port
         sources = StatusSources.of(self._notifier, self.cycles)
-        app = status_app(self.health, self.metrics, self._clock, sources, reload=self.reload)
+        trigger = None
+        if self.trigger is not None:
+            outcomes = self.metrics.triggers
+            trigger = TriggerEndpoint(
+                self.trigger.config,
+                self.trigger.offer,
+                sources.leading,
+                lambda outcome: outcomes.labels(outcome=outcome).inc(),
+            )
+        app = status_app(
+            self.health, self.metrics, self._clock, sources, reload=self.reload, trigger=trigger
+        )
         try:
             bound = await stack.enter_async_context(serve_status(app, host, port))
         except OSError as exc:
@@ -188,6 +225,7 @@ class Daemon:
                 f"NOTIFIER_HEALTH_PORT: cannot listen on {host}:{port}: {exc.strerror or exc}"
             ) from None
         paths = ["/", "/api/status", "/healthz", "/metrics", "/-/reload"]
+        paths += ["/trigger"] if trigger is not None else []
         log.info("status_listening", host=host, port=bound, paths=paths)
 
     async def _drain(self) -> None:
@@ -202,6 +240,7 @@ class Daemon:
 
     async def _cycle(self) -> None:
         self._current = asyncio.current_task()
+        self._last_start = self._clock()
         try:
             async with self._cycle_lock:
                 report = await self._notifier.run_cycle()
@@ -222,6 +261,25 @@ class Daemon:
                 )
         finally:
             self._current = None
+            if self._full_cycle_after:
+                self._full_cycle_after = False
+                self._full_cycle_soon()
+
+    def _full_cycle_soon(self) -> None:
+        """A trigger for every monitor: move the regular cycle up to now, or to `FULL_CYCLE_GAP`
+        after the last one began; one running now (begun before the trigger) is followed by
+        another, so a cycle already due sooner is left alone and cycles never overlap."""
+        scheduler = self._scheduler
+        if scheduler is None or self._stop.is_set():
+            return
+        if self._current is not None:
+            self._full_cycle_after = True
+            return
+        job = scheduler.get_job("poll-cycle")
+        at = full_cycle_at(self._last_start, self._clock(), FULL_CYCLE_GAP)
+        if job is not None and job.next_run_time is not None and job.next_run_time > at:
+            scheduler.modify_job("poll-cycle", next_run_time=at)
+            log.info("cycle_triggered", at=at.isoformat())
 
     def _on_skipped(self, event: JobSubmissionEvent) -> None:
         self.metrics.cycles_skipped.inc()

@@ -166,6 +166,22 @@ class LeasedNotifier:
                 log.warning("cycle_record_failed", error=str(exc))
         return report
 
+    async def run_partial_cycle(self, monitor_ids: Collection[int]) -> CycleReport | None:
+        """The leader's triggered poll of `monitor_ids`; None on a standby (nothing polled: the
+        next leader's cycles find the runs within the poll interval)."""
+        if self._notifier is None or not self.leading:
+            return None
+        try:
+            return await self._notifier.run_partial_cycle(monitor_ids)
+        except StaleFence:
+            return self._standby("a new lease began during the cycle; its results are discarded")
+        except LeaseLost:
+            return self._standby("the lease was lost before the state was saved")
+
+    def watched_monitors(self) -> list[int] | None:
+        """The leader's watched monitors; None before it has built its notifier."""
+        return self._notifier.watched_monitors() if self._notifier is not None else None
+
     async def save(self) -> bool:
         """The leader's final save (shutdown); nothing for a standby."""
         if self._notifier is None or not self._store.has_lease():

@@ -144,6 +144,19 @@ class Metrics:
             "Unix time of the last successful configuration load (start-up or reload).",
             registry=r,
         )
+        self.triggers = Counter(
+            f"{PREFIX}_triggers",
+            "Push triggers received, by outcome (accepted, ignored: a monitor not watched, "
+            "unauthorized, standby, too_large).",
+            ["outcome"],
+            registry=r,
+        )
+        self.triggered_polls = Counter(
+            f"{PREFIX}_triggered_polls",
+            "Monitor listings a push trigger made (NOTIFIER_TRIGGER_MAX_POLLS_PER_MINUTE caps "
+            "them).",
+            registry=r,
+        )
 
     def config_loaded(self, at: datetime) -> None:
         """The configuration was loaded (at start) or reloaded at `at`."""
@@ -164,6 +177,34 @@ class Metrics:
         if report.standby:
             return
         self.cycles.inc()
+        self._fold(report)
+        self.expired.inc(report.expired)
+        self.monitors.set(report.monitors)
+        for name in self._deferred_seen - set(report.deferred):
+            self.deferred_until.labels(destination=name).set(0)
+        for name, deferral in report.deferred.items():
+            self.deferred_until.labels(destination=name).set(deferral.until.timestamp())
+        self._deferred_seen |= set(report.deferred)
+        for name in self._held_seen - set(report.kept_firing):
+            self.kept_firing.labels(destination=name).set(0)
+        for name, count in report.kept_firing.items():
+            self.kept_firing.labels(destination=name).set(count)
+        self._held_seen |= set(report.kept_firing)
+        if report.started_at and report.finished_at:
+            self.duration.observe((report.finished_at - report.started_at).total_seconds())
+        if report.polled and report.finished_at:
+            self.last_success.set(report.finished_at.timestamp())
+
+    def record_partial(self, report: CycleReport) -> None:
+        """Fold a triggered partial cycle in: its polls, events and deliveries, but not as a
+        cycle (no cycle count, duration, monitor count, expiry or last-success time)."""
+        if report.standby:
+            return
+        self.triggered_polls.inc(len(report.polled) + len(report.failed))
+        self._fold(report)
+
+    def _fold(self, report: CycleReport) -> None:
+        """What any cycle, full or partial, adds: polls, events, deliveries, the outbox."""
         for kind in report.failed.values():
             self.poll_errors.labels(kind=kind).inc()
         self.runs_seen.inc(report.runs_seen)
@@ -173,32 +214,16 @@ class Metrics:
             self.sent.labels(destination=name).inc(count)
         for name, count in report.failed_by_destination.items():
             self.failed.labels(destination=name).inc(count)
-        self.expired.inc(report.expired)
         if report.dropped:
             self.dropped.labels(reason="outbox_full").inc(report.dropped)
         if report.refused:
             self.dropped.labels(reason="refused").inc(report.refused)
-        self.monitors.set(report.monitors)
-        for name in self._deferred_seen - set(report.deferred):
-            self.deferred_until.labels(destination=name).set(0)
-        for name, deferral in report.deferred.items():
-            self.deferred_until.labels(destination=name).set(deferral.until.timestamp())
-        self._deferred_seen |= set(report.deferred)
         if report.muted:
             self.silenced.labels(reason="mute").inc(report.muted)
         if report.quieted:
             self.silenced.labels(reason="quiet_hours").inc(report.quieted)
         self.digested.inc(report.digested)
-        for name in self._held_seen - set(report.kept_firing):
-            self.kept_firing.labels(destination=name).set(0)
-        for name, count in report.kept_firing.items():
-            self.kept_firing.labels(destination=name).set(count)
-        self._held_seen |= set(report.kept_firing)
         self.outbox.set(report.outbox_size)
-        if report.started_at and report.finished_at:
-            self.duration.observe((report.finished_at - report.started_at).total_seconds())
-        if report.polled and report.finished_at:
-            self.last_success.set(report.finished_at.timestamp())
 
     def render(self) -> bytes:
         """The Prometheus text exposition."""

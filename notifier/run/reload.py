@@ -36,8 +36,9 @@ if TYPE_CHECKING:
 log = structlog.get_logger(__name__)
 
 #: Settings a reload may change, besides every destination's (`DestinationSettings`). The others
-#: (Datafold host and key, state file or URL, replica name and lease, health host and port,
-#: lookbacks, HTTP limits, CA bundle, poll mode) are bound to what was opened at start.
+#: (Datafold host and key, state file or URL, replica name and lease, health host and port, the
+#: push trigger's token, field and cap, lookbacks, HTTP limits, CA bundle, poll mode) are bound
+#: to what was opened at start.
 LIVE_SETTINGS = frozenset(
     {
         "monitor_ids",

@@ -26,6 +26,7 @@ from notifier.domain.models import IN_PROGRESS_STATES, KNOWN_STATES
 from notifier.domain.values import http_url, split_list
 from notifier.run.destination_settings import DestinationSettings
 from notifier.run.secret_files import with_secret_files
+from notifier.run.trigger import TriggerConfig, parse_field_path, token_problem
 
 
 class Settings(DestinationSettings):
@@ -141,6 +142,15 @@ class Settings(DestinationSettings):
     )
     health_port: int | None = Field(None, ge=0, le=65535, validation_alias="NOTIFIER_HEALTH_PORT")
     health_host: str = Field("127.0.0.1", validation_alias="NOTIFIER_HEALTH_HOST")
+    #: The push trigger's token (POST /trigger/<token> on the health port); unset: no trigger.
+    trigger_token: SecretStr | None = Field(None, validation_alias="NOTIFIER_TRIGGER_TOKEN")
+    #: Where a trigger's JSON body names its monitor, as a dotted path.
+    trigger_monitor_field: str = Field(
+        "monitor_id", validation_alias="NOTIFIER_TRIGGER_MONITOR_FIELD", max_length=1000
+    )
+    trigger_max_polls_per_minute: int = Field(
+        60, ge=1, le=6000, validation_alias="NOTIFIER_TRIGGER_MAX_POLLS_PER_MINUTE"
+    )
     monitor_cache_seconds: float = Field(
         3600.0, ge=0.0, le=7 * 86400.0, validation_alias="NOTIFIER_MONITOR_CACHE_SECONDS"
     )
@@ -236,6 +246,22 @@ class Settings(DestinationSettings):
             raise ValueError("give a postgresql://user:password@host:port/database URL")
         return SecretStr(text)
 
+    @field_validator("trigger_token")
+    @classmethod
+    def _check_trigger_token(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None:
+            return None
+        problem = token_problem(value.get_secret_value())
+        if problem is not None:
+            raise ValueError(problem)  # never the token itself
+        return value
+
+    @field_validator("trigger_monitor_field")
+    @classmethod
+    def _check_trigger_field(cls, value: str) -> str:
+        parse_field_path(value)
+        return value.strip()
+
     @field_validator("log_level", "log_format", "poll_mode", mode="before")
     @classmethod
     def _lower(cls, value: Any) -> Any:
@@ -265,6 +291,15 @@ class Settings(DestinationSettings):
         return self
 
     @model_validator(mode="after")
+    def _trigger_needs_listener(self) -> Settings:
+        if self.trigger_token is not None and self.health_port is None:
+            raise ValueError(
+                "NOTIFIER_TRIGGER_TOKEN is set but NOTIFIER_HEALTH_PORT is not: the trigger is "
+                "served on the health listener; set NOTIFIER_HEALTH_PORT or unset the token"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _sweep_within_catch_up(self) -> Settings:
         if self.poll_mode == "feed" and self.feed_sweep_seconds >= self.catchup_limit_seconds:
             raise ValueError(
@@ -284,9 +319,22 @@ class Settings(DestinationSettings):
             return min(self.poll_spread_seconds, self.poll_interval_seconds * 0.9)
         return min(self.poll_interval_seconds / 10, 5.0, 0.001 * len(self.monitor_ids))
 
+    @property
+    def trigger(self) -> TriggerConfig | None:
+        """The push trigger's settings; None when NOTIFIER_TRIGGER_TOKEN is unset (it is off)."""
+        if self.trigger_token is None:
+            return None
+        return TriggerConfig(
+            token=self.trigger_token.get_secret_value(),
+            monitor_field=parse_field_path(self.trigger_monitor_field),
+            max_polls_per_minute=self.trigger_max_polls_per_minute,
+        )
+
     def secrets(self) -> list[str]:
         """Every secret value, so the log pipeline can redact it wherever it turns up."""
         values = [self.datafold_api_key, *self.destination_secrets()]
+        if self.trigger_token is not None:
+            values.append(self.trigger_token)
         found = [v.get_secret_value() for v in values if v.get_secret_value()]
         if self.state_url is not None:
             # The password as libpq reads it and as written (an unencoded '/' or '@' in it makes

@@ -1,6 +1,7 @@
 """The optional HTTP listener (NOTIFIER_HEALTH_PORT): GET /healthz, GET /metrics, and the
 status page, GET / (HTML) with the same data at GET /api/status (JSON); POST /-/reload reloads the
-configuration (as SIGHUP does)."""
+configuration (as SIGHUP does); with NOTIFIER_TRIGGER_TOKEN, the push trigger's POST /trigger
+routes (`run.trigger_http`)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from notifier.run.health import HealthTracker
 from notifier.run.metrics import Metrics
 from notifier.run.status_page import render_status_page
 from notifier.run.status_view import StatusView, build_status
+from notifier.run.trigger_http import TriggerEndpoint, add_trigger_routes
 
 #: The page reloads itself every poll interval, within these bounds (seconds).
 REFRESH_MIN, REFRESH_MAX = 5, 60
@@ -84,11 +86,13 @@ def status_app(
     clock: Callable[[], datetime],
     sources: StatusSources | None = None,
     reload: Callable[[], Awaitable[str | None]] | None = None,
+    trigger: TriggerEndpoint | None = None,
 ) -> web.Application:
     """/healthz answers 200 or 503 with a small JSON body; /metrics the Prometheus text; / the
     status page and /api/status its data (empty of state without `sources`). With `reload` (the
     reason a reload was refused, or None), POST /-/reload answers 200, or 500 with the reason,
-    once the new configuration is adopted or refused; other methods get 405."""
+    once the new configuration is adopted or refused; other methods get 405. With `trigger`,
+    the push trigger's routes; without, its paths are 404 as any unknown path."""
     sources = sources or StatusSources(lambda: None, lambda: None, ())
     refresh = int(min(max(health.interval.total_seconds(), REFRESH_MIN), REFRESH_MAX))
 
@@ -135,12 +139,15 @@ def status_app(
     app.router.add_get("/api/status", api_status)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics_text)
+    if trigger is not None:
+        add_trigger_routes(app, trigger)
     return app
 
 
 @contextlib.asynccontextmanager
 async def serve_status(app: web.Application, host: str, port: int) -> AsyncIterator[int]:
     """Serve until the block ends; yields the bound port (port 0 picks a free one)."""
+    # No access log: a trigger's path holds its token.
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
     await runner.setup()
     try:

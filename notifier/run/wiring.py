@@ -41,8 +41,6 @@ if TYPE_CHECKING:  # psycopg costs ~20 MB: imported only when NOTIFIER_STATE_URL
 
 log = structlog.get_logger(__name__)
 
-__all__ = ["datafold_offset", "service_config"]  # re-exported: their old home
-
 
 def build_sinks(
     routes: Routes,
@@ -274,7 +272,10 @@ async def cycle_runner(runtime: Runtime, *, once: bool = False) -> AsyncIterator
 def watch_store(daemon: Daemon, runtime: Runtime) -> None:
     """Hang what PostgreSQL tells about the cluster (its clock, namesakes, who last polled) on
     the daemon's metrics and health; a state file tells nothing more. And (the demo's daemon
-    excepted) let SIGHUP and POST /-/reload reload the configuration (`run.reload`)."""
+    excepted) let SIGHUP and POST /-/reload reload the configuration (`run.reload`), and serve
+    the push trigger when NOTIFIER_TRIGGER_TOKEN is set (`run.trigger_loop`)."""
+    if (trigger := runtime.settings.trigger) is not None:
+        daemon.enable_trigger(trigger)
     if not daemon.stops_on_hangup:
         daemon.reloader = ConfigReloader(
             runtime,

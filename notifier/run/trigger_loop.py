@@ -1,0 +1,118 @@
+"""The push trigger's one task: it polls the monitors triggers named, a few at a time, as the
+trigger's bucket (NOTIFIER_TRIGGER_MAX_POLLS_PER_MINUTE) allows, under the daemon's cycle lock.
+
+Triggers coalesce into one pending set: a monitor triggered a hundred times while it waits is
+polled once; one triggered during any cycle is polled right after it. Nothing is dropped and
+nothing exceeds the bucket: past it, monitors wait for its refill. The listings also pass the
+Datafold client's own limiter (NOTIFIER_MAX_REQUESTS_PER_SECOND). A trigger naming no monitor
+asks the daemon for its regular cycle now (`full_cycle`), which spaces them (`FULL_CYCLE_GAP`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable, Collection
+from typing import Protocol, runtime_checkable
+
+import structlog
+from aiolimiter import AsyncLimiter
+
+from notifier.domain.report import CycleReport
+from notifier.run.trigger import Outcome, TriggerConfig, TriggerQueue, triggered
+
+log = structlog.get_logger(__name__)
+
+
+@runtime_checkable
+class PartialCycles(Protocol):
+    """A cycle runner that can poll some monitors only (`Notifier`, `LeasedNotifier`)."""
+
+    async def run_partial_cycle(self, monitor_ids: Collection[int]) -> CycleReport | None: ...
+
+    def watched_monitors(self) -> Collection[int] | None: ...
+
+
+class TriggerLoop:
+    """Takes triggers (`offer`) and runs their partial cycles (`run`, the daemon's task).
+
+    `lock` is the daemon's cycle lock; `record` folds a partial cycle's report into the metrics;
+    `full_cycle` asks the daemon for its regular cycle as soon as it may run.
+    """
+
+    def __init__(
+        self,
+        runner: PartialCycles,
+        config: TriggerConfig,
+        *,
+        lock: asyncio.Lock,
+        record: Callable[[CycleReport], None],
+        full_cycle: Callable[[], None],
+    ) -> None:
+        self.config = config
+        self.queue = TriggerQueue()
+        self._runner = runner
+        self._lock = lock
+        self._record = record
+        self._full_cycle = full_cycle
+        # A bucket of the cap, refilled at the cap per minute: a burst of that many listings,
+        # then one every 60/cap seconds (aiolimiter, as the Datafold client's own limiter).
+        self._bucket = AsyncLimiter(config.max_polls_per_minute, 60)
+        self._wake = asyncio.Event()
+        #: Set while no partial cycle runs (what a graceful stop waits for).
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._closed = False
+
+    def offer(self, monitor_id: int | None) -> Outcome:
+        """Take a trigger for `monitor_id` (None: every monitor); "ignored" for one not watched.
+        Never waits: the poll happens in `run`."""
+        outcome = triggered(monitor_id, self._runner.watched_monitors())
+        if outcome == "accepted" and not self._closed:
+            self.queue.add(monitor_id)
+            self._wake.set()
+        return outcome
+
+    async def run(self) -> None:
+        """Until cancelled: wait for triggers, then poll what waits, as the bucket allows."""
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            if self.queue.take_everything():
+                self._full_cycle()
+            while self.queue.pending:
+                await self._bucket.acquire()  # at least one listing's worth, outside the lock
+                async with self._lock:
+                    self._idle.clear()
+                    try:
+                        await self._poll_pending()
+                    finally:
+                        self._idle.set()
+
+    async def _poll_pending(self) -> None:
+        """One partial cycle over the first monitors waiting, as many as the bucket holds (one
+        of them already taken from it); those triggered meanwhile wait for the next."""
+        granted, waiting = 1, len(self.queue.pending)
+        while granted < waiting and self._bucket.has_capacity():
+            await self._bucket.acquire()  # immediate: there is capacity
+            granted += 1
+        monitors = self.queue.take(granted)
+        try:
+            report = await self._runner.run_partial_cycle(monitors)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("triggered_cycle_failed", monitors=monitors)
+            return
+        if report is not None:
+            self._record(report)
+
+    async def stop(self, task: asyncio.Task[None], grace: float) -> None:
+        """Take no more triggers; let a partial cycle under way finish within `grace` seconds,
+        then end `task` (this loop's `run`)."""
+        self._closed = True
+        self.queue = TriggerQueue()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._idle.wait(), timeout=grace)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
