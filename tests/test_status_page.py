@@ -36,6 +36,7 @@ from tests.fakes.source import FakeSink, FakeSource
 
 T0 = datetime(2026, 11, 30, 9, 0, tzinfo=UTC)
 MINUTE = timedelta(minutes=1)
+SECOND = timedelta(seconds=1)
 HOSTILE = "<script>document.title='pwned'</script><img src=x onerror=alert(1)>\"'&"
 
 
@@ -242,6 +243,21 @@ def test_recent_cycles_newest_first_and_bounded() -> None:
     assert len(rows) == RECENT_CYCLES
     assert [r.polled for r in rows[:2]] == [RECENT_CYCLES + 4, RECENT_CYCLES + 3]
     assert rows[0].seconds == 2.0
+
+
+def test_last_poll_is_the_latest_cycle_that_polled_the_monitor() -> None:
+    """The state's stamp moves only every few minutes (to spare saves); the page shows the last
+    cycle that polled each monitor, a standby's or a failed poll not counting."""
+    state = NotifierState(monitors={1: polled(), 2: polled(), 3: polled()})
+    second = CycleReport(polled=[1, 2, 3], started_at=T0 + MINUTE)
+    second.fail(3, "timeout")
+    cycles = [
+        CycleReport(polled=[1, 2, 3], started_at=T0 + 30 * SECOND),
+        second,
+        CycleReport(polled=[1], started_at=T0 + 2 * MINUTE, standby=True),
+    ]
+    rows = {row.id: row.last_polled_at for row in view_of(state, cycles).monitors}
+    assert rows == {1: T0 + MINUTE, 2: T0 + MINUTE, 3: T0 + 30 * SECOND}
 
 
 def test_no_state_still_shows_health_cycles_and_destinations() -> None:

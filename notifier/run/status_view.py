@@ -8,7 +8,7 @@ is an outbox entry's `last_error`, which the sinks write without URLs or tokens 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from typing import Any, Literal
 
@@ -163,10 +163,12 @@ def build_status(
     known = {**known_monitors(state), **(details or {})}
     mutes = [m for m in state.mutes if m.until > now]
     failed = latest.failed if latest is not None and not latest.standby else {}
+    polled = last_polls(recent)
     rows = [
         _monitor_row(monitor_id, memory, known.get(monitor_id), mutes, failed, now)
         for monitor_id, memory in state.monitors.items()
     ]
+    rows = [_polled(row, polled.get(row.id)) for row in rows]
     rows.sort(key=_interest)
     incidents = sorted(
         (
@@ -194,6 +196,23 @@ def build_status(
         destinations=_destinations(state, recent, now),
         cycles=cycle_rows,
     )
+
+
+def last_polls(cycles: Iterable[CycleReport]) -> dict[int, datetime]:
+    """When each monitor was last polled in these cycles (oldest first): the state's own stamp
+    is only moved every few minutes, to spare saves, so the status page reads the cycles."""
+    polled: dict[int, datetime] = {}
+    for report in cycles:
+        if not report.standby:
+            polled.update(dict.fromkeys(report.polled, report.started_at))
+    return polled
+
+
+def _polled(row: MonitorRow, at: datetime | None) -> MonitorRow:
+    """The row with the poll time of a recent cycle, when that is later than the state's."""
+    if at is None or row.last_polled_at is None or at <= row.last_polled_at:
+        return row
+    return replace(row, last_polled_at=at)
 
 
 def known_monitors(state: NotifierState) -> dict[int, MonitorInfo]:
