@@ -113,6 +113,8 @@ class Daemon:
         #: When the last cycle began, and whether a triggered one waits for the running one.
         self._last_start: datetime | None = None
         self._full_cycle_after = False
+        #: The least time from a cycle's start to a full cycle a trigger asks for.
+        self.full_cycle_gap = FULL_CYCLE_GAP
         self.metrics.config_loaded(self._clock())
 
     @property
@@ -266,7 +268,7 @@ class Daemon:
                 self._full_cycle_soon()
 
     def _full_cycle_soon(self) -> None:
-        """A trigger for every monitor: move the regular cycle up to now, or to `FULL_CYCLE_GAP`
+        """A trigger for every monitor: move the regular cycle up to now, or to `full_cycle_gap`
         after the last one began; one running now (begun before the trigger) is followed by
         another, so a cycle already due sooner is left alone and cycles never overlap."""
         scheduler = self._scheduler
@@ -276,7 +278,7 @@ class Daemon:
             self._full_cycle_after = True
             return
         job = scheduler.get_job("poll-cycle")
-        at = full_cycle_at(self._last_start, self._clock(), FULL_CYCLE_GAP)
+        at = full_cycle_at(self._last_start, self._clock(), self.full_cycle_gap)
         if job is not None and job.next_run_time is not None and job.next_run_time > at:
             scheduler.modify_job("poll-cycle", next_run_time=at)
             log.info("cycle_triggered", at=at.isoformat())
