@@ -503,6 +503,18 @@ def test_file_that_cannot_be_read(tmp_path: Path) -> None:
         load_routes(path, ENV)
 
 
+def test_a_relative_path_that_cannot_be_read_names_the_directory_it_was_taken_from(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Under systemd the working directory is the state directory, not the env file's."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(RoutesError) as caught:
+        load_routes(Path("routes.toml"), ENV)
+    assert str(caught.value) == (
+        f"routes.toml (in {tmp_path}): cannot read it (No such file or directory)"
+    )
+
+
 def test_documented_example_stays_valid() -> None:
     text = DOCS_EXAMPLE.read_text(encoding="utf-8")
     names = set(re.findall(r'"env:([A-Za-z_][A-Za-z0-9_]*)"', text))

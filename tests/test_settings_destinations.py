@@ -292,6 +292,8 @@ def test_with_a_routes_file_incomplete_variables_are_not_refused(
         },
     )
     assert settings.destination_variables_set() == ["SLACK_BOT_TOKEN", "TEAMS_WEBHOOK_URL"]
+    # Those the file reads through env: are used: only the others are ignored.
+    assert settings.destination_variables_set({"SLACK_BOT_TOKEN"}) == ["TEAMS_WEBHOOK_URL"]
     assert {AM_TOKEN, SMTP_USER, TEAMS_URL} <= set(settings.secrets())
 
 
@@ -446,3 +448,20 @@ async def test_no_secret_of_the_new_variables_in_any_output_at_debug(
     for number, text in enumerate(outputs):
         for secret in [*secrets.values(), *parts]:
             assert secret not in text, f"output {number} shows {secret[:6]}…"
+
+
+async def test_with_a_routes_file_the_warning_names_only_variables_it_does_not_read(
+    world: World, tmp_path: Path
+) -> None:
+    """SLACK_BOT_TOKEN read through env: is used, so not "ignored"; the webhook URLs and the
+    signing secret the file never names are, as the variables that now do nothing."""
+    routes = tmp_path / "routes.toml"
+    routes.write_text(
+        '[destinations.team]\ntype = "slack"\nchannel = "C0123ABCD"\n'
+        'token = "env:SLACK_BOT_TOKEN"\n[default]\nto = ["team"]\n'
+    )
+    result = await cli("once", env={**world.env, "NOTIFIER_ROUTES_FILE": str(routes)})
+    assert result.code == 0, result.stderr
+    [warning] = [e for e in result.events() if e["event"] == "environment_destinations_ignored"]
+    assert warning["variables"] == ["NOTIFIER_WEBHOOK_URLS", "NOTIFIER_WEBHOOK_SECRET"]
+    assert "do nothing" in warning["reason"]

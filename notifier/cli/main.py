@@ -38,6 +38,7 @@ from notifier.run.config import ConfigError, SettingError, env_source, load_sett
 from notifier.run.daemon import StatusError
 from notifier.run.logs import configure_logging
 from notifier.run.preflight import run_checks
+from notifier.run.routes import env_references
 from notifier.store.store import StateError
 
 log = structlog.get_logger("notifier.cli")
@@ -259,13 +260,14 @@ def _command(argv: Sequence[str] | None) -> int:
             fmt=settings.log_format,
             secrets=[*settings.secrets(), *routes.secrets()],
         )
-        unused = settings.destination_variables_set()
-        if settings.routes_file is not None and unused:
+        if settings.routes_file is not None and (
+            unused := settings.destination_variables_set(env_references(settings.routes_file))
+        ):
             log.warning(
                 "environment_destinations_ignored",
                 variables=unused,
-                reason="NOTIFIER_ROUTES_FILE names the destinations; these variables are used "
-                "only through env: in it",
+                reason="NOTIFIER_ROUTES_FILE names the destinations and reads none of these "
+                "through env:, so they do nothing",
             )
         if args.command == "check":
             return asyncio.run(

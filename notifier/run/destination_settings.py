@@ -10,7 +10,7 @@ destinations, reading secrets through `env:NAME`), so an incomplete set is not r
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
@@ -318,10 +318,11 @@ class DestinationSettings(BaseSettings):
         """Whether a routes file or these variables configure any destination."""
         return self.routes_file is not None or bool(self.environment_destinations())
 
-    def destination_variables_set(self) -> list[str]:
-        """The variables set that make a destination without a routes file (with one, unused
-        but through its `env:` references)."""
-        return [name for name in DESTINATION_VARIABLES if self._is_set(name)]
+    def destination_variables_set(self, referenced: Collection[str] = ()) -> list[str]:
+        """The variables set that make (or sign) a destination without a routes file; with one,
+        they are unused but for its `env:` references (`referenced`), left out here."""
+        names = (*DESTINATION_VARIABLES, "NOTIFIER_WEBHOOK_SECRET")
+        return [name for name in names if self._is_set(name) and name not in referenced]
 
     def destination_secrets(self) -> list[SecretStr]:
         """Every secret of these variables (each field typed `SecretStr`, so a new one cannot be

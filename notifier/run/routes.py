@@ -5,8 +5,10 @@ when no routes file is given. Here in `run`, not in `route`, because it reads fi
 
 from __future__ import annotations
 
+import tomllib
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 from notifier.route.routes_file import RoutesError, parse_routes
 from notifier.route.rules import DefaultRoute, Routes
@@ -74,8 +76,9 @@ def load_routes(path: Path, environ: Mapping[str, str], *, allow_http: bool = Fa
     try:
         raw = path.read_bytes()
     except OSError as exc:
+        where = path if path.is_absolute() else f"{path} (in {Path.cwd()})"
         raise RoutesError(
-            f"{path}: cannot read it ({exc.strerror or type(exc).__name__})"
+            f"{where}: cannot read it ({exc.strerror or type(exc).__name__})"
         ) from None
     return parse_routes(
         raw,
@@ -84,3 +87,23 @@ def load_routes(path: Path, environ: Mapping[str, str], *, allow_http: bool = Fa
         allow_http=allow_http,
         read_file=secret_file_reader(path),
     )
+
+
+def env_references(path: Path) -> frozenset[str]:
+    """The variables a routes file reads through `env:NAME` (none if it cannot be read now)."""
+    try:
+        document = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        return frozenset()
+    return frozenset(_env_names(document))
+
+
+def _env_names(value: Any) -> Iterator[str]:
+    if isinstance(value, str) and value.startswith("env:"):
+        yield value.removeprefix("env:").strip()
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from _env_names(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _env_names(item)

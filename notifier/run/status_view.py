@@ -203,7 +203,7 @@ def last_polls(cycles: Iterable[CycleReport]) -> dict[int, datetime]:
     is only moved every few minutes, to spare saves, so the status page reads the cycles."""
     polled: dict[int, datetime] = {}
     for report in cycles:
-        if not report.standby:
+        if not report.standby and report.started_at is not None:
             polled.update(dict.fromkeys(report.polled, report.started_at))
     return polled
 
