@@ -123,6 +123,32 @@ def test_invalid_value_is_one_line_naming_the_variable(
             assert not value or value not in message
 
 
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("NOTIFIER_MONITOR_IDS", "101,102       # or NOTIFIER_MONITOR_TAGS=prod"),
+        ("NOTIFIER_HEALTH_PORT", "8080\t# status page"),
+    ],
+)
+def test_a_trailing_comment_kept_by_systemd_is_named_as_the_cause(
+    monkeypatch: pytest.MonkeyPatch, name: str, value: str
+) -> None:
+    """python-dotenv strips `# ...` after a value; systemd's EnvironmentFile and docker's
+    --env-file keep it: the error says so."""
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigError) as info:
+        load_settings()
+    assert f"{name}: " in str(info.value)
+    assert "'# comment' after a value is part of it" in str(info.value)
+
+
+def test_a_hash_inside_a_value_is_no_comment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NOTIFIER_HEALTH_PORT", "80#80")
+    with pytest.raises(ConfigError) as info:
+        load_settings()
+    assert "comment" not in str(info.value)
+
+
 def test_missing_api_key(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("DATAFOLD_API_KEY")
     with pytest.raises(ConfigError, match="DATAFOLD_API_KEY: is required"):

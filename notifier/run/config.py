@@ -3,6 +3,7 @@ every problem told in one line per variable, the value shown only where it holds
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -88,6 +89,15 @@ def env_source(env_file: Path | None) -> str:
     return f"(read from the environment; no .env file found in {default.parent})"
 
 
+#: A value with a "# comment" after it: python-dotenv strips it, systemd's EnvironmentFile and
+#: `docker run --env-file` keep it as part of the value.
+_TRAILING_COMMENT = re.compile(r"\s#")
+_COMMENT_HINT = (
+    "a '# comment' after a value is part of it under systemd and docker --env-file: "
+    "put comments on lines of their own"
+)
+
+
 def describe_validation_error(exc: ValidationError) -> str:
     """One line per problem, each naming the environment variable; secret inputs never shown."""
     lines = []
@@ -99,5 +109,7 @@ def describe_validation_error(exc: ValidationError) -> str:
             message = "is required but not set"
         if name and name in _ECHOABLE and "input" in error and not isinstance(error["input"], dict):
             message += f" (got {str(error['input'])[:80]!r})"
+        if isinstance(error.get("input"), str) and _TRAILING_COMMENT.search(error["input"]):
+            message += f" ({_COMMENT_HINT})"
         lines.append(f"{name}: {message}" if name else message)
     return "; ".join(lines)
