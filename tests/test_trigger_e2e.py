@@ -64,10 +64,11 @@ async def stop_quietly(daemon: Daemon) -> str:
     return (await daemon.proc.stdout.read()).decode() + daemon.output
 
 
+@pytest.mark.parametrize("mode", ["poll", "feed"])
 async def test_an_alert_reaches_slack_about_a_second_after_a_trigger(
-    world: World, reaper: list[Daemon]
+    world: World, reaper: list[Daemon], mode: str
 ) -> None:
-    daemon = await start(trigger_env(world), reaper)
+    daemon = await start(trigger_env(world, NOTIFIER_POLL_MODE=mode), reaper)
     url = await ready(daemon)
     world.sim.add_run(1, state="alert", started_at=world.now())
     async with aiohttp.ClientSession() as http:
@@ -77,7 +78,7 @@ async def test_an_alert_reaches_slack_about_a_second_after_a_trigger(
         assert (status, body) == (202, {"status": "accepted", "monitor_id": 1})
         await daemon.wait_for(lambda: len(world.slack.messages) == 1, within=10)
         took = time.monotonic() - triggered_at
-        print(f"trigger answered in {answered * 1000:.0f} ms; alert in Slack after {took:.2f} s")
+        print(f"{mode}: trigger answered in {answered * 1000:.0f} ms; in Slack after {took:.2f} s")
         assert took < 3, f"the alert reached Slack {took:.2f} s after the trigger"
         finished = daemon.events[await daemon.wait_event("triggered_cycle_finished")]
         assert finished["monitors"] == [1] and finished["delivered"] >= 1
