@@ -197,15 +197,36 @@ def test_full_cycle_waits_for_the_gap(
 def test_queue_coalesces_in_arrival_order() -> None:
     queue = TriggerQueue()
     for monitor_id in [5, 1, 5, 5, None, 3, 1, None]:
-        queue.add(monitor_id)
+        queue.add(monitor_id, T0)
     assert list(queue.pending) == [5, 1, 3]
     assert queue.take_everything() is True
     assert queue.take_everything() is False
     assert queue.take(2) == [5, 1]
-    queue.add(5)
+    queue.add(5, T0)
     assert queue.take(0) == [] and queue.take(-1) == []
     assert queue.take(10) == [3, 5]
     assert not queue.pending
+
+
+def test_queue_past_its_limit_asks_for_a_full_cycle_instead() -> None:
+    queue = TriggerQueue(limit=3)
+    for monitor_id in [1, 2, 3, 3, 1]:
+        queue.add(monitor_id, T0)
+    assert list(queue.pending) == [1, 2, 3] and not queue.everything
+    queue.add(4, T0)
+    assert list(queue.pending) == [1, 2, 3] and queue.everything
+
+
+def test_a_cycle_does_what_triggers_from_before_it_asked() -> None:
+    queue = TriggerQueue()
+    minute = timedelta(minutes=1)
+    queue.add(1, T0)
+    queue.add(2, T0)
+    queue.add(3, T0 + 2 * minute)  # triggered while the cycle ran
+    queue.add(4, T0)  # not polled by it (failed)
+    queue.add(1, T0 + 2 * minute)  # already waiting: keeps its first time
+    assert queue.polled([1, 2, 3, 5], started_at=T0 + minute) == [1, 2]
+    assert list(queue.pending) == [3, 4]
 
 
 def test_config_repr_hides_the_token() -> None:
@@ -307,6 +328,33 @@ async def test_one_monitor_flooded_is_polled_once_per_wakeup() -> None:
         await runner.polled(2)
         await asyncio.sleep(0.3)
     assert runner.partials == [[1], [1]]  # the one under way, then the 299 coalesced into one
+
+
+@pytest.mark.parametrize("every_monitor", [True, False])
+async def test_a_regular_cycle_clears_the_backlog_it_polled_in_poll_mode(
+    every_monitor: bool,
+) -> None:
+    runner, lock = PartialRunner(watched=range(1, 101)), asyncio.Lock()
+    metrics = Metrics()
+    config = TriggerConfig(
+        token=TOKEN, max_polls_per_minute=1, cycles_list_every_monitor=every_monitor
+    )
+    loop = TriggerLoop(
+        runner,
+        config,
+        lock=lock,
+        record=metrics.record_partial,
+        full_cycle=lambda: None,
+        clock=lambda: T0,
+    )
+    async with running(loop):
+        for monitor_id in range(1, 101):
+            loop.offer(monitor_id)
+        await runner.polled(1)
+        assert len(loop.queue.pending) == 99
+        polled = list(range(1, 101))
+        loop.cycle_finished(CycleReport(polled=polled, started_at=T0 + timedelta(seconds=1)))
+        assert len(loop.queue.pending) == (0 if every_monitor else 99)
 
 
 async def test_a_stopped_loop_takes_no_more_triggers() -> None:

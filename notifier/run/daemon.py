@@ -140,6 +140,7 @@ class Daemon:
             lock=self._cycle_lock,
             record=self.metrics.record_partial,
             full_cycle=self._full_cycle_soon,
+            clock=self._clock,
         )
 
     def request_stop(self) -> None:
@@ -256,6 +257,8 @@ class Daemon:
             self.metrics.record(report)
             self.health.record(report)
             self.cycles.append(report)
+            if self.trigger is not None:
+                self.trigger.cycle_finished(report)
             if self._systemd is not None:
                 self._systemd.status(
                     f"{len(report.polled)} monitors polled, {len(report.failed)} failed, "

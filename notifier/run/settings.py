@@ -328,6 +328,7 @@ class Settings(DestinationSettings):
             token=self.trigger_token.get_secret_value(),
             monitor_field=parse_field_path(self.trigger_monitor_field),
             max_polls_per_minute=self.trigger_max_polls_per_minute,
+            cycles_list_every_monitor=self.poll_mode == "poll",
         )
 
     def secrets(self) -> list[str]:

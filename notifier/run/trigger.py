@@ -27,6 +27,8 @@ TOKEN_PATTERN = re.compile(r"[A-Za-z0-9._~-]+")
 FULL_CYCLE_GAP = timedelta(seconds=60)
 #: Segments of NOTIFIER_TRIGGER_MONITOR_FIELD at most, and characters of each.
 MAX_FIELD_DEPTH, MAX_FIELD_SEGMENT = 8, 100
+#: Monitors waiting for a triggered poll at most; past it, a trigger asks for a full cycle.
+MAX_PENDING = 10_000
 #: The largest monitor ID taken (Datafold's IDs are positive 64-bit integers).
 MAX_MONITOR_ID = 2**63 - 1
 
@@ -40,6 +42,9 @@ class TriggerConfig:
     token: str = field(repr=False)
     monitor_field: tuple[str, ...] = ("monitor_id",)
     max_polls_per_minute: int = 60
+    #: Whether a regular cycle lists every monitor's runs (poll mode), so that it does what a
+    #: trigger waiting since before it began asked for. In feed mode it may not list them.
+    cycles_list_every_monitor: bool = True
 
 
 def token_matches(given: str | None, token: str) -> bool:
@@ -129,18 +134,25 @@ def full_cycle_at(last_start: datetime | None, now: datetime, gap: timedelta) ->
 
 @dataclass
 class TriggerQueue:
-    """What triggers asked for and was not polled yet: monitors in arrival order (each once,
-    however often triggered) and whether a full cycle was asked for."""
+    """What triggers asked for and was not polled yet: monitors in arrival order, each once
+    however often triggered, with when it was first asked for; and whether a full cycle was.
 
-    pending: dict[int, None] = field(default_factory=dict)
+    Bounded: past `limit` monitors waiting, a trigger for another one asks for a full cycle
+    instead, which polls it too.
+    """
+
+    pending: dict[int, datetime] = field(default_factory=dict)
     everything: bool = False
+    limit: int = MAX_PENDING
 
-    def add(self, monitor_id: int | None) -> None:
-        """A trigger for `monitor_id`, or for every monitor (None)."""
-        if monitor_id is None:
+    def add(self, monitor_id: int | None, now: datetime) -> None:
+        """A trigger for `monitor_id`, or for every monitor (None), arriving at `now`."""
+        if monitor_id is None or (
+            monitor_id not in self.pending and len(self.pending) >= self.limit
+        ):
             self.everything = True
         else:
-            self.pending.setdefault(monitor_id, None)
+            self.pending.setdefault(monitor_id, now)
 
     def take(self, capacity: int) -> list[int]:
         """The first `capacity` monitors waiting, removed from the queue; the rest wait."""
@@ -153,3 +165,12 @@ class TriggerQueue:
         """Whether a full cycle was asked for since the last call."""
         asked, self.everything = self.everything, False
         return asked
+
+    def polled(self, monitor_ids: Collection[int], started_at: datetime) -> list[int]:
+        """A cycle that began at `started_at` polled `monitor_ids`: those waiting since before
+        it began need no poll of their own any more (removed, and returned); those triggered
+        after it began still get theirs."""
+        done = [m for m in monitor_ids if m in self.pending and self.pending[m] < started_at]
+        for monitor_id in done:
+            del self.pending[monitor_id]
+        return done

@@ -2,10 +2,12 @@
 trigger's bucket (NOTIFIER_TRIGGER_MAX_POLLS_PER_MINUTE) allows, under the daemon's cycle lock.
 
 Triggers coalesce into one pending set: a monitor triggered a hundred times while it waits is
-polled once; one triggered during any cycle is polled right after it. Nothing is dropped and
-nothing exceeds the bucket: past it, monitors wait for its refill. The listings also pass the
-Datafold client's own limiter (NOTIFIER_MAX_REQUESTS_PER_SECOND). A trigger naming no monitor
-asks the daemon for its regular cycle now (`full_cycle`), which spaces them (`FULL_CYCLE_GAP`).
+polled once; one triggered during any cycle is polled right after it, and one waiting when a
+regular cycle begins is polled by that cycle (in poll mode). Nothing is dropped and nothing
+exceeds the bucket: past it, monitors wait for its refill (or the next regular cycle). The
+listings also pass the Datafold client's own limiter (NOTIFIER_MAX_REQUESTS_PER_SECOND). A
+trigger naming no monitor asks the daemon for its regular cycle now (`full_cycle`), which spaces
+them (`FULL_CYCLE_GAP`).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable, Collection
+from datetime import UTC, datetime
 from typing import Protocol, runtime_checkable
 
 import structlog
@@ -48,6 +51,7 @@ class TriggerLoop:
         lock: asyncio.Lock,
         record: Callable[[CycleReport], None],
         full_cycle: Callable[[], None],
+        clock: Callable[[], datetime] | None = None,
     ) -> None:
         self.config = config
         self.queue = TriggerQueue()
@@ -55,6 +59,7 @@ class TriggerLoop:
         self._lock = lock
         self._record = record
         self._full_cycle = full_cycle
+        self._clock = clock or (lambda: datetime.now(UTC))
         # A bucket of the cap, refilled at the cap per minute: a burst of that many listings,
         # then one every 60/cap seconds (aiolimiter, as the Datafold client's own limiter).
         self._bucket = AsyncLimiter(config.max_polls_per_minute, 60)
@@ -69,7 +74,7 @@ class TriggerLoop:
         Never waits: the poll happens in `run`."""
         outcome = triggered(monitor_id, self._runner.watched_monitors())
         if outcome == "accepted" and not self._closed:
-            self.queue.add(monitor_id)
+            self.queue.add(monitor_id, self._clock())
             self._wake.set()
         return outcome
 
@@ -88,6 +93,13 @@ class TriggerLoop:
                         await self._poll_pending()
                     finally:
                         self._idle.set()
+
+    def cycle_finished(self, report: CycleReport) -> None:
+        """A regular cycle polled `report.polled`: monitors triggered before it began are done
+        (a backlog never outlives a poll interval); those triggered since still get a poll.
+        Not in feed mode, whose cycles may take a monitor for unchanged without listing it."""
+        if report.started_at is not None and self.config.cycles_list_every_monitor:
+            self.queue.polled(report.polled, report.started_at)
 
     async def _poll_pending(self) -> None:
         """One partial cycle over the first monitors waiting, as many as the bucket holds (one
