@@ -513,3 +513,31 @@ async def test_a_trigger_for_every_monitor_runs_the_regular_cycle_soon_and_space
     assert runner.cycles == 2 and runner.partials == []
     assert not [e for e in logs if e["event"] == "cycle_skipped"]
     assert sum(e["event"] == "cycle_triggered" for e in logs) >= 1
+
+
+@pytest.mark.parametrize(
+    ("change", "fixed"),
+    [
+        ({"NOTIFIER_TRIGGER_TOKEN": "another-T0ken-0123456789"}, ["NOTIFIER_TRIGGER_TOKEN"]),
+        ({"NOTIFIER_TRIGGER_MONITOR_FIELD": "monitor.id"}, ["NOTIFIER_TRIGGER_MONITOR_FIELD"]),
+        (
+            {"NOTIFIER_TRIGGER_MAX_POLLS_PER_MINUTE": "10"},
+            ["NOTIFIER_TRIGGER_MAX_POLLS_PER_MINUTE"],
+        ),
+    ],
+)
+def test_the_trigger_settings_need_a_restart(change: dict[str, str], fixed: list[str]) -> None:
+    from notifier.run.reload import fixed_changes
+    from notifier.run.settings import Settings
+
+    base = {
+        "DATAFOLD_API_KEY": "dfk-e2e-distinctive-api-key-0001",
+        "NOTIFIER_MONITOR_IDS": "1,2",
+        "NOTIFIER_HEALTH_PORT": "0",
+        "NOTIFIER_TRIGGER_TOKEN": TOKEN,
+    }
+    old = Settings(**base)  # type: ignore[arg-type]
+    new = Settings(**(base | change))  # type: ignore[arg-type]
+    assert fixed_changes(old, new) == fixed
+    assert old.trigger is not None and TOKEN not in repr(old) + repr(old.trigger)
+    assert TOKEN in old.secrets()  # so the log pipeline redacts it wherever it turns up
