@@ -472,6 +472,14 @@ async def test_a_standby_answers_503_and_takes_nothing() -> None:
     assert seen.offers == [] and seen.counted == ["standby", "unauthorized"]
 
 
+async def test_a_path_monitor_id_must_be_ascii_digits() -> None:
+    seen = Endpoint()
+    async with listener(seen.endpoint()) as url:
+        for bad in ("abc", "-1", "1.0", "%D9%A3", "1" * 19):
+            assert (await post(f"{url}/trigger/{TOKEN}/{bad}"))[0] == 404, bad
+    assert seen.offers == []
+
+
 async def test_without_a_token_the_trigger_paths_are_404() -> None:
     async with listener(None) as url:
         for path in (f"/trigger/{TOKEN}", f"/trigger/{TOKEN}/1", "/trigger"):

@@ -80,7 +80,7 @@ def add_trigger_routes(app: web.Application, endpoint: TriggerEndpoint) -> list[
 
     app.router.add_post("/trigger", by_header)
     app.router.add_post("/trigger/{token}", by_path)
-    app.router.add_post(r"/trigger/{token}/{monitor_id:\d{1,18}}", by_path)
+    app.router.add_post("/trigger/{token}/{monitor_id:[0-9]{1,18}}", by_path)
     return ["/trigger"]
 
 
