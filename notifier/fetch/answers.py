@@ -76,6 +76,22 @@ class MonitorPage(_Paged):
     monitors: list[MonitorSummary]
 
 
+class _ReadRunPage(_Paged):
+    """A runs page whose every run reads well: parsed and validated from its bytes in one pass."""
+
+    runs: list[MonitorRun]
+
+
+@dataclass(frozen=True)
+class RunPageRead:
+    """One runs page as read: its paging, the runs that read well, the unreadable ones (why)."""
+
+    total_pages: int
+    listed: int
+    runs: list[MonitorRun]
+    unreadable: list[tuple[Any, UnreadableRun]]
+
+
 _RUNS: TypeAdapter[list[MonitorRun]] = TypeAdapter(list[MonitorRun])
 
 
@@ -97,12 +113,14 @@ def interpret(
     host_label: str,
     max_retry_after: float,
     redact: Callable[[str], str],
+    decode: bool = True,
 ) -> Any:
-    """An HTTP answer (its `Retry-After` read at `now`) as decoded JSON, or the matching error:
-    a `DatafoldError`, or `Transient` when another attempt may succeed. `redact` cleans text
-    the server sent before it enters a message."""
+    """An HTTP answer (its `Retry-After` read at `now`) as decoded JSON (with `decode` False:
+    its body, for `read_answer`), or the matching error: a `DatafoldError`, or `Transient` when
+    another attempt may succeed. `redact` cleans text the server sent before it enters a
+    message."""
     if 200 <= status < 300:
-        return decode_json(subject, body)
+        return decode_json(subject, body) if decode else body
     if status in (401, 403):
         raise ApiKeyRefused(status)
     if status == 404 and subject.monitor_id is not None:
@@ -126,6 +144,39 @@ def interpret(
     detail = error_detail(body)
     message = f"{subject.label}: request rejected (HTTP {status})"
     raise RequestRejected(redact(f"{message}: {detail}" if detail else message))
+
+
+def read_answer(subject: Subject, model: type[_Model], body: bytes) -> _Model:
+    """A 2xx answer's `body` as `model`, or `MalformedAnswer` (not JSON, or the first schema
+    problem). Parsed and validated in one pass (pydantic's Rust parser); only a body that does
+    not read well that way is read again as before, so that its error says what is wrong."""
+    try:
+        return model.model_validate_json(body)
+    except ValidationError:
+        return validated(subject, model, decode_json(subject, body))
+
+
+def read_run_page(subject: Subject, monitor_id: int, body: bytes, page_size: int) -> RunPageRead:
+    """One runs page from its bytes (`read_answer`, then `read_page_runs` when some run does not
+    read well); `MalformedAnswer` when it holds more than `page_size` runs, so that a listing
+    holds at most page_size x max_pages runs, however the server packs its pages."""
+    try:
+        fast = _ReadRunPage.model_validate_json(body)
+    except ValidationError:
+        page = validated(subject, RunPage, decode_json(subject, body))
+        _within(subject, len(page.runs), page_size)  # before a run object is built
+        runs, unreadable = read_page_runs(monitor_id, page.runs)
+        return RunPageRead(page.total_pages, len(page.runs), runs, unreadable)
+    _within(subject, len(fast.runs), page_size)
+    return RunPageRead(fast.total_pages, len(fast.runs), fast.runs, [])
+
+
+def _within(subject: Subject, listed: int, page_size: int) -> None:
+    if listed > page_size:
+        raise MalformedAnswer(
+            f"{subject.label}: a page holds {listed} runs, more than the "
+            f"{page_size} asked for (NOTIFIER_PAGE_SIZE)"
+        )
 
 
 def validated(subject: Subject, model: type[_Model], payload: Any) -> _Model:

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any
 
 import aiohttp
 import structlog
@@ -22,15 +22,14 @@ from notifier.domain.models import MonitorInfo, MonitorRun, MonitorSummary, RunD
 from notifier.domain.text import iso_z
 from notifier.fetch.answers import (
     MonitorPage,
-    RunPage,
     Transient,
     UnreadableMemory,
     UnreadableRun,
     interpret,
-    read_page_runs,
-    validated,
+    read_answer,
+    read_run_page,
 )
-from notifier.fetch.pacing import RetryPolicy, rate_limiter, with_retries
+from notifier.fetch.pacing import RetryPolicy, rate_limiter, retry_after_first
 from notifier.fetch.server_clock import ServerClock
 from notifier.fetch.source import (
     AnswerTooLarge,
@@ -51,7 +50,6 @@ _REDACTED = "***"
 #: The monitors listing (the change feed) asks for large pages; an account may have thousands.
 MONITORS_PAGE_SIZE = 500
 MONITORS_MAX_PAGES = 1000
-_Page = TypeVar("_Page", RunPage, MonitorPage)
 #: At most this many monitors in one listing: an account with more is beyond one process anyway.
 MONITORS_MAX = 100_000
 #: The clock probe before the first cycle waits at most this long (and is never retried).
@@ -110,6 +108,10 @@ class DatafoldClient:
         # own, a quarter of the listings' width, so that a notification never waits behind a
         # whole cycle of listings. In flight at most: max_concurrency + max_concurrency // 4 + 1.
         self._detail_semaphore = asyncio.Semaphore(max_concurrency // 4 + 1)
+        # Listings under way at once, twice the request width (a listing waiting to retry holds
+        # no request slot): the others wait at the door, before any of their request state is
+        # built, so that 10,000 monitors listed in one cycle cost little memory while waiting.
+        self._listings = asyncio.Semaphore(2 * max_concurrency)
         # An optional cap on the request rate, for accounts with tight limits (leaky bucket).
         self._limiter = rate_limiter(max_requests_per_second)
         self._retries = RetryPolicy(max_attempts, backoff_initial, backoff_max, max_retry_after)
@@ -139,34 +141,32 @@ class DatafoldClient:
         when its run_id is readable, listed with no state, so that it is tracked as unfinished
         and looked at again (directly, once it leaves the window) until it reads well.
         """
-        subject = Subject(monitor_id)
-        params = {"page_size": str(self._page_size), "start_time": iso_z(since)}
-        if until is not None:
-            params["end_time"] = iso_z(until)
         runs: dict[int, MonitorRun] = {}
-        path = f"/api/v1/monitors/{monitor_id}/runs"
-        async for page in self._each_page(subject, path, params, RunPage, lambda p: len(p.runs)):
-            if len(page.runs) > self._page_size:
-                # Refused before a run object is built: a listing then holds at most
-                # page_size x max_pages runs, however the server packs its pages.
-                raise MalformedAnswer(
-                    f"{subject.label}: a page holds {len(page.runs)} runs, more than the "
-                    f"{self._page_size} asked for (NOTIFIER_PAGE_SIZE)"
-                )
-            read, unreadable = read_page_runs(monitor_id, page.runs)
-            for item, problem in unreadable:
-                self._log_unreadable(monitor_id, item, problem)
-            for run in read:
-                if run.monitor_id != monitor_id:
-                    _log.warning(
-                        "datafold.foreign_run_dropped",
-                        monitor_id=monitor_id,
-                        run_id=run.run_id,
-                        run_monitor_id=run.monitor_id,
-                    )
-                    continue
-                runs[run.run_id] = run
-        return list(runs.values())
+        async with self._listings:
+            subject = Subject(monitor_id)
+            params = {"page_size": str(self._page_size), "start_time": iso_z(since)}
+            if until is not None:
+                params["end_time"] = iso_z(until)
+            path = f"/api/v1/monitors/{monitor_id}/runs"
+            number = 1
+            while True:
+                body = await self._get(subject, path, {**params, "page": str(number)})
+                page = read_run_page(subject, monitor_id, body, self._page_size)
+                for item, problem in page.unreadable:
+                    self._log_unreadable(monitor_id, item, problem)
+                for run in page.runs:
+                    if run.monitor_id != monitor_id:
+                        _log.warning(
+                            "datafold.foreign_run_dropped",
+                            monitor_id=monitor_id,
+                            run_id=run.run_id,
+                            run_monitor_id=run.monitor_id,
+                        )
+                        continue
+                    runs[run.run_id] = run
+                if self._last_page(subject, number, page.listed, page.total_pages):
+                    return list(runs.values())
+                number += 1
 
     def _log_unreadable(self, monitor_id: int, item: Any, unreadable: UnreadableRun) -> None:
         """Once per run (bounded memory), not every cycle it is listed."""
@@ -194,8 +194,8 @@ class DatafoldClient:
     async def get_monitor(self, monitor_id: int) -> MonitorInfo:
         """The monitor's name, type, tags and owner, for the notification."""
         subject = Subject(monitor_id)
-        payload = await self._get_json(subject, f"/api/v1/monitors/{monitor_id}", {})
-        monitor = validated(subject, MonitorInfo, payload)
+        body = await self._get(subject, f"/api/v1/monitors/{monitor_id}", {})
+        monitor = read_answer(subject, MonitorInfo, body)
         if monitor.id != monitor_id:
             raise MalformedAnswer(f"{subject.label}: answer describes monitor {monitor.id}")
         return monitor
@@ -204,7 +204,7 @@ class DatafoldClient:
         """One run with its error message and warnings."""
         subject = Subject(monitor_id, run_id)
         path = f"/api/v1/monitors/{monitor_id}/runs/{run_id}"
-        run = validated(subject, RunDetail, await self._get_json(subject, path, {}))
+        run = read_answer(subject, RunDetail, await self._get(subject, path, {}))
         if (run.monitor_id, run.run_id) != (monitor_id, run_id):
             raise MalformedAnswer(
                 f"{subject.label}: answer describes run {run.run_id} of monitor {run.monitor_id}"
@@ -222,14 +222,10 @@ class DatafoldClient:
             params["tags"] = ",".join(tags)
         monitors: dict[int, MonitorSummary] = {}
         path = "/api/v1/monitors"
-        async for page in self._each_page(
-            subject,
-            path,
-            params,
-            MonitorPage,
-            lambda p: len(p.monitors),
-            max_pages=MONITORS_MAX_PAGES,
-        ):
+        number = 1
+        while True:
+            body = await self._get(subject, path, {**params, "page": str(number)})
+            page = read_answer(subject, MonitorPage, body)
             if len(page.monitors) > page_size:
                 raise MalformedAnswer(
                     f"{subject.label}: a page holds {len(page.monitors)} monitors, more than the "
@@ -239,33 +235,30 @@ class DatafoldClient:
                 monitors[monitor.id] = monitor
             if len(monitors) > MONITORS_MAX:
                 raise MalformedAnswer(f"{subject.label}: more than {MONITORS_MAX} monitors listed")
-        return list(monitors.values())
-
-    async def _each_page(
-        self,
-        subject: Subject,
-        path: str,
-        params: Mapping[str, str],
-        model: type[_Page],
-        size: Callable[[_Page], int],
-        *,
-        max_pages: int | None = None,
-    ) -> AsyncIterator[_Page]:
-        """Pages 1, 2, ... until `total_pages` or an empty page; over `max_pages` is an error."""
-        limit = max_pages or self._max_pages
-        number = 1
-        while True:
-            payload = await self._get_json(subject, path, {**params, "page": str(number)})
-            page = validated(subject, model, payload)
-            yield page
-            if size(page) == 0 or number >= page.total_pages:
-                return
-            if number >= limit:
-                raise MalformedAnswer(f"{subject.label}: more than {limit} pages")
+            listed, total = len(page.monitors), page.total_pages
+            if self._last_page(subject, number, listed, total, MONITORS_MAX_PAGES):
+                return list(monitors.values())
             number += 1
 
-    async def _get_json(self, subject: Subject, path: str, params: Mapping[str, str]) -> Any:
-        """GET with retries; the decoded JSON of a 2xx answer, or a `DatafoldError`."""
+    def _last_page(
+        self, subject: Subject, number: int, listed: int, total: int, limit: int | None = None
+    ) -> bool:
+        """Whether page `number` (`listed` items, of `total` pages) ends the listing: at
+        `total_pages` or an empty page; more than `limit` pages is an error."""
+        if listed == 0 or number >= total:
+            return True
+        if number >= (limit or self._max_pages):
+            raise MalformedAnswer(f"{subject.label}: more than {limit or self._max_pages} pages")
+        return False
+
+    async def _get(self, subject: Subject, path: str, params: Mapping[str, str]) -> bytes:
+        """GET with retries; the body of a 2xx answer, or a `DatafoldError`. The first attempt is
+        awaited directly: every frame between a listing and aiohttp is resumed at each step of
+        every request."""
+        try:
+            return await self._attempt(subject, path, params, 1)
+        except Transient as first:
+            failure = first
 
         def log_retry(error: BaseException | None, wait: float, attempt: int) -> None:
             reason = error.reason if isinstance(error, Transient) else type(error).__name__
@@ -280,7 +273,8 @@ class DatafoldClient:
             )
 
         try:
-            return await with_retries(
+            return await retry_after_first(
+                failure,
                 lambda attempt: self._attempt(subject, path, params, attempt),
                 self._retries,
                 log_retry,
@@ -304,8 +298,8 @@ class DatafoldClient:
         attempt: int,
         *,
         limit: float | None = None,
-    ) -> Any:
-        """One request; `limit` overrides the request timeout (seconds)."""
+    ) -> bytes:
+        """One request: the body of a 2xx answer; `limit` overrides the request timeout."""
         lane = self._semaphore if "page" in params else self._detail_semaphore
         async with lane:
             # The rate token is taken with the slot held, so waiting tasks cannot hoard tokens
@@ -332,7 +326,7 @@ class DatafoldClient:
                 self._debug(subject, path, attempt, error=type(exc).__name__)
                 raise Transient(type(exc).__name__) from exc
         self._debug(subject, path, attempt, status=status)
-        return interpret(
+        answer: bytes = interpret(
             subject,
             status,
             body,
@@ -341,7 +335,9 @@ class DatafoldClient:
             host_label=self._host_label,
             max_retry_after=self._retries.max_retry_after,
             redact=self._redact,
+            decode=False,
         )
+        return answer
 
     async def _read_body(self, subject: Subject, response: aiohttp.ClientResponse) -> bytes:
         """At most NOTIFIER_MAX_RESPONSE_BYTES (decompressed) of a 2xx answer; of any other, the

@@ -8,7 +8,7 @@ fails the cycle.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -24,6 +24,34 @@ log = structlog.get_logger(__name__)
 #: In-progress runs that left the listing window are fetched one by one, at most this many per
 #: monitor per cycle.
 MAX_DIRECT_FETCHES = 20
+#: Monitors handled at once by `fan_out`: more than twice the widest request concurrency
+#: (NOTIFIER_MAX_CONCURRENCY is at most 512), so the source's own bound is what paces requests.
+FAN_OUT_WIDTH = 1040
+
+
+async def fan_out(
+    monitor_ids: Iterable[int],
+    handle: Callable[[int], Awaitable[None]],
+    *,
+    offset: Callable[[int], float] = lambda _: 0.0,
+    width: int = FAN_OUT_WIDTH,
+) -> None:
+    """`handle(m)` for every monitor, each started `offset(m)` seconds from now at the earliest
+    (earliest first), at most `width` at once: a cycle of 10,000 monitors holds `width` tasks
+    and call stacks, not 10,000 (each costs a few kilobytes while it waits for its turn)."""
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    ordered = sorted(monitor_ids, key=offset)  # stable: equal offsets keep their order
+    queue = iter(ordered)
+
+    async def worker() -> None:
+        for monitor_id in queue:  # shared: each worker takes the next monitor due
+            wait = start + offset(monitor_id) - loop.time()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            await handle(monitor_id)
+
+    await asyncio.gather(*(worker() for _ in range(min(max(1, width), len(ordered)))))
 
 
 @dataclass
@@ -185,6 +213,8 @@ class Monitors:
             runs = list(await self._source.list_runs(monitor_id, window.since + behind))
             listed = {run.run_id for run in runs}
             stale = stale_in_progress(state, listed)[:MAX_DIRECT_FETCHES]
+            if not stale:  # the common case: no gather, no extra task
+                return Poll(monitor_id, runs=runs)
             found = await asyncio.gather(*(self._direct(monitor_id, run_id) for run_id in stale))
             gone = []
             for run_id, result in zip(stale, found, strict=True):

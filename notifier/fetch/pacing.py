@@ -58,14 +58,24 @@ async def with_retries(
     `policy.max_attempts` times; the last `Transient` is raised when every attempt failed.
 
     The first attempt runs on its own: most requests succeed, and tenacity's machinery is only
-    set up once one has failed.
+    set up once one has failed (`retry_after_first`, which a hot caller may call itself).
     """
     try:
         return await attempt(1)
     except Transient as first:
-        if policy.max_attempts == 1:
-            raise
-        failure = first
+        return await retry_after_first(first, attempt, policy, on_retry)
+
+
+async def retry_after_first(
+    first: Transient,
+    attempt: Callable[[int], Awaitable[_T]],
+    policy: RetryPolicy,
+    on_retry: OnRetry,
+) -> _T:
+    """What follows a first attempt that failed with `first`: wait, then `attempt(2)`, … as
+    `with_retries` says."""
+    if policy.max_attempts == 1:
+        raise first
     retrying = AsyncRetrying(
         stop=stop_after_attempt(policy.max_attempts - 1),
         # Tenacity numbers from the second attempt on: its attempt n is our n + 1.
@@ -78,8 +88,8 @@ async def with_retries(
         ),
         reraise=True,
     )
-    wait = policy.wait_for(failure, 1)
-    on_retry(failure, wait, 1)
+    wait = policy.wait_for(first, 1)
+    on_retry(first, wait, 1)
     await asyncio.sleep(wait)
     async for trial in retrying:
         with trial:
