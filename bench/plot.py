@@ -1,7 +1,9 @@
 """Plot how the daemon's costs grow with the number of monitors, from `run_bench.py --json`.
 
-Four panels against N, one line per mode with the least-squares line dashed: CPU per cycle, peak
-RSS, state file size and Datafold requests per cycle. Needs matplotlib (`pip install -e
+Six panels against N, one line per mode with the least-squares line dashed: CPU per cycle (bars:
+the steady cycles' min-max), peak RSS, state file size, Datafold requests per cycle, the steady
+cycle against the poll interval (past it, one process no longer keeps up) and detection latency
+p99. Needs matplotlib (`pip install -e
 '.[bench]'`, which `make bench-growth` does).
 
     python bench/plot.py bench/growth.json docs/growth.png
@@ -32,13 +34,17 @@ PANELS: tuple[tuple[str, float, str], ...] = (
     ("peak_rss_mb", 1.0, "peak RSS (MB)"),
     ("state_kb", 1 / 1024, "state file (MB)"),
     ("requests_per_cycle", 1.0, "Datafold requests per cycle"),
+    ("cycle_s", 1.0, "steady cycle (s) against the interval"),
+    ("latency_p99_s", 1.0, "detection latency p99 (s)"),
 )
+#: Panels that get no fitted line (they do not grow linearly by design).
+UNFITTED = {"cycle_s", "latency_p99_s"}
 
 
 def plot(document: dict[str, Any], out: Path) -> None:
     """Draw the four panels of `document` (as `run_bench.py --json` writes it) into `out`."""
     rows = document["rows"]
-    figure, axes = plt.subplots(2, 2, figsize=(10, 7), constrained_layout=True)
+    figure, axes = plt.subplots(3, 2, figsize=(10, 10), constrained_layout=True)
     for axis, (key, scale, title) in zip(axes.flat, PANELS, strict=True):
         for mode in dict.fromkeys(row["mode"] for row in rows):
             ordered = sorted((r for r in rows if r["mode"] == mode), key=lambda r: r["monitors"])
@@ -46,17 +52,31 @@ def plot(document: dict[str, Any], out: Path) -> None:
             ys = [float(r[key]) * scale for r in ordered]
             axis.plot(xs, ys, "o-", label=f"{mode} mode")
             if key == "cpu_s_per_cycle":
+                low = [r["cpu_ms_per_monitor_min"] * r["monitors"] / 1000 for r in ordered]
+                high = [r["cpu_ms_per_monitor_max"] * r["monitors"] / 1000 for r in ordered]
+                axis.vlines(xs, low, high, color="tab:blue", alpha=0.4, linewidth=6)
                 for x, row in zip(xs, ordered, strict=True):
                     axis.annotate(
-                        f"{row['cpu_ms_per_monitor']:.2f} ms/monitor",
+                        f"{row['cpu_ms_per_monitor']:.2f} ms/monitor, "
+                        f"{row.get('cpu_cores', float('nan')):.2f} cores",
                         (x, float(row[key])),
                         textcoords="offset points",
                         xytext=(6, -12),
                         ha="left",
                         fontsize=8,
                     )
+            if key == "cycle_s":
+                axis.axhline(document["interval_s"], color="tab:red", linewidth=0.8)
+                axis.annotate(
+                    "poll interval",
+                    (0, document["interval_s"]),
+                    xytext=(4, 4),
+                    textcoords="offset points",
+                    color="tab:red",
+                    fontsize=8,
+                )
             fixed, slope = linear_fit(xs, ys)
-            if len(xs) > 1:
+            if len(xs) > 1 and key not in UNFITTED:
                 axis.plot(
                     [0, xs[-1]],
                     [fixed, fixed + slope * xs[-1]],

@@ -76,6 +76,8 @@ class Result:
     ideal: float
     #: The machine's 1-minute load average at the start and the end of the run (noise).
     load: tuple[float, float] = (math.nan, math.nan)
+    #: Wall seconds from one measured cycle's end to the next's (the interval, or more).
+    walls: list[float] = field(default_factory=list)
 
     def summary(self) -> dict[str, Any]:
         """The figures of one row, as `--json` writes them and `bench/plot.py` reads them."""
@@ -93,6 +95,11 @@ class Result:
             "cpu_ms_per_monitor": median(cpu_ms),
             "cpu_ms_per_monitor_min": min(cpu_ms, default=math.nan),
             "cpu_ms_per_monitor_max": max(cpu_ms, default=math.nan),
+            # Robust to uneven cycles: CPU per Datafold request, and the share of one core used.
+            "cpu_ms_per_request": 1000 * sum(self.cpu) / sum(self.requests)
+            if sum(self.requests)
+            else math.nan,
+            "cpu_cores": sum(self.cpu) / sum(self.walls) if sum(self.walls) else math.nan,
             "peak_rss_mb": self.rss_mb,
             "state_kb": self.state_kb,
             "state_b_per_monitor": self.state_kb * 1024 / self.size,
@@ -105,6 +112,7 @@ class Result:
                 "requests": self.requests,
                 "runs_listings": self.runs_requests,
                 "cpu_s": self.cpu,
+                "walls_s": self.walls,
             },
         }
 
@@ -166,6 +174,7 @@ async def bench_one(
     cycles: int,
     seed: int,
     spread: float | None = None,
+    warmup: int = 1,
 ) -> Result:
     load_start = load_average()
     sim, _ = build_simulator(size, latency, seed)
@@ -205,6 +214,8 @@ async def bench_one(
             durations: list[float] = []
             requests: list[int] = []
             cpu: list[float] = []
+            walls: list[float] = []
+            last_finish = time.time()
             last_requests = sum(sim.request_counts.values())
             last_runs = sim.request_counts["runs"]
             runs_requests: list[int] = []
@@ -224,15 +235,17 @@ async def bench_one(
                     current = feed_snapshot(sim)
                     moved = sum(current[m] != snapshot.get(m) for m in current)
                     snapshot = current
-                    if seen >= 2:  # the first cycle baselines every monitor
+                    finished = time.time()
+                    if seen > warmup:  # the first cycle baselines every monitor
+                        walls.append(finished - last_finish)
                         durations.append(float(event["duration_seconds"]))
                         requests.append(total - last_requests)
                         cpu.append(now_cpu - last_cpu)
                         changed.append(moved)
                         runs_requests.append(sim.request_counts["runs"] - last_runs)
                     else:
-                        measure_from = time.time()
-                    last_requests, last_cpu = total, now_cpu
+                        measure_from = finished
+                    last_requests, last_cpu, last_finish = total, now_cpu, finished
                     last_runs = sim.request_counts["runs"]
                     print(
                         f"  {mode} n={size}: cycle {seen} {event['duration_seconds']:.2f} s, "
@@ -240,7 +253,7 @@ async def bench_one(
                         file=sys.stderr,
                         flush=True,
                     )
-                    if seen > cycles:
+                    if seen >= warmup + cycles:
                         break
                 rss = proc_peak_rss_mb(proc.pid)
             finally:
@@ -268,6 +281,7 @@ async def bench_one(
         lower,
         ideal,
         (load_start, load_average()),
+        walls,
     )
 
 
@@ -311,12 +325,14 @@ def report(results: list[Result], args: argparse.Namespace) -> None:
     print(
         f"datafold-notifier benchmark: API latency {args.latency * 1000:.0f} ms, interval "
         f"{args.interval:g} s, concurrency {DEFAULT_CONCURRENCY} (default), {args.cycles} steady "
-        f"cycles; {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+        f"cycles after {args.warmup} unmeasured; {platform.machine()}, {os.cpu_count()} cores, "
+        f"Python {platform.python_version()}"
     )
     header = (
         "| monitors | mode | steady cycle (s) | ideal (s) | ratio | requests/cycle | runs listings "
         "| lower bound "
-        "| CPU/cycle (s) | CPU/monitor (ms) | CPU/monitor min-max (ms) | load | peak RSS (MB) "
+        "| CPU/cycle (s) | CPU/monitor (ms) | CPU/monitor min-max (ms) | CPU/request (ms) "
+        "| cores busy | load | peak RSS (MB) "
         "| state (KB) | state/monitor (B) | latency p50 (s) | latency p99 (s) | alerts timed |"
     )
     print(header)
@@ -332,6 +348,7 @@ def report(results: list[Result], args: argparse.Namespace) -> None:
             f"| {reqs:.0f} | {median(r.runs_requests):.0f} "
             f"| {r.lower_bound:.0f} | {cpu:.2f} | {cpu / r.size * 1000:.3f} "
             f"| {row['cpu_ms_per_monitor_min']:.3f}-{row['cpu_ms_per_monitor_max']:.3f} "
+            f"| {row['cpu_ms_per_request']:.3f} | {row['cpu_cores']:.2f} "
             f"| {r.load[0]:.1f}-{r.load[1]:.1f} "
             f"| {r.rss_mb:.0f} | {r.state_kb:.0f} | {r.state_kb * 1024 / r.size:.0f} "
             f"| {percentile(r.latencies, 0.5):.1f} | {percentile(r.latencies, 0.99):.1f} "
@@ -356,6 +373,13 @@ async def main() -> None:
     parser.add_argument("--latency", type=float, default=0.05, help="API latency in seconds")
     parser.add_argument("--interval", type=float, default=60.0, help="poll interval in seconds")
     parser.add_argument("--cycles", type=int, default=3, help="steady cycles to measure")
+    parser.add_argument(
+        "--warmup",
+        type=int,
+        default=1,
+        help="cycles not measured: the first baselines; past ~20,000 monitors the second catches "
+        "up on what the first took longer than the interval to do",
+    )
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument(
         "--spread", type=float, default=None, help="NOTIFIER_POLL_SPREAD_SECONDS (default: auto)"
@@ -376,6 +400,7 @@ async def main() -> None:
                     cycles=args.cycles,
                     seed=args.seed,
                     spread=args.spread,
+                    warmup=args.warmup,
                 )
             )
     report(results, args)
@@ -387,6 +412,7 @@ async def main() -> None:
             "api_latency_s": args.latency,
             "interval_s": args.interval,
             "steady_cycles": args.cycles,
+            "warmup_cycles": args.warmup,
             "rows": [r.summary() for r in results],
         }
         args.json.write_text(json.dumps(document, indent=2) + "\n")
