@@ -74,6 +74,15 @@ class ListingReach:
     first_start_lookback: timedelta = timedelta(0)
 
 
+_DETAILS = tuple(MonitorInfo.model_fields)
+
+
+def _same_details(info: MonitorInfo, summary: MonitorSummary) -> bool:
+    """Whether every field of `info` has the summary's value (a summary is the details plus its
+    latest run)."""
+    return info.__dict__.items() <= summary.__dict__.items()
+
+
 class _Gone:
     """Marks a run the API answered 404 for."""
 
@@ -110,9 +119,19 @@ class Monitors:
         return {monitor_id: info for monitor_id, (info, _) in self._info.items()}
 
     def _remember(self, summaries: Sequence[MonitorSummary], now: datetime) -> None:
-        """A monitors listing carries what a notification shows of each: no extra request."""
+        """A monitors listing carries what a notification shows of each: no extra request.
+
+        Details as they were already are kept as they were (the feed lists every monitor every
+        cycle, and they seldom change); others are taken from the summary, validated as read.
+        """
+        known = self._info
         for summary in summaries:
-            self._info[summary.id] = (MonitorInfo.model_validate(summary.model_dump()), now)
+            cached = known.get(summary.id)
+            if cached is not None and _same_details(cached[0], summary):
+                known[summary.id] = (cached[0], now)
+                continue
+            details = {name: getattr(summary, name) for name in _DETAILS}
+            known[summary.id] = (MonitorInfo.model_construct(None, **details), now)
 
     async def info(self, monitor_id: int, now: datetime) -> MonitorInfo:
         """The monitor's details: cached, fetched, or (when that fails) as last known or bare."""

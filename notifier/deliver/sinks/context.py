@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import aiohttp
 
-from notifier.deliver.sinks.slack_transport import ChannelPacer
+from notifier.deliver.sinks.pacer import ChannelPacer
 
 
 @dataclass(frozen=True)

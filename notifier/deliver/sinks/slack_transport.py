@@ -15,7 +15,6 @@ from datetime import UTC, datetime
 from typing import Any, Final
 
 import aiohttp
-from aiolimiter import AsyncLimiter
 from slack_sdk.errors import SlackApiError, SlackClientError
 from slack_sdk.http_retry.async_handler import AsyncRetryHandler
 from slack_sdk.http_retry.builtin_async_handlers import (
@@ -29,6 +28,7 @@ from slack_sdk.http_retry.state import RetryState
 from notifier.bounded_http import BodyTooLarge
 from notifier.deliver.plan import SlackCall
 from notifier.deliver.sink import send_in_parts
+from notifier.deliver.sinks.pacer import ChannelPacer as ChannelPacer  # its old home
 from notifier.domain.text import one_line
 from notifier.domain.values import retry_after_seconds
 
@@ -60,23 +60,6 @@ MESSAGE_ERRORS: Final = frozenset(
         "json_not_object",
     }
 )
-
-
-class ChannelPacer:
-    """Slack takes about one message per second per channel: one `AsyncLimiter` per key
-    (a channel ID, or a webhook destination's name). Share one instance among all sinks."""
-
-    def __init__(self, max_rate: float = 1.0, time_period: float = 1.0) -> None:
-        self._max_rate = max_rate
-        self._time_period = time_period
-        self._limiters: dict[str, AsyncLimiter] = {}
-
-    async def wait(self, key: str) -> None:
-        """Return once a message to `key` may go out."""
-        limiter = self._limiters.get(key)
-        if limiter is None:
-            limiter = self._limiters[key] = AsyncLimiter(self._max_rate, self._time_period)
-        await limiter.acquire()
 
 
 class _ShortRateLimitRetry(AsyncRetryHandler):
