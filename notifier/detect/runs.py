@@ -137,12 +137,14 @@ def detect(
             notices.append(Notice("recovered", _event(run, run.state), incident))
             incident = None
         if handled or is_in_progress(run.state):
-            tracked[run.run_id] = TrackedRun(
-                state=run.state,
-                handled=handled,
-                first_seen=old.first_seen if old else now,
-                last_seen=_stamp(old.last_seen if old else None, now, policy),
-            )
+            last_seen = _stamp(old.last_seen if old else None, now, policy)
+            if not _remembers(old, run.state, handled, last_seen):  # else kept as it is
+                tracked[run.run_id] = TrackedRun(
+                    state=run.state,
+                    handled=handled,
+                    first_seen=old.first_seen if old else now,
+                    last_seen=last_seen,
+                )
         else:
             tracked.pop(run.run_id, None)
 
@@ -157,14 +159,25 @@ def detect(
         elif run_id in gone or now - memory.last_seen > policy.retention + policy.stamp_granularity:
             del tracked[run_id]
 
-    next_state = MonitorState(
-        watch_since=state.watch_since,
-        baselined=True,
-        last_polled_at=_stamp(state.last_polled_at, now, policy),
-        feed_key=state.feed_key,
-        runs=tracked,
-        incident=incident,
-    )
+    last_polled_at = _stamp(state.last_polled_at, now, policy)
+    if (
+        previous is not None
+        and not first_listing
+        and (last_polled_at, incident, tracked)
+        == (state.last_polled_at, state.incident, state.runs)
+    ):
+        # Nothing to remember differently (most monitors, most cycles): the state stays the
+        # very object it was, which costs nothing to build and nothing more to keep.
+        next_state = previous
+    else:
+        next_state = MonitorState(
+            watch_since=state.watch_since,
+            baselined=True,
+            last_polled_at=last_polled_at,
+            feed_key=state.feed_key,
+            runs=tracked,
+            incident=incident,
+        )
     baseline = None
     if first_listing:
         # `previous` exists unbaselined only when earlier polls of this monitor failed.
@@ -191,6 +204,17 @@ def due_reminder(
         return None
     return incident.model_copy(
         update={"last_notified_at": now, "reminders": incident.reminders + 1}
+    )
+
+
+def _remembers(
+    old: TrackedRun | None, state: str | None, handled: list[str], last_seen: datetime
+) -> bool:
+    """Whether the memory of a run already says this (it is then kept, the same object)."""
+    return old is not None and (old.state, old.handled, old.last_seen) == (
+        state,
+        handled,
+        last_seen,
     )
 
 
