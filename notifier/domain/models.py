@@ -6,7 +6,7 @@ Pure: stdlib and pydantic only. Every adapter and the core speak these types.
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
@@ -84,6 +84,23 @@ def _tolerant_datetime(value: Any) -> datetime | None:
     return None
 
 
+class _Lean(BaseModel):
+    """A model made by the ten thousand (one per monitor). pydantic gives each instance a set of
+    the fields it was given (`model_fields_set`: 728 bytes once a model has five fields), which
+    nothing here reads; every instance shares one set of all its fields instead, which setting
+    a field leaves as it is (pydantic only ever adds names to it, and copies it to copy one)."""
+
+    _all_fields: ClassVar[set[str]] = set()
+
+    @classmethod
+    def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
+        super().__pydantic_init_subclass__(**kwargs)
+        cls._all_fields = set(cls.model_fields)
+
+    def model_post_init(self, context: Any, /) -> None:
+        object.__setattr__(self, "__pydantic_fields_set__", self._all_fields)
+
+
 class MonitorRun(BaseModel):
     """One run of a monitor as `GET /api/v1/monitors/{id}/runs` lists it.
 
@@ -113,7 +130,7 @@ class RunDetail(MonitorRun):
     warnings: Annotated[list[str], _texts(WARNINGS_MAX, WARNING_MAX)] = Field(default_factory=list)
 
 
-class MonitorInfo(BaseModel):
+class MonitorInfo(_Lean):
     """What a notification says about a monitor (`GET /api/v1/monitors/{id}`)."""
 
     model_config = ConfigDict(extra="ignore", frozen=True)
@@ -275,7 +292,7 @@ class Mute(BaseModel):
         return f"monitor {self.monitor_id}" if self.monitor_id is not None else f"tag {self.tag}"
 
 
-class TrackedRun(BaseModel):
+class TrackedRun(_Lean):
     """What the notifier remembers of one run: its last state and the states already handled.
 
     `handled` lists the notify-states this run was notified for, or silenced in (history at the
@@ -289,7 +306,7 @@ class TrackedRun(BaseModel):
     last_seen: datetime
 
 
-class MonitorState(BaseModel):
+class MonitorState(_Lean):
     """Per-monitor memory. `watch_since`: runs that started before it are history, not news."""
 
     watch_since: datetime
