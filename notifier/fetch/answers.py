@@ -113,14 +113,12 @@ def interpret(
     host_label: str,
     max_retry_after: float,
     redact: Callable[[str], str],
-    decode: bool = True,
 ) -> Any:
-    """An HTTP answer (its `Retry-After` read at `now`) as decoded JSON (with `decode` False:
-    its body, for `read_answer`), or the matching error: a `DatafoldError`, or `Transient` when
-    another attempt may succeed. `redact` cleans text the server sent before it enters a
-    message."""
+    """An HTTP answer (its `Retry-After` read at `now`) as decoded JSON, or the matching error:
+    a `DatafoldError`, or `Transient` when another attempt may succeed. `redact` cleans text
+    the server sent before it enters a message."""
     if 200 <= status < 300:
-        return decode_json(subject, body) if decode else body
+        return decode_json(subject, body)
     if status in (401, 403):
         raise ApiKeyRefused(status)
     if status == 404 and subject.monitor_id is not None:

@@ -120,6 +120,7 @@ class DatafoldClient:
         self._request_timeout = request_timeout
         self._timeout = aiohttp.ClientTimeout(total=request_timeout)
         self._server_clock = ServerClock()
+        self._stamps: dict[datetime, str] = {}
         self.requests_made = 0
 
     def __repr__(self) -> str:
@@ -144,7 +145,7 @@ class DatafoldClient:
         runs: dict[int, MonitorRun] = {}
         async with self._listings:
             subject = Subject(monitor_id)
-            params = {"page_size": str(self._page_size), "start_time": iso_z(since)}
+            params = {"page_size": str(self._page_size), "start_time": self._stamp(since)}
             if until is not None:
                 params["end_time"] = iso_z(until)
             path = f"/api/v1/monitors/{monitor_id}/runs"
@@ -167,6 +168,16 @@ class DatafoldClient:
                 if self._last_page(subject, number, page.listed, page.total_pages):
                     return list(runs.values())
                 number += 1
+
+    def _stamp(self, since: datetime) -> str:
+        """`iso_z(since)`, remembered: polls stamp in coarse steps, so most listings of a cycle
+        start at one of a few instants."""
+        stamp = self._stamps.get(since)
+        if stamp is None:
+            if len(self._stamps) >= 64:
+                self._stamps.clear()
+            stamp = self._stamps[since] = iso_z(since)
+        return stamp
 
     def _log_unreadable(self, monitor_id: int, item: Any, unreadable: UnreadableRun) -> None:
         """Once per run (bounded memory), not every cycle it is listed."""
@@ -326,18 +337,18 @@ class DatafoldClient:
                 self._debug(subject, path, attempt, error=type(exc).__name__)
                 raise Transient(type(exc).__name__) from exc
         self._debug(subject, path, attempt, status=status)
-        answer: bytes = interpret(
-            subject,
-            status,
-            body,
-            retry_after,
-            datetime.now(UTC),
-            host_label=self._host_label,
-            max_retry_after=self._retries.max_retry_after,
-            redact=self._redact,
-            decode=False,
-        )
-        return answer
+        if not 200 <= status < 300:  # a 2xx body is read by the caller (`read_answer`)
+            interpret(
+                subject,
+                status,
+                body,
+                retry_after,
+                datetime.now(UTC),
+                host_label=self._host_label,
+                max_retry_after=self._retries.max_retry_after,
+                redact=self._redact,
+            )  # raises
+        return body
 
     async def _read_body(self, subject: Subject, response: aiohttp.ClientResponse) -> bytes:
         """At most NOTIFIER_MAX_RESPONSE_BYTES (decompressed) of a 2xx answer; of any other, the
