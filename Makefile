@@ -60,8 +60,8 @@ bench: $(STAMP)
 	$(BIN)/python bench/state_io.py
 	$(BIN)/python bench/hostile.py
 
-# Growth with N in feed mode (about 30 minutes): bench/growth.json, plotted to docs/growth.png.
-GROWTH_ARGS ?= --sizes 5000,10000,20000,50000 --modes feed --warmup 2 --cycles 4
+# Growth with N in feed mode (about 25 minutes): bench/growth.json, plotted to docs/growth.png.
+GROWTH_ARGS ?= --sizes 5000,10000,20000,50000 --modes feed --warmup 2 --cycles 3
 bench-growth: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[bench]'
 	$(BIN)/python bench/run_bench.py $(GROWTH_ARGS) --json bench/growth.json
