@@ -29,7 +29,7 @@ from notifier.detect.notices import (
 from notifier.detect.runs import Notice, detect, new_monitor_state
 from notifier.domain.models import MonitorInfo, Notification, NotifierState
 from notifier.domain.report import CycleReport
-from notifier.fetch.monitors import ListingReach, Monitors, Poll
+from notifier.fetch.monitors import ListingReach, Monitors, Poll, fan_out
 from notifier.fetch.source import ApiKeyRefused, RunSource
 from notifier.route import admission, outbox
 from notifier.route.admission import Router
@@ -110,11 +110,10 @@ class Notifier:
 
         async def poll_all() -> None:
             to_poll, keys = await self._changed(monitor_ids, now, report)
-            await asyncio.gather(
-                *(
-                    self._process(m, now, poll_offset(m, spread), report, keys.get(m))
-                    for m in to_poll
-                )
+            await fan_out(
+                to_poll,
+                lambda m: self._process(m, now, 0.0, report, keys.get(m)),
+                offset=lambda m: poll_offset(m, spread),
             )
             await self._remind(now, report)
 
@@ -140,7 +139,7 @@ class Notifier:
         report.monitors = len(chosen)
 
         async def poll_chosen() -> None:
-            await asyncio.gather(*(self._process(m, now, 0.0, report, None) for m in chosen))
+            await fan_out(chosen, lambda m: self._process(m, now, 0.0, report, None))
 
         await self._deliver_while(poll_chosen, report)
         sent = dict(report.sent_by_destination)

@@ -18,8 +18,8 @@ from notifier import __version__
 from notifier.bounded_http import BoundedResponse
 from notifier.deliver.sink import Sink
 from notifier.deliver.sinks.context import SinkContext
+from notifier.deliver.sinks.pacer import ChannelPacer
 from notifier.deliver.sinks.registry import build_sink
-from notifier.deliver.sinks.slack_transport import ChannelPacer
 from notifier.domain.models import Notification
 from notifier.fetch.datafold import DatafoldClient
 from notifier.route.admission import Router
