@@ -169,7 +169,10 @@ async def test_a_refused_update_for_another_reason_fails(
         await bot(base_url, session).send(
             make(kind="recovered"), thread=MessageRef(channel=CHANNEL, ts="1.1")
         )
-    assert caught.value.reason == "Slack answered invalid_auth" and fake.messages == []
+    assert (
+        caught.value.reason == "Slack answered invalid_auth (the bot token is wrong)"
+        and fake.messages == []
+    )
 
 
 async def test_mentions_and_the_owner(
@@ -194,7 +197,12 @@ async def test_mentions_and_the_owner(
 @pytest.mark.parametrize(
     ("scopes", "fault", "reason"),
     [
-        ({"chat:write"}, None, "Slack answered missing_scope"),
+        (
+            {"chat:write"},
+            None,
+            "Slack answered missing_scope (the app lacks a scope: chat:write, and "
+            "users:read.email for mentions)",
+        ),
         (None, None, "Slack answered users_not_found"),
         (None, "server", "Slack answered HTTP 500"),
     ],

@@ -75,9 +75,20 @@ async def test_bot_posts_to_a_channel_name(
 @pytest.mark.parametrize(
     ("token", "channel", "fault", "reason"),
     [
-        ("xoxb-wrong-token", CHANNEL, None, "Slack answered invalid_auth"),
-        (FakeSlack.token, "#nowhere", None, "Slack answered channel_not_found"),
-        (FakeSlack.token, CHANNEL, "not_in_channel", "Slack answered not_in_channel"),
+        ("xoxb-wrong-token", CHANNEL, None, "Slack answered invalid_auth (the bot token is wrong)"),
+        (
+            FakeSlack.token,
+            "#nowhere",
+            None,
+            "Slack answered channel_not_found "
+            "(a wrong channel ID, or a private channel the bot is not in)",
+        ),
+        (
+            FakeSlack.token,
+            CHANNEL,
+            "not_in_channel",
+            "Slack answered not_in_channel (invite the bot to the channel)",
+        ),
         (FakeSlack.token, CHANNEL, "garbage", "Slack gave an unreadable answer (HTTP 200)"),
     ],
 )
@@ -227,7 +238,12 @@ async def test_unreachable_slack_is_reported_by_exception_class(
                 (True, "channel #data-alerts (C0123ABCD) found"),
             ],
         ),
-        ("xoxb-wrong-token", {}, CHANNEL, [(False, "Slack answered invalid_auth")]),
+        (
+            "xoxb-wrong-token",
+            {},
+            CHANNEL,
+            [(False, "Slack answered invalid_auth (the bot token is wrong)")],
+        ),
         (
             FakeSlack.token,
             {},

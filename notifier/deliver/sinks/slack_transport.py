@@ -147,6 +147,19 @@ def body_code(body: str | None) -> str:
     return code if _CODE.fullmatch(code) else "(unexpected answer)"
 
 
+#: What a Web API refusal usually means, for the one line that reports it.
+_HINTS = {
+    "invalid_auth": "the bot token is wrong",
+    "not_authed": "no bot token was sent",
+    "token_revoked": "the bot token was revoked",
+    "account_inactive": "the bot token's app or user is deactivated",
+    "channel_not_found": "a wrong channel ID, or a private channel the bot is not in",
+    "not_in_channel": "invite the bot to the channel",
+    "is_archived": "the channel is archived",
+    "missing_scope": "the app lacks a scope: chat:write, and users:read.email for mentions",
+}
+
+
 def api_failure(error: SlackApiError) -> tuple[str, float | None]:
     """A Web API refusal as a reason (its code, and for bad blocks Slack's first message about
     them) and the Retry-After of a rate limit."""
@@ -160,6 +173,8 @@ def api_failure(error: SlackApiError) -> tuple[str, float | None]:
     if code is None:
         return "Slack gave an unreadable answer (HTTP 200)", wait
     reason = f"Slack answered {code}"
+    if code in _HINTS:
+        reason += f" ({_HINTS[code]})"
     data = getattr(response, "data", None)
     messages = data.get("response_metadata", {}).get("messages") if isinstance(data, dict) else None
     if code in {"invalid_blocks", "invalid_arguments"} and messages:
