@@ -4,12 +4,16 @@ what assumes every monitor was seen (dropping unwatched monitors, reminders)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 from structlog.testing import capture_logs
 
+from notifier.deliver.sink import HoldingSink
+from notifier.domain.models import Notification
 from notifier.run.cycle import Notifier
 from notifier.store.file import StateFile
 from tests.fakes.cycle import Clock, cycle_config
@@ -85,3 +89,36 @@ async def test_a_partial_cycle_drops_no_unwatched_monitor_and_sends_no_reminder(
     await later.run_cycle()
     assert set(later.state.monitors) == {1}
     assert slack.sent_keys == ["1-11-alert", "1-11-alert-reminder-1"]
+
+
+@dataclass
+class FakeHoldingSink(FakeSink):
+    """A FakeSink whose destination forgets firing alerts unless told again (as Alertmanager)."""
+
+    holds: list[list[str]] = field(default_factory=list)
+
+    async def hold(self, notifications: Sequence[Notification]) -> None:
+        self.holds.append([n.id for n in notifications])
+
+
+async def test_a_partial_cycle_leaves_keeping_alerts_firing_to_the_regular_cycle(
+    source: FakeSource, store: StateFile, clock: Clock
+) -> None:
+    """Triggers may come every second: only the regular cycle posts still-firing alerts again."""
+    alertmanager = FakeHoldingSink("am")
+    assert isinstance(alertmanager, HoldingSink)
+    notifier = make(source, store, clock, alertmanager)
+    await notifier.run_cycle()
+    clock.tick()
+    source.put(1, 11, "alert", clock.now)
+    await notifier.run_cycle()
+    assert alertmanager.sent_keys == ["1-11-alert"]
+    held = len(alertmanager.holds)
+    assert held and alertmanager.holds[-1] == ["1-11-alert"]
+    clock.tick()
+    source.put(2, 21, "alert", clock.now)
+    await notifier.run_partial_cycle([2])
+    assert alertmanager.sent_keys == ["1-11-alert", "2-21-alert"]
+    assert len(alertmanager.holds) == held  # the partial cycle posted nothing again
+    await notifier.run_cycle()
+    assert sorted(alertmanager.holds[-1]) == ["1-11-alert", "2-21-alert"]

@@ -56,10 +56,14 @@ class DeliveryWorkers:
         self._wakeups: dict[str, asyncio.Event] = {}
         self._polling_done = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        self._keep_firing_now = True
 
-    def start(self, state: NotifierState, report: CycleReport) -> None:
-        """Launch the workers of one cycle over `state`'s outbox, counting into `report`."""
+    def start(self, state: NotifierState, report: CycleReport, *, keep_firing: bool = True) -> None:
+        """Launch the workers of one cycle over `state`'s outbox, counting into `report`; with
+        `keep_firing` (not for a triggered partial cycle), tell Alertmanager-like destinations
+        again what still fires once their outbox is drained."""
         self._state, self._report = state, report
+        self._keep_firing_now = keep_firing
         self._polling_done = asyncio.Event()
         self._wakeups = {name: asyncio.Event() for name in self._sinks}
         self._tasks = [
@@ -94,7 +98,7 @@ class DeliveryWorkers:
         unless told again, tell it what still fires (unless it failed or is on hold)."""
         failures = self._report.failed_by_destination[name]
         await self._drain(name, sink, wakeup)
-        if not isinstance(sink, HoldingSink) or name in self.deferred:
+        if not self._keep_firing_now or not isinstance(sink, HoldingSink) or name in self.deferred:
             return
         if self._report.failed_by_destination[name] == failures:
             await self._keep_firing(name, sink)

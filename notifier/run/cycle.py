@@ -141,17 +141,17 @@ class Notifier:
         async def poll_chosen() -> None:
             await fan_out(chosen, lambda m: self._process(m, now, 0.0, report, None))
 
-        await self._deliver_while(poll_chosen, report)
+        await self._deliver_while(poll_chosen, report, keep_firing=False)
         sent = dict(report.sent_by_destination)
         log.info("triggered_cycle_finished", monitors=chosen, sent=sent, **report.summary())
         return report
 
     async def _deliver_while(
-        self, polls: Callable[[], Awaitable[None]], report: CycleReport
+        self, polls: Callable[[], Awaitable[None]], report: CycleReport, *, keep_firing: bool = True
     ) -> None:
         """Run `polls` beside the delivery workers, let them finish, and save in any case."""
         deliveries = self._deliveries
-        deliveries.start(self.state, report)
+        deliveries.start(self.state, report, keep_firing=keep_firing)
         try:
             await polls()
             await deliveries.finish()
