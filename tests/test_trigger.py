@@ -330,6 +330,68 @@ async def test_one_monitor_flooded_is_polled_once_per_wakeup() -> None:
     assert runner.partials == [[1], [1]]  # the one under way, then the 299 coalesced into one
 
 
+class LaneRunner(PartialRunner):
+    """A PartialRunner with the regular cycle's fast lane (`Notifier.expedite`): open while
+    `lane_open`, it records the monitors handed to it."""
+
+    def __init__(self) -> None:
+        super().__init__(watched=range(1, 301))
+        self.lane_open = False
+        self.expedited: list[list[int]] = []
+        self.handed = asyncio.Event()
+
+    def expedite(self, monitor_ids: Collection[int]) -> bool:
+        if self.lane_open and monitor_ids:
+            self.expedited.append(list(monitor_ids))
+            self.handed.set()
+        return self.lane_open
+
+
+async def test_triggers_during_a_polling_cycle_join_its_lane_within_the_bucket() -> None:
+    """A regular cycle that holds the lock and polls takes triggered monitors into its lane at
+    once (no waiting for its end), as many as the bucket holds; once its polls are done (lane
+    closed), the rest wait for the lock and a partial cycle after it."""
+    runner, lock = LaneRunner(), asyncio.Lock()
+    counted: list[int] = []
+    config = TriggerConfig(token=TOKEN, max_polls_per_minute=5)
+    loop = TriggerLoop(
+        runner,
+        config,
+        lock=lock,
+        record=Metrics().record_partial,
+        full_cycle=lambda: None,
+        count_polls=counted.append,
+    )
+    async with running(loop):
+        async with lock:  # a regular cycle
+            runner.lane_open = True  # ... polling
+            for monitor_id in range(1, 301):
+                loop.offer(monitor_id)
+            await asyncio.wait_for(runner.handed.wait(), timeout=5)
+            assert runner.expedited == [[1, 2, 3, 4, 5]] and counted == [5]
+            assert runner.partials == []
+            runner.lane_open = False  # its polls are done; it delivers and saves
+        await asyncio.sleep(0.3)
+        # The bucket is spent (5 a minute): the rest wait for it, in no lane and no partial.
+        assert runner.expedited == [[1, 2, 3, 4, 5]] and runner.partials == []
+        assert list(loop.queue.pending)[:1] == [6] and len(loop.queue.pending) == 295
+
+
+async def test_a_trigger_waiting_for_the_lock_joins_the_lane_when_the_cycle_starts_polling() -> (
+    None
+):
+    """The loop waits for the lock while the cycle loads its state; once the cycle polls, the
+    monitor joins its lane instead of waiting for the cycle's end."""
+    runner, lock = LaneRunner(), asyncio.Lock()
+    async with running(trigger_loop(runner, lock)) as loop, lock:
+        loop.offer(7)
+        await asyncio.sleep(0.2)  # the cycle has the lock, and does not poll yet
+        assert runner.expedited == [] and runner.partials == []
+        runner.lane_open = True
+        await asyncio.wait_for(runner.handed.wait(), timeout=5)
+        assert runner.expedited == [[7]] and runner.partials == []
+
+
 @pytest.mark.parametrize("every_monitor", [True, False])
 async def test_a_regular_cycle_clears_the_backlog_it_polled_in_poll_mode(
     every_monitor: bool,

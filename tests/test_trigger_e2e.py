@@ -188,3 +188,39 @@ async def test_a_bad_trigger_setting_is_one_line_and_exit_2(
     assert len(lines) == 1 and message in lines[0], result.stderr
     for value in (TOKEN, "short-T0ken", "a/path/is/no/token/1234"):
         assert value not in result.stderr
+
+
+async def test_a_trigger_during_a_long_regular_cycle_is_notified_before_the_cycle_ends(
+    world: World, reaper: list[Daemon]
+) -> None:
+    """The regular cycle takes seconds (40 monitors, one request at a time, 0.1 s each): a run
+    that turns `alert` after its monitor's listing in that cycle is notified about a second
+    after its trigger, in the cycle's fast lane, not after the cycle."""
+    for monitor_id in range(3, 41):
+        world.sim.add_monitor(monitor_id, name=f"monitor {monitor_id}", monitor_type="metric")
+    world.sim.latency = 0.1
+    env = trigger_env(
+        world,
+        NOTIFIER_MONITOR_IDS=",".join(str(m) for m in range(1, 41)),
+        NOTIFIER_MAX_CONCURRENCY="1",
+        NOTIFIER_POLL_SPREAD_SECONDS="0",
+    )
+    daemon = await start(env, reaper)
+    index = await daemon.wait_event("status_listening")
+    url = f"http://127.0.0.1:{daemon.events[index]['port']}"
+    await daemon.wait_for(lambda: daemon.find("monitor_baselined") is not None, within=20)
+    assert daemon.find("cycle_finished") is None
+    world.sim.add_run(1, state="alert", started_at=world.now())
+    async with aiohttp.ClientSession() as http:
+        triggered_at = time.monotonic()
+        status, _ = await post(http, f"{url}/trigger/{TOKEN}/1")
+        assert status == 202
+        await daemon.wait_for(lambda: len(world.slack.messages) == 1, within=10)
+        took = time.monotonic() - triggered_at
+    print(f"in Slack {took:.2f} s after a trigger during a regular cycle")
+    assert took < 3, f"the alert reached Slack {took:.2f} s after the trigger"
+    assert daemon.find("cycle_finished") is None, "the trigger waited for the cycle's end"
+    await daemon.wait_event("cycle_finished", within=30)
+    await asyncio.sleep(0.5)
+    assert len(world.slack.messages) == 1  # notified once
+    assert TOKEN not in await stop_quietly(daemon)

@@ -57,6 +57,8 @@ class DeliveryWorkers:
         self._polling_done = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._keep_firing_now = True
+        #: Notifications to send at once (`hurry`), this cycle.
+        self._hurried: set[str] = set()
 
     def start(self, state: NotifierState, report: CycleReport, *, keep_firing: bool = True) -> None:
         """Launch the workers of one cycle over `state`'s outbox, counting into `report`; with
@@ -64,6 +66,7 @@ class DeliveryWorkers:
         again what still fires once their outbox is drained."""
         self._state, self._report = state, report
         self._keep_firing_now = keep_firing
+        self._hurried = set()
         self._polling_done = asyncio.Event()
         self._wakeups = {name: asyncio.Event() for name in self._sinks}
         self._tasks = [
@@ -132,8 +135,11 @@ class DeliveryWorkers:
         if self._still_deferred(name):
             return
         if isinstance(sink, DigestSink) and sink.digest_threshold is not None:
-            # Whether a storm needs a digest is known only once every monitor was polled.
-            await self._polling_done.wait()
+            # Whether a storm needs a digest is known only once every monitor was polled; what
+            # a push trigger's poll found goes out meanwhile.
+            await self._send_hurried(name, sink, wakeup)
+            if self._still_deferred(name):
+                return
             waiting = [entry for entry in self._state.outbox if name in entry.pending]
             if len(waiting) > sink.digest_threshold:
                 await self._send_digest(name, sink, waiting)
@@ -162,6 +168,24 @@ class DeliveryWorkers:
                 return
             wakeup.clear()
             if position >= len(self._state.outbox):
+                await wakeup.wait()
+
+    def hurry(self, notification_id: str) -> None:
+        """Send this notification as soon as it is queued, even to a destination that waits
+        for the end of the polls to decide on a digest (a push trigger's find)."""
+        self._hurried.add(notification_id)
+        self.wake()
+
+    async def _send_hurried(self, name: str, sink: Sink, wakeup: asyncio.Event) -> None:
+        """Until the polls are done, send `name` what was hurried, one by one as it comes."""
+        while not self._polling_done.is_set():
+            wakeup.clear()
+            for entry in list(self._state.outbox):
+                if entry.notification.id in self._hurried and name in entry.pending:
+                    if not await self._send(name, sink, entry):
+                        await self._polling_done.wait()  # it failed as a whole: no more now
+                        return
+            if not self._polling_done.is_set():
                 await wakeup.wait()
 
     def _still_deferred(self, name: str) -> bool:

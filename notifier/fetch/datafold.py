@@ -7,8 +7,10 @@ The only module that talks to Datafold. It returns `notifier.domain.models` type
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any
 
@@ -38,6 +40,20 @@ from notifier.fetch.source import (
     MalformedAnswer,
     Subject,
 )
+
+#: Set by `urgent()`: a listing (a push trigger's) skips the door and the cycle's listings.
+URGENT: ContextVar[bool] = ContextVar("urgent_listing", default=False)
+
+
+@contextlib.contextmanager
+def urgent() -> Iterator[None]:
+    """Listings made within are urgent (see `URGENT`)."""
+    token = URGENT.set(True)
+    try:
+        yield
+    finally:
+        URGENT.reset(token)
+
 
 _log = structlog.get_logger(__name__)
 _stdlib_log = logging.getLogger(__name__)
@@ -143,7 +159,7 @@ class DatafoldClient:
         and looked at again (directly, once it leaves the window) until it reads well.
         """
         runs: dict[int, MonitorRun] = {}
-        async with self._listings:
+        async with contextlib.nullcontext() if URGENT.get() else self._listings:
             subject = Subject(monitor_id)
             params = {"page_size": str(self._page_size), "start_time": self._stamp(since)}
             if until is not None:
@@ -311,7 +327,7 @@ class DatafoldClient:
         limit: float | None = None,
     ) -> bytes:
         """One request: the body of a 2xx answer; `limit` overrides the request timeout."""
-        lane = self._semaphore if "page" in params else self._detail_semaphore
+        lane = self._semaphore if "page" in params and not URGENT.get() else self._detail_semaphore
         async with lane:
             # The rate token is taken with the slot held, so waiting tasks cannot hoard tokens
             # and then burst past the cap when the API recovers.

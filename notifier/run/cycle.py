@@ -29,11 +29,14 @@ from notifier.detect.notices import (
 from notifier.detect.runs import Notice, detect, new_monitor_state
 from notifier.domain.models import MonitorInfo, Notification, NotifierState
 from notifier.domain.report import CycleReport
+from notifier.fetch.datafold import URGENT, urgent
 from notifier.fetch.monitors import ListingReach, Monitors, Poll, fan_out
 from notifier.fetch.source import ApiKeyRefused, RunSource
 from notifier.route import admission, outbox
 from notifier.route.admission import Router
 from notifier.route.rules import RouteDecision
+from notifier.run.expedite import Expedite
+from notifier.run.housekeeping import give_up, housekeeping
 from notifier.run.outbox_requests import apply_outbox_requests, settle_outbox_requests
 from notifier.run.service_config import ServiceConfig
 from notifier.store.store import CycleStore
@@ -87,6 +90,7 @@ class Notifier:
         #: Read from the store by `load`, at the latest before the first cycle.
         self.state = NotifierState()
         self._loaded = False
+        self._lane = Expedite()
 
     async def run_cycle(self) -> CycleReport:
         """Poll every monitor and deliver what it finds as soon as it is found; save once.
@@ -105,16 +109,21 @@ class Notifier:
         )
         monitor_ids = await self.monitor_set(now, report)
         report.monitors = len(monitor_ids)
-        self._housekeeping(now, report, monitor_ids)
+        discovered = not self._config.monitor_tags or self._monitors.discovery.monitors is not None
+        housekeeping(self.state, now, report, monitor_ids, self._config, self._sinks, discovered)
         spread = self._config.spread.total_seconds()
 
         async def poll_all() -> None:
             to_poll, keys = await self._changed(monitor_ids, now, report)
-            await fan_out(
-                to_poll,
-                lambda m: self._process(m, now, 0.0, report, keys.get(m)),
-                offset=lambda m: poll_offset(m, spread),
-            )
+            lane = self._lane
+            async with lane.window(lambda m: self._process_urgently(m, report)):
+                await fan_out(
+                    to_poll,
+                    lambda m: lane.exclusive(
+                        m, lambda: self._process(m, now, 0.0, report, keys.get(m))
+                    ),
+                    offset=lambda m: poll_offset(m, spread),
+                )
             await self._remind(now, report)
 
         await self._deliver_while(poll_all, report)
@@ -166,6 +175,12 @@ class Notifier:
             report.finished_at = self._clock()
             report.state_saved = await self.save()
 
+    def expedite(self, monitor_ids: Collection[int]) -> bool:
+        """Poll the watched `monitor_ids` now, inside the regular cycle that is polling (a
+        trigger's fast lane, `run/expedite.py`); False when no cycle is polling."""
+        watched = set(self.watched_monitors())
+        return self._lane.offer([m for m in monitor_ids if m in watched])
+
     def watched_monitors(self) -> list[int]:
         """The monitors watched now: the configured IDs, then those found by tag so far."""
         return watched_monitors(self._config.monitor_ids, self._monitors.discovery.monitors)
@@ -211,6 +226,11 @@ class Notifier:
                 "poll_failed", monitor_id=monitor_id, kind="internal", error=type(exc).__name__
             )
             report.fail(monitor_id, "internal")
+
+    async def _process_urgently(self, monitor_id: int, report: CycleReport) -> None:
+        """A triggered poll inside a regular cycle: now, ahead of the cycle's listings."""
+        with urgent():
+            await self._process(monitor_id, self._clock(), 0.0, report, None)
 
     async def _adopt(
         self, poll: Poll, now: datetime, report: CycleReport, feed_key: str | None
@@ -321,41 +341,14 @@ class Notifier:
                 tell(said[0], **said[1])
             if verdict.outcome == "queued":
                 outbox.admit(self.state.outbox, notification, verdict.pending)
+                if URGENT.get():  # a push trigger's poll: no destination waits for a digest
+                    self._deliveries.hurry(notification.id)
             elif verdict.outcome == "muted":
                 report.muted += 1
             elif verdict.outcome == "quiet":
                 report.quieted += 1
-        self._give_up(outbox.trim(self.state.outbox, self._config.outbox_max), report)
+        give_up(outbox.trim(self.state.outbox, self._config.outbox_max), report)
         self._deliveries.wake()
-
-    def _housekeeping(self, now: datetime, report: CycleReport, monitor_ids: list[int]) -> None:
-        """Drop monitors no longer watched, expired notifications, removed destinations.
-
-        Monitors found by tag are only dropped once a discovery has succeeded, so an API outage
-        at start-up does not make the notifier forget (and later re-baseline) them.
-        """
-        watched = set(monitor_ids)
-        discovered = self._monitors.discovery.monitors is not None
-        if not self._config.monitor_tags or discovered:
-            for monitor_id in [m for m in self.state.monitors if m not in watched]:
-                log.info("monitor_dropped", monitor_id=monitor_id, reason="no longer watched")
-                del self.state.monitors[monitor_id]
-        expiry = self._config.outbox_expiry
-        kept, removals = outbox.expire(
-            self.state.outbox, now, expiry=expiry, destinations=self._sinks
-        )
-        self.state.outbox = kept
-        self._give_up(removals, report)
-        self._give_up(outbox.trim(self.state.outbox, self._config.outbox_max), report)
-
-    def _give_up(self, removals: Iterable[outbox.Removal], report: CycleReport) -> None:
-        """Log and count the notifications the outbox gave up on (or on one destination of)."""
-        for removal in removals:
-            log.error(removal.event, **removal.fields())
-            if removal.reason == "expired":
-                report.expired += 1
-            elif removal.reason == "outbox_full":
-                report.dropped += 1
 
     async def _refresh_mutes(self) -> None:
         """Adopt mutes set or lifted (by `mute`/`unmute`) since the state was last read."""

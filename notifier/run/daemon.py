@@ -141,6 +141,7 @@ class Daemon:
             record=self.metrics.record_partial,
             full_cycle=self._full_cycle_soon,
             clock=self._clock,
+            count_polls=self.metrics.triggered_polls.inc,
         )
 
     def request_stop(self) -> None:

@@ -178,6 +178,10 @@ class LeasedNotifier:
         except LeaseLost:
             return self._standby("the lease was lost before the state was saved")
 
+    def expedite(self, monitor_ids: Collection[int]) -> bool:
+        """The leader's fast lane: poll `monitor_ids` inside its polling cycle (False if none)."""
+        return self._notifier is not None and self.leading and self._notifier.expedite(monitor_ids)
+
     def watched_monitors(self) -> list[int] | None:
         """The leader's watched monitors; None before it has built its notifier."""
         return self._notifier.watched_monitors() if self._notifier is not None else None

@@ -26,6 +26,10 @@ from notifier.run.trigger import Outcome, TriggerConfig, TriggerQueue, triggered
 
 log = structlog.get_logger(__name__)
 
+#: How often a trigger waiting for the cycle lock checks whether the regular cycle holding it
+#: polls (then its monitors join that cycle's fast lane at once).
+LANE_RETRY_SECONDS = 0.05
+
 
 @runtime_checkable
 class PartialCycles(Protocol):
@@ -52,6 +56,7 @@ class TriggerLoop:
         record: Callable[[CycleReport], None],
         full_cycle: Callable[[], None],
         clock: Callable[[], datetime] | None = None,
+        count_polls: Callable[[int], None] = lambda n: None,
     ) -> None:
         self.config = config
         self.queue = TriggerQueue()
@@ -59,6 +64,7 @@ class TriggerLoop:
         self._lock = lock
         self._record = record
         self._full_cycle = full_cycle
+        self._count_polls = count_polls
         self._clock = clock or (lambda: datetime.now(UTC))
         # A bucket of the cap, refilled at the cap per minute: a burst of that many listings,
         # then one every 60/cap seconds (aiolimiter, as the Datafold client's own limiter).
@@ -87,12 +93,43 @@ class TriggerLoop:
                 self._full_cycle()
             while self.queue.pending:
                 await self._bucket.acquire()  # at least one listing's worth, outside the lock
-                async with self._lock:
-                    self._idle.clear()
-                    try:
-                        await self._poll_pending()
-                    finally:
-                        self._idle.set()
+                if not await self._lock_or_lane():
+                    continue  # a polling regular cycle took them into its fast lane
+                self._idle.clear()
+                try:
+                    await self._poll_pending()
+                finally:
+                    self._idle.set()
+                    self._lock.release()
+
+    async def _lock_or_lane(self) -> bool:
+        """Take the cycle lock (True), or, while a regular cycle holds it and polls, hand the
+        monitors waiting to its fast lane instead of waiting for its end (False)."""
+        while self._lock.locked():
+            if await self._to_lane():
+                return False
+            await asyncio.sleep(LANE_RETRY_SECONDS)
+        await self._lock.acquire()
+        return True
+
+    async def _to_lane(self) -> bool:
+        """Hand as many waiting monitors as the bucket holds (one already taken from it) to the
+        runner's fast lane (`Notifier.expedite`), if a regular cycle is polling."""
+        expedite = getattr(self._runner, "expedite", None)
+        if expedite is None or not expedite(()):  # nothing polling: no lane to join
+            return False
+        granted, waiting = 1, len(self.queue.pending)
+        while granted < waiting and self._bucket.has_capacity():
+            await self._bucket.acquire()  # immediate: there is capacity
+            granted += 1
+        monitors = self.queue.take(granted)
+        if not expedite(monitors):  # not reached: nothing awaited since the lane was open
+            for monitor_id in monitors:
+                self.queue.add(monitor_id, self._clock())
+            return False
+        self._count_polls(len(monitors))
+        log.debug("trigger_expedited", monitors=monitors)
+        return True
 
     def cycle_finished(self, report: CycleReport) -> None:
         """A regular cycle polled `report.polled`: monitors triggered before it began are done
