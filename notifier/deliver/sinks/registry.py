@@ -9,6 +9,7 @@ built, so a process pays in memory and start-up only for the kinds its routes us
 from __future__ import annotations
 
 from collections.abc import Callable
+from importlib import import_module
 from typing import Any
 
 from notifier.deliver.sink import Sink
@@ -19,63 +20,26 @@ from notifier.route.destinations import AnyDestination
 SinkFactory = Callable[[str, Any, SinkContext], Sink]
 
 
-def _slack(name: str, destination: Any, context: SinkContext) -> Sink:
-    from notifier.deliver.sinks.slack import SlackBotSink
+def _lazy(module: str, sink_class: str) -> SinkFactory:
+    """A factory that imports `notifier.deliver.sinks.<module>` on its first use."""
 
-    return SlackBotSink.from_destination(name, destination, context)
+    def build(name: str, destination: Any, context: SinkContext) -> Sink:
+        found = getattr(import_module(f"notifier.deliver.sinks.{module}"), sink_class)
+        sink: Sink = found.from_destination(name, destination, context)
+        return sink
 
-
-def _slack_webhook(name: str, destination: Any, context: SinkContext) -> Sink:
-    from notifier.deliver.sinks.slack_webhook import SlackWebhookSink
-
-    return SlackWebhookSink.from_destination(name, destination, context)
-
-
-def _webhook(name: str, destination: Any, context: SinkContext) -> Sink:
-    from notifier.deliver.sinks.webhook import WebhookSink
-
-    return WebhookSink.from_destination(name, destination, context)
-
-
-def _email(name: str, destination: Any, context: SinkContext) -> Sink:
-    from notifier.deliver.sinks.email import EmailSink
-
-    return EmailSink.from_destination(name, destination, context)
-
-
-def _pagerduty(name: str, destination: Any, context: SinkContext) -> Sink:
-    from notifier.deliver.sinks.pagerduty import PagerDutySink
-
-    return PagerDutySink.from_destination(name, destination, context)
-
-
-def _teams(name: str, destination: Any, context: SinkContext) -> Sink:
-    from notifier.deliver.sinks.teams import TeamsSink
-
-    return TeamsSink.from_destination(name, destination, context)
-
-
-def _apprise(name: str, destination: Any, context: SinkContext) -> Sink:
-    from notifier.deliver.sinks.apprise import AppriseSink
-
-    return AppriseSink.from_destination(name, destination, context)
-
-
-def _alertmanager(name: str, destination: Any, context: SinkContext) -> Sink:
-    from notifier.deliver.sinks.alertmanager import AlertmanagerSink
-
-    return AlertmanagerSink.from_destination(name, destination, context)
+    return build
 
 
 SINK_FACTORIES: dict[str, SinkFactory] = {
-    "slack": _slack,
-    "slack-webhook": _slack_webhook,
-    "webhook": _webhook,
-    "email": _email,
-    "pagerduty": _pagerduty,
-    "teams": _teams,
-    "apprise": _apprise,
-    "alertmanager": _alertmanager,
+    "slack": _lazy("slack", "SlackBotSink"),
+    "slack-webhook": _lazy("slack_webhook", "SlackWebhookSink"),
+    "webhook": _lazy("webhook", "WebhookSink"),
+    "email": _lazy("email", "EmailSink"),
+    "pagerduty": _lazy("pagerduty", "PagerDutySink"),
+    "teams": _lazy("teams", "TeamsSink"),
+    "apprise": _lazy("apprise", "AppriseSink"),
+    "alertmanager": _lazy("alertmanager", "AlertmanagerSink"),
 }
 
 
