@@ -3,6 +3,8 @@ is one entry per destination kind."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from typing import Literal
 
@@ -138,3 +140,16 @@ async def test_a_teams_destination_makes_a_teams_sink(context: SinkContext) -> N
     assert (sink.name, sink.digest_threshold) == ("chat", 4)
     assert sink._session is context.session and sink._timeout.total == 7.5
     assert "teams-factory-sig" not in repr(sink)
+
+
+def test_a_sink_library_loads_only_with_a_destination_of_its_kind() -> None:
+    """The daemon's wiring and the registry import no sink library: each loads with its kind."""
+    code = (
+        "import sys, notifier.run.wiring, notifier.deliver.sinks.registry\n"
+        "libraries = ('slack_sdk', 'aiosmtplib', 'apprise', 'standardwebhooks')\n"
+        "print(sorted(m for m in libraries if m in sys.modules))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
+    assert result.stdout.strip() == "[]"
