@@ -139,3 +139,58 @@ async def test_a_failed_cycle_cancels_its_triggered_polls() -> None:
             await started.wait()
             raise RuntimeError("the cycle failed")
     assert not lane.offer([1])
+
+
+@dataclass
+class DoorSource(FakeSource):
+    """A FakeSource with the Datafold client's door: a cycle's listings pass it `width` at a
+    time, each taking `latency` seconds; an urgent listing (a trigger's) skips it."""
+
+    width: int = 2
+    latency: float = 0.02
+    log: list[tuple[int, bool]] = field(default_factory=list)
+    door: asyncio.Semaphore = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.door = asyncio.Semaphore(self.width)
+
+    async def list_runs(
+        self, monitor_id: int, since: datetime, until: datetime | None = None
+    ) -> list[MonitorRun]:
+        if URGENT.get():
+            self.log.append((monitor_id, True))
+            return await super().list_runs(monitor_id, since, until)
+        async with self.door:
+            self.log.append((monitor_id, False))
+            await asyncio.sleep(self.latency)
+            return await super().list_runs(monitor_id, since, until)
+
+
+@pytest.mark.parametrize(("polls_at_once", "waits"), [(8, False), (1040, True)])
+async def test_a_triggered_poll_waits_at_the_door_only_when_the_cycle_took_its_monitor_up(
+    store: StateFile, clock: Clock, polls_at_once: int, waits: bool
+) -> None:
+    """A cycle holds a monitor's turn from when it takes the monitor up; when it takes up far
+    more than its listings can serve (the old fixed width), a monitor late in the order sits
+    at the door with its turn held, and a trigger's poll of it waits there for the queue."""
+    monitors = tuple(range(1, 121))
+    source = DoorSource()
+    slack = FakeSink("slack")
+    config = cycle_config(monitors, polls_at_once=polls_at_once)
+    notifier = Notifier(source, store, {"slack": slack}, config, clock=clock)
+    await notifier.run_cycle()
+    clock.tick()
+    source.log.clear()
+    cycle = asyncio.create_task(notifier.run_cycle())
+    await eventually(lambda: len(source.log) >= 4)  # the cycle lists its first monitors
+    source.put(110, 1101, "alert", clock.now)
+    assert notifier.expedite([110])
+    await eventually(lambda: slack.sent_keys == ["110-1101-alert"])
+    regular_listings_before = len([e for e in source.log if not e[1]])
+    await cycle
+    order = [urgent for monitor_id, urgent in source.log if monitor_id == 110]
+    # waiting: the regular listing came first (the queue ahead of it, ~55 listings at 2 a time)
+    assert order == ([False, True] if waits else [True, False])
+    if not waits:
+        assert regular_listings_before < 20  # sent while the cycle was still near its start
+    assert slack.sent_keys == ["110-1101-alert"]

@@ -123,6 +123,7 @@ class Notifier:
                         m, lambda: self._process(m, now, 0.0, report, keys.get(m))
                     ),
                     offset=lambda m: poll_offset(m, spread),
+                    width=self._config.polls_at_once,
                 )
             await self._remind(now, report)
 

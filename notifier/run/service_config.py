@@ -41,6 +41,10 @@ class ServiceConfig:
     retry_after_cap: timedelta = timedelta(seconds=60)
     #: Notifications waiting at most; past it the oldest are dropped (NOTIFIER_OUTBOX_MAX_ENTRIES).
     outbox_max: int = 5000
+    #: Monitors a cycle handles at once (`fan_out`'s width): four times the request concurrency,
+    #: twice the client's door. More would only queue at the door, each holding its monitor's
+    #: turn, so a push trigger's poll of it would wait for the queue (`run/expedite.py`).
+    polls_at_once: int = 64
 
 
 def service_config(settings: Settings, *, spread: bool = True) -> ServiceConfig:
@@ -73,4 +77,5 @@ def service_config(settings: Settings, *, spread: bool = True) -> ServiceConfig:
         ),
         retry_after_cap=timedelta(seconds=settings.retry_after_cap),
         outbox_max=settings.outbox_max_entries,
+        polls_at_once=4 * settings.max_concurrency,
     )
