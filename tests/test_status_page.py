@@ -379,6 +379,52 @@ def test_page_refreshes_itself_and_fits_a_phone() -> None:
     assert {"http-equiv": "refresh", "content": "45"} in metas
     assert {"name": "viewport", "content": "width=device-width, initial-scale=1"} in metas
     assert "overflow-x:auto" in page and '<div class="scroll">' not in page  # no table: no rows
+    assert "@media (max-width:44rem)" in page and "content:attr(data-label)" in page
+
+
+class Tables(HTMLParser):
+    """Per table: its headings and, per row, each cell's `data-label` and class."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tables: list[tuple[list[str], list[list[tuple[str | None, str | None]]]]] = []
+        self.in_heading = False
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        found = dict(attrs)
+        if tag == "table":
+            self.tables.append(([], []))
+        elif tag == "tr" and self.tables:
+            self.tables[-1][1].append([])
+        elif tag == "td":
+            self.tables[-1][1][-1].append((found.get("data-label"), found.get("class")))
+        self.in_heading = tag == "th"
+
+    def handle_data(self, data: str) -> None:
+        if self.in_heading:
+            self.tables[-1][0].append(data)
+            self.in_heading = False
+
+
+def test_each_cell_is_labelled_with_its_column_heading_for_narrow_screens() -> None:
+    page = render_status_page(hostile_view(), refresh_seconds=30)
+    parser = Tables()
+    parser.feed(page)
+    assert len(parser.tables) == 5  # incidents, monitors, outbox, mutes, cycles
+    for headings, rows in parser.tables:
+        cells = [row for row in rows if row]  # the heading row has no td
+        assert cells, headings
+        for row in cells:
+            assert [label for label, _ in row] == headings
+    monitors = parser.tables[1][1][1]
+    assert monitors[0] == ("Monitor", "name")  # the card's title on a phone
+    assert [label for label, _ in monitors] == [
+        "Monitor",
+        "Last poll",
+        "Last run",
+        "Incident",
+        "Muted until",
+    ]
 
 
 async def test_routes_over_a_real_notifier_and_its_state(tmp_path: Path) -> None:

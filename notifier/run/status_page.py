@@ -1,15 +1,18 @@
 """The status page: a `StatusView` as one self-contained HTML document. Pure.
 
-Server-rendered, no script at all: it refreshes itself with a meta refresh, and a viewport meta
-and a little CSS keep it readable on a phone (wide tables scroll sideways, the first column
-stays put). Every value from outside (monitor names and tags come from Datafold, mute reasons
-from whoever set them) goes through `html.escape`; CSS classes come from fixed tables only.
+Server-rendered, no script at all: it refreshes itself with a meta refresh. On a wide screen
+each table is a table; on a narrow one (a phone) CSS turns each row into a card of labelled
+values (a cell's `data-label` is its column's heading, shown by `content: attr(data-label)`), so
+nothing scrolls sideways. Every value from outside (monitor names and tags come from Datafold,
+mute reasons from whoever set them) goes through `html.escape`; CSS classes and labels come from
+fixed tables only.
 """
 
 from __future__ import annotations
 
 import html
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 
 from notifier.run.status_view import (
@@ -72,6 +75,19 @@ td.text{white-space:normal;min-width:10rem;max-width:24rem;overflow-wrap:anywher
 .badge{display:inline-block;padding:0 .45rem;border-radius:1rem;font-size:.8rem;
 border:1px solid currentColor;color:var(--neutral)}
 .good{color:var(--good)}.bad{color:var(--bad)}.busy{color:var(--busy)}
+@media (max-width:44rem){
+.scroll{overflow:visible;border:0;border-radius:0}
+table,tbody,tr,td{display:block}
+thead{position:absolute;width:1px;height:1px;overflow:hidden;clip-path:inset(50%)}
+tr{display:grid;grid-template-columns:repeat(2,minmax(0,1fr));gap:.3rem .75rem;
+border:1px solid var(--line);border-radius:.5rem;padding:.45rem .6rem;margin:0 0 .5rem}
+td,td.name,td.text{padding:0;border:0;white-space:normal;min-width:0;max-width:none;
+overflow-wrap:anywhere}
+td::before{content:attr(data-label);display:block;color:var(--mute);font-size:.75rem}
+td:first-child{position:static;grid-column:1/-1;font-weight:600}
+td:first-child::before,td.name::before{content:none}
+td.text{grid-column:1/-1}
+}
 """
 
 
@@ -130,7 +146,7 @@ def _tiles(view: StatusView) -> str:
 
 
 def _incidents(rows: Sequence[IncidentRow], now: datetime) -> str:
-    body = [
+    body: list[list[str | _Cell]] = [
         [
             _monitor_cell(row.monitor_id, row.name),
             _badge(row.state),
@@ -155,7 +171,7 @@ def _monitors(view: StatusView, now: datetime) -> str:
     return table
 
 
-def _monitor_row(row: MonitorRow, now: datetime) -> list[str]:
+def _monitor_row(row: MonitorRow, now: datetime) -> list[str | _Cell]:
     poll = _when(row.last_polled_at, now)
     if row.poll_error:
         poll += f' <span class="badge bad">{_e(row.poll_error)}</span>'
@@ -246,30 +262,42 @@ def _section(anchor: str, title: str, content: str) -> str:
     return f'<section id="{anchor}"><h2>{_e(title)}</h2>{content}</section>'
 
 
-def _table(headings: Iterable[str], rows: Sequence[Sequence[str]], empty: str) -> str:
-    """Cells are HTML already (escaped by their makers); headings are escaped here."""
+@dataclass(frozen=True)
+class _Cell:
+    """A cell's HTML (escaped by its maker) and its CSS class from this module's fixed set."""
+
+    html: str
+    css: str
+
+
+def _table(headings: Sequence[str], rows: Sequence[Sequence[str | _Cell]], empty: str) -> str:
+    """Cells are HTML already (escaped by their makers); headings are escaped here, and each
+    cell carries its column's heading as `data-label`, the label it shows on a narrow screen."""
     if not rows:
         return f'<p class="none">{_e(empty)}</p>'
     head = "".join(f"<th>{_e(h)}</th>" for h in headings)
-    body = "".join("<tr>" + "".join(_cell(c) for c in row) + "</tr>" for row in rows)
+    body = "".join(
+        "<tr>" + "".join(_cell(c, h) for c, h in zip(row, headings, strict=True)) + "</tr>"
+        for row in rows
+    )
     table = f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
     return f'<div class="scroll">{table}</div>'
 
 
-def _cell(content: str) -> str:
-    if content.startswith("<td"):
-        return content
-    return f"<td>{content}</td>"
+def _cell(content: str | _Cell, heading: str) -> str:
+    if isinstance(content, str):
+        return f'<td data-label="{_e(heading)}">{content}</td>'
+    return f'<td class="{content.css}" data-label="{_e(heading)}">{content.html}</td>'
 
 
-def _monitor_cell(monitor_id: int, name: str | None) -> str:
+def _monitor_cell(monitor_id: int, name: str | None) -> _Cell:
     if not name:
-        return f'<td class="name">Monitor {int(monitor_id)}</td>'
-    return f'<td class="name">{_e(name)} <span class="id">#{int(monitor_id)}</span></td>'
+        return _Cell(f"Monitor {int(monitor_id)}", "name")
+    return _Cell(f'{_e(name)} <span class="id">#{int(monitor_id)}</span>', "name")
 
 
-def _text(value: str | None) -> str:
-    return f'<td class="text">{_e(value)}</td>' if value else "—"
+def _text(value: str | None) -> str | _Cell:
+    return _Cell(_e(value), "text") if value else "—"
 
 
 def _badge(state: str) -> str:
