@@ -12,10 +12,14 @@ import pytest
 from jsonschema import Draft202012Validator
 
 from notifier.deliver.render.alertmanager import (
+    DESCRIPTION_ERROR_MAX,
+    ERROR_ANNOTATION_MAX,
     alertmanager_body,
     alertmanager_payload,
     fingerprint,
+    notification_payload,
 )
+from notifier.deliver.render.alertmanager_push import push_alerts
 from notifier.domain.models import Links, Notification
 from tests.fakes.samples import MONITOR_URL, STARTED, notification, schema_validator
 
@@ -208,6 +212,8 @@ def test_status_and_alert_kind(
     [
         ({"state": "error", "error": "table not found"}, "\nError: table not found"),
         ({"state": "error"}, "\nDatafold gave no error message."),
+        ({"state": "error", "error": " \n "}, "\nDatafold gave no error message."),
+        ({"state": "error", "error": "line one\r\n  line two\n"}, "\nError: line one line two"),
         ({"state": "alert"}, "Run 98123 of Datafold monitor 4521 (diff) reported alert."),
         ({"monitor_type": None}, "Run 98123 of Datafold monitor 4521 reported alert."),
     ],
@@ -350,3 +356,66 @@ def test_ends_at_while_firing_is_refused() -> None:
 def doc_json_blocks() -> list[Any]:
     text = DOC.read_text(encoding="utf-8")
     return [json.loads(block) for block in re.findall(r"```json\n(.*?)\n```", text, re.DOTALL)]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "expected"),
+    [
+        ({"state": "error", "error": "table not found"}, "table not found"),
+        # Lines kept (CR LF as LF), each line's end and the whole trimmed, tabs kept.
+        ({"state": "error", "error": "  a\r\n\tb  \r\nc\n\n"}, "a\n\tb\nc"),
+        # Other control characters (a terminal escape, NUL) and lone surrogates as escapes.
+        ({"state": "error", "error": "\x1b[31mred\x00\udc80"}, "\\x1b[31mred\\x00\\udc80"),
+        # Whatever carries an error message: an alert run (send-test's note) too.
+        ({"state": "alert", "error": "note"}, "note"),
+        ({"state": "error"}, None),
+        ({"state": "error", "error": ""}, None),
+        ({"state": "error", "error": " \n\t "}, None),
+        ({"state": "alert"}, None),
+    ],
+)
+def test_the_error_annotation_is_the_error_message(
+    kwargs: dict[str, Any], expected: str | None
+) -> None:
+    annotations = only_alert(render(notification(**kwargs)))["annotations"]
+    assert annotations.get("error") == expected
+
+
+def test_a_long_error_is_cut_in_its_annotation_and_one_line_in_the_description() -> None:
+    error = "ERROR: relation does not exist\n" + "select * from t\n" * 1000  # 16,030 chars
+    annotations = only_alert(render(notification(state="error", error=error)))["annotations"]
+    assert len(annotations["error"]) == ERROR_ANNOTATION_MAX
+    assert annotations["error"].startswith("ERROR: relation does not exist\nselect * from t\n")
+    assert annotations["error"].endswith(f" … [{len(error.strip()) - 4000} more characters cut]")
+    first, line = annotations["description"].split("\n")
+    assert first == "Run 98123 of Datafold monitor 4521 (diff) reported error."
+    assert line.startswith("Error: ERROR: relation does not exist select * from t select")
+    assert len(line) == len("Error: ") + DESCRIPTION_ERROR_MAX and line.endswith("…")
+
+
+def test_a_resolution_carries_no_error() -> None:
+    ended = render(recovery(error="boom"), resolved=True, alert_state="error")
+    assert "error" not in only_alert(ended)["annotations"]
+
+
+def test_the_error_annotation_changes_no_label() -> None:
+    bare = only_alert(render(notification(state="error")))
+    told = only_alert(render(notification(state="error", error="boom\nat line 2")))
+    assert told["annotations"]["error"] == "boom\nat line 2"
+    assert "error" not in bare["annotations"]
+    assert told["labels"] == bare["labels"] and told["fingerprint"] == bare["fingerprint"]
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"state": "error", "error": "boom\n\tat x"}, {"state": "error"}, {}],
+    ids=["error with message", "error without", "alert"],
+)
+def test_the_push_api_and_the_webhook_format_carry_the_same_annotations(
+    kwargs: dict[str, Any],
+) -> None:
+    n = notification(**kwargs)
+    webhook = only_alert(notification_payload(n, receiver=RECEIVER, external_url=EXTERNAL_URL))
+    [pushed] = push_alerts(n, now=RECOVERED, hold=timedelta(minutes=5))
+    assert pushed["annotations"] == webhook["annotations"]
+    assert pushed["labels"] == webhook["labels"]

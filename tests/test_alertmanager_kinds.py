@@ -234,3 +234,15 @@ def test_documented_incident_examples_are_what_is_rendered() -> None:
     assert only_alert(message(recovered_from(INCIDENT))) == resolved_alert
     assert message(recovered_from(ESCALATED)) == escalated
     assert only_alert(message(reminded(ESCALATED, 2))) == reminder
+
+
+def test_a_reminder_of_an_error_carries_its_error_and_the_recovery_none() -> None:
+    reminder = reminded(ESCALATED, 2).model_copy(update={"error_message": "boom\nat line 2"})
+    [again] = message(reminder)["alerts"]
+    assert again["annotations"]["error"] == "boom\nat line 2"
+    assert again["annotations"]["description"] == (
+        "Run 98140 of Datafold monitor 4521 (diff) reported error.\nError: boom at line 2"
+        "\nStill failing since 2025-03-14T09:41:07Z: reminder 2."
+    )
+    ended = message(recovered_from(ESCALATED).model_copy(update={"error_message": "boom"}))
+    assert all("error" not in alert["annotations"] for alert in ended["alerts"])

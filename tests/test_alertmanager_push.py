@@ -92,6 +92,7 @@ async def test_an_alert_fires_with_its_identity_and_reaches_the_receiver(
     assert annotations["summary"] == "Alert: orders prod vs staging"
     assert annotations["description"] == "Run 98123 of Datafold monitor 4521 (diff) reported alert."
     assert annotations["diff_url"] == DIFF_URL and annotations["monitor_url"] == MONITOR_URL
+    assert "error" not in annotations
     assert fired["generatorURL"] == MONITOR_URL
     assert fired["startsAt"].startswith("2025-03-14T09:30:00")
     assert fired["status"]["state"] == "active"
@@ -143,6 +144,28 @@ async def test_an_error_after_an_alert_keeps_both_firing_until_the_recovery(
 
     await sink.send(recovery(error, datetime.now(UTC)))
     assert await alertmanager.wait_alerts(lambda alerts: alerts == []) == []
+
+
+async def test_an_error_message_is_its_own_annotation_in_alertmanager_and_at_the_receiver(
+    alertmanager: Alertmanager,
+) -> None:
+    message = 'ERROR: relation "orders" does not exist\r\n  LINE 1: select * from orders\n'
+    error = opening(notification(state="error", error=message, detected_at=datetime.now(UTC)))
+    await sink_for(alertmanager).send(error)
+
+    [fired] = await alertmanager.wait_alerts(lambda alerts: len(alerts) == 1)
+    annotations = fired["annotations"]
+    assert annotations["error"] == (
+        'ERROR: relation "orders" does not exist\n  LINE 1: select * from orders'
+    )
+    assert annotations["description"] == (
+        "Run 98123 of Datafold monitor 4521 (diff) reported error.\n"
+        'Error: ERROR: relation "orders" does not exist LINE 1: select * from orders'
+    )
+    assert fired["labels"]["alertname"] == "DatafoldMonitorError"
+    assert fired["fingerprint"] == fingerprint(fired["labels"])
+    routed = await alertmanager.receiver.wait_for("firing")
+    assert [a["annotations"]["error"] for a in routed["alerts"]] == [annotations["error"]]
 
 
 async def test_a_silence_made_through_its_api_silences_the_alert(

@@ -21,8 +21,14 @@ from typing import Any, Final, TypedDict, Unpack
 
 from notifier.deliver.render.style import state_style
 from notifier.deliver.render.webhook import json_body
-from notifier.domain.models import DEFAULT_NOTIFY_STATES, Incident, Notification, as_utc
-from notifier.domain.text import one_line
+from notifier.domain.models import (
+    DEFAULT_NOTIFY_STATES,
+    Incident,
+    Notification,
+    as_utc,
+    cut_text,
+)
+from notifier.domain.text import escape_controls, one_line
 
 ALERTMANAGER_PAYLOAD_VERSION: Final = "4"
 #: How Go prints the zero `time.Time`: Alertmanager's `endsAt` of an alert that has not ended.
@@ -38,6 +44,12 @@ _ALERTS: Final = {
     "error": ("DatafoldMonitorError", "critical"),
 }
 _OTHER: Final = ("DatafoldMonitorRun", "info")
+#: The `error` annotation: Datafold's error message, its lines kept, cut (saying how much) past
+#: this many characters, so 500 alerts in one post stay a few megabytes at most.
+ERROR_ANNOTATION_MAX: Final = 4_000
+#: The description quotes the error on one line, this long at most: the `error` annotation has it
+#: whole.
+DESCRIPTION_ERROR_MAX: Final = 300
 
 _FNV64_OFFSET: Final = 0xCBF29CE484222325
 _FNV64_PRIME: Final = 0x100000001B3
@@ -225,7 +237,9 @@ def alert_labels(n: Notification, *, alert_state: str) -> dict[str, str]:
 
 
 def alert_annotations(n: Notification, *, alert_state: str, resolved: bool) -> dict[str, str]:
-    """What a person reads: summary, description, the run and the links; absent values left out."""
+    """What a person reads: summary, description, the run, the links and (while firing) the
+    error message; absent values left out."""
+    error = None if resolved else error_annotation(n.error_message)
     title = one_line(n.monitor.title)
     kind = f" ({n.monitor.monitor_type})" if n.monitor.monitor_type else ""
     run = f"Run {n.event.run_id} of Datafold monitor {n.monitor.id}{kind}"
@@ -236,8 +250,8 @@ def alert_annotations(n: Notification, *, alert_state: str, resolved: bool) -> d
     else:
         summary = f"{state_style(alert_state).label}: {title}"
         description = f"{run} reported {reported}."
-        if n.error_message:
-            description += f"\nError: {n.error_message}"
+        if error:
+            description += f"\nError: {one_line(error, DESCRIPTION_ERROR_MAX)}"
         elif n.event.state == "error" and n.kind == "run":
             description += "\nDatafold gave no error message."
         if n.kind == "reminder" and n.incident is not None:
@@ -248,6 +262,7 @@ def alert_annotations(n: Notification, *, alert_state: str, resolved: bool) -> d
     annotations: dict[str, str | None] = {
         "summary": summary,
         "description": description,
+        "error": error,
         "notification_id": n.id,
         "incident_id": n.incident.id if n.incident else None,
         "reminder": str(n.incident.reminders) if n.kind == "reminder" and n.incident else None,
@@ -258,6 +273,19 @@ def alert_annotations(n: Notification, *, alert_state: str, resolved: bool) -> d
         "owner": n.monitor.owner,
     }
     return {name: value for name, value in sorted(annotations.items()) if value}
+
+
+def error_annotation(message: str | None) -> str | None:
+    """Datafold's error message as the `error` annotation: its lines kept (CR LF and CR read as
+    newlines), trimmed, other control characters written as escapes (`\\x1b`), cut past
+    `ERROR_ANNOTATION_MAX` characters saying how much; None when there is none."""
+    if message is None:
+        return None
+    lines = message.replace("\r\n", "\n").replace("\r", "\n").strip().split("\n")
+    text = "\n".join(
+        "\t".join(escape_controls(part) for part in line.rstrip().split("\t")) for line in lines
+    )
+    return cut_text(text, ERROR_ANNOTATION_MAX) if text else None
 
 
 def tag_label_name(tag: str) -> str:
