@@ -194,27 +194,45 @@ def test_full_cycle_waits_for_the_gap(
     assert full_cycle_at(last_start, now, FULL_CYCLE_GAP) == expected
 
 
-def test_queue_coalesces_in_arrival_order() -> None:
+def test_queue_coalesces_and_serves_the_newest_first() -> None:
     queue = TriggerQueue()
     for monitor_id in [5, 1, 5, 5, None, 3, 1, None]:
         queue.add(monitor_id, T0)
-    assert list(queue.pending) == [5, 1, 3]
+    assert list(queue.pending) == [5, 3, 1]  # a trigger renews its monitor's place
     assert queue.take_everything() is True
     assert queue.take_everything() is False
-    assert queue.take(2) == [5, 1]
+    assert queue.take(2, T0) == [1, 3]
     queue.add(5, T0)
-    assert queue.take(0) == [] and queue.take(-1) == []
-    assert queue.take(10) == [3, 5]
+    assert queue.take(0, T0) == [] and queue.take(-1, T0) == []
+    assert queue.take(10, T0) == [5]
     assert not queue.pending
+
+
+def test_a_monitor_taken_waits_out_its_gap_before_it_is_taken_again() -> None:
+    second = timedelta(seconds=1)
+    queue = TriggerQueue(gap=5 * second)
+    queue.add(1, T0)
+    assert queue.take(10, T0) == [1]
+    queue.add(1, T0 + second)  # flooded: triggered again at once
+    queue.add(2, T0 + second)
+    assert queue.ready(T0 + second) == 1 and queue.due_in(T0 + second) == 0
+    assert queue.take(10, T0 + second) == [2]  # 1 waits out its gap; 2 goes
+    assert queue.ready(T0 + second) == 0 and queue.due_in(T0 + second) == 4
+    assert queue.take(10, T0 + 4 * second) == []
+    assert queue.take(10, T0 + 5 * second) == [1]
+    queue.add(2, T0 + 5 * second)
+    queue.give_back([2], T0 + 5 * second)  # taken, then not polled after all: no gap
+    assert queue.take(10, T0 + 5 * second) == [2]
+    assert TriggerQueue().due_in(T0) == 0  # nothing waits
 
 
 def test_queue_past_its_limit_asks_for_a_full_cycle_instead() -> None:
     queue = TriggerQueue(limit=3)
     for monitor_id in [1, 2, 3, 3, 1]:
         queue.add(monitor_id, T0)
-    assert list(queue.pending) == [1, 2, 3] and not queue.everything
+    assert sorted(queue.pending) == [1, 2, 3] and not queue.everything
     queue.add(4, T0)
-    assert list(queue.pending) == [1, 2, 3] and queue.everything
+    assert sorted(queue.pending) == [1, 2, 3] and queue.everything
 
 
 def test_a_cycle_does_what_triggers_from_before_it_asked() -> None:
@@ -224,9 +242,9 @@ def test_a_cycle_does_what_triggers_from_before_it_asked() -> None:
     queue.add(2, T0)
     queue.add(3, T0 + 2 * minute)  # triggered while the cycle ran
     queue.add(4, T0)  # not polled by it (failed)
-    queue.add(1, T0 + 2 * minute)  # already waiting: keeps its first time
-    assert queue.polled([1, 2, 3, 5], started_at=T0 + minute) == [1, 2]
-    assert list(queue.pending) == [3, 4]
+    queue.add(1, T0 + 2 * minute)  # triggered again while the cycle ran: still due a poll
+    assert queue.polled([1, 2, 3, 5], started_at=T0 + minute) == [2]
+    assert list(queue.pending) == [3, 4, 1]
 
 
 def test_config_repr_hides_the_token() -> None:
@@ -281,9 +299,13 @@ async def running(loop: TriggerLoop) -> AsyncIterator[TriggerLoop]:
         await loop.stop(task, grace=1)
 
 
-def trigger_loop(runner: PartialRunner, lock: asyncio.Lock, cap: int = 60) -> TriggerLoop:
+def trigger_loop(
+    runner: PartialRunner, lock: asyncio.Lock, cap: int = 60, gap: float = 5
+) -> TriggerLoop:
     metrics = Metrics()
-    config = TriggerConfig(token=TOKEN, max_polls_per_minute=cap)
+    config = TriggerConfig(
+        token=TOKEN, max_polls_per_minute=cap, monitor_gap=timedelta(seconds=gap)
+    )
     return TriggerLoop(
         runner, config, lock=lock, record=metrics.record_partial, full_cycle=lambda: None
     )
@@ -300,7 +322,7 @@ async def test_triggers_during_a_cycle_coalesce_and_are_polled_right_after_it() 
             await asyncio.sleep(0)
             assert runner.partials == []  # never beside a cycle
         await runner.polled(2)
-    assert runner.partials == [[2, 1]]
+    assert runner.partials == [[1, 2]]  # the newest first
 
 
 async def test_a_flood_gets_no_more_listings_than_the_bucket_holds() -> None:
@@ -312,22 +334,40 @@ async def test_a_flood_gets_no_more_listings_than_the_bucket_holds() -> None:
         # The bucket refills one listing every 12 s: nothing more comes for a while.
         await asyncio.sleep(0.5)
         assert sum(map(len, runner.partials)) == 5
-        assert list(loop.queue.pending)[:2] == [6, 7] and len(loop.queue.pending) == 295
-    assert runner.partials[0] == [1, 2, 3, 4, 5]
+        assert list(loop.queue.pending)[-2:] == [294, 295] and len(loop.queue.pending) == 295
+    assert runner.partials[0] == [300, 299, 298, 297, 296]  # the newest first
 
 
-async def test_one_monitor_flooded_is_polled_once_per_wakeup() -> None:
+@pytest.mark.parametrize("gap", [0.0, 0.4])
+async def test_one_monitor_flooded_is_polled_once_per_wakeup_and_gap(gap: float) -> None:
     runner, lock = PartialRunner(), asyncio.Lock()
     runner.gate.clear()
-    async with running(trigger_loop(runner, lock, cap=5)) as loop:
+    async with running(trigger_loop(runner, lock, cap=5, gap=gap)) as loop:
         loop.offer(1)
         await asyncio.sleep(0)  # the first partial cycle starts and waits at the gate
         for _ in range(299):
             loop.offer(1)
+        started = asyncio.get_running_loop().time()
         runner.gate.set()
         await runner.polled(2)
+        between = asyncio.get_running_loop().time() - started
         await asyncio.sleep(0.3)
     assert runner.partials == [[1], [1]]  # the one under way, then the 299 coalesced into one
+    assert between >= gap  # ... once the gap since the first poll began has passed
+
+
+async def test_a_flooded_monitor_leaves_the_bucket_to_the_others() -> None:
+    """Within one gap, a monitor triggered again and again is polled once; a monitor
+    triggered after it still gets the bucket's next listing."""
+    runner, lock = PartialRunner(watched=range(1, 10)), asyncio.Lock()
+    async with running(trigger_loop(runner, lock, cap=3, gap=60)) as loop:
+        for _ in range(50):
+            loop.offer(1)
+            await asyncio.sleep(0.01)
+        loop.offer(2)
+        await runner.polled(2)
+        await asyncio.sleep(0.3)
+        assert runner.partials == [[1], [2]] and list(loop.queue.pending) == [1]
 
 
 class LaneRunner(PartialRunner):
@@ -368,13 +408,14 @@ async def test_triggers_during_a_polling_cycle_join_its_lane_within_the_bucket()
             for monitor_id in range(1, 301):
                 loop.offer(monitor_id)
             await asyncio.wait_for(runner.handed.wait(), timeout=5)
-            assert runner.expedited == [[1, 2, 3, 4, 5]] and counted == [5]
+            newest = [300, 299, 298, 297, 296]
+            assert runner.expedited == [newest] and counted == [5]
             assert runner.partials == []
             runner.lane_open = False  # its polls are done; it delivers and saves
         await asyncio.sleep(0.3)
         # The bucket is spent (5 a minute): the rest wait for it, in no lane and no partial.
-        assert runner.expedited == [[1, 2, 3, 4, 5]] and runner.partials == []
-        assert list(loop.queue.pending)[:1] == [6] and len(loop.queue.pending) == 295
+        assert runner.expedited == [newest] and runner.partials == []
+        assert list(loop.queue.pending)[-1:] == [295] and len(loop.queue.pending) == 295
 
 
 async def test_a_trigger_waiting_for_the_lock_joins_the_lane_when_the_cycle_starts_polling() -> (

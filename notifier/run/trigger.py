@@ -31,6 +31,9 @@ MAX_FIELD_DEPTH, MAX_FIELD_SEGMENT = 8, 100
 MAX_PENDING = 10_000
 #: The largest monitor ID taken (Datafold's IDs are positive 64-bit integers).
 MAX_MONITOR_ID = 2**63 - 1
+#: A monitor's triggered polls start at least this far apart: a flood naming one monitor gets
+#: it polled 12 times a minute at most, and leaves the rest of the bucket to the others.
+MONITOR_GAP = timedelta(seconds=5)
 
 Outcome = Literal["accepted", "ignored"]
 
@@ -45,6 +48,8 @@ class TriggerConfig:
     #: Whether a regular cycle lists every monitor's runs (poll mode), so that it does what a
     #: trigger waiting since before it began asked for. In feed mode it may not list them.
     cycles_list_every_monitor: bool = True
+    #: The least time between two triggered polls of one monitor (`MONITOR_GAP`).
+    monitor_gap: timedelta = MONITOR_GAP
 
 
 def token_matches(given: str | None, token: str) -> bool:
@@ -134,16 +139,23 @@ def full_cycle_at(last_start: datetime | None, now: datetime, gap: timedelta) ->
 
 @dataclass
 class TriggerQueue:
-    """What triggers asked for and was not polled yet: monitors in arrival order, each once
-    however often triggered, with when it was first asked for; and whether a full cycle was.
+    """What triggers asked for and was not polled yet: monitors each once however often
+    triggered, with when it was last asked for; and whether a full cycle was.
 
-    Bounded: past `limit` monitors waiting, a trigger for another one asks for a full cycle
-    instead, which polls it too.
+    Newest first: a trigger renews its monitor's place, and `take` serves the most recently
+    triggered monitors first, so that after a flood a real alert's trigger does not wait behind
+    the backlog (polling, the source of truth, still finds what a hint left waiting). A monitor
+    taken is not taken again within `gap` (its later triggers wait): one monitor cannot spend
+    the bucket. Bounded: past `limit` monitors waiting, a trigger for another one asks for a
+    full cycle instead, which polls it too.
     """
 
     pending: dict[int, datetime] = field(default_factory=dict)
     everything: bool = False
     limit: int = MAX_PENDING
+    gap: timedelta = MONITOR_GAP
+    #: When each monitor was last taken, for those taken within `gap`.
+    taken_at: dict[int, datetime] = field(default_factory=dict)
 
     def add(self, monitor_id: int | None, now: datetime) -> None:
         """A trigger for `monitor_id`, or for every monitor (None), arriving at `now`."""
@@ -152,14 +164,44 @@ class TriggerQueue:
         ):
             self.everything = True
         else:
-            self.pending.setdefault(monitor_id, now)
+            self.pending.pop(monitor_id, None)  # to the newest end
+            self.pending[monitor_id] = now
 
-    def take(self, capacity: int) -> list[int]:
-        """The first `capacity` monitors waiting, removed from the queue; the rest wait."""
-        taken = list(self.pending)[: max(capacity, 0)]
+    def _forget_old(self, now: datetime) -> None:
+        self.taken_at = {m: at for m, at in self.taken_at.items() if now - at < self.gap}
+
+    def ready(self, now: datetime) -> int:
+        """How many waiting monitors `take` would hand out now (those not within their gap)."""
+        self._forget_old(now)
+        return len(self.pending) - sum(1 for m in self.taken_at if m in self.pending)
+
+    def due_in(self, now: datetime) -> float:
+        """Seconds until a waiting monitor may be taken: 0 when one may now (or none waits)."""
+        if self.ready(now) or not self.pending:
+            return 0.0
+        soonest = min(self.taken_at[m] for m in self.pending)
+        return max((soonest + self.gap - now).total_seconds(), 0.0)
+
+    def take(self, capacity: int, now: datetime) -> list[int]:
+        """Up to `capacity` waiting monitors, newest first, leaving those taken within the gap;
+        removed from the queue, the rest wait."""
+        self._forget_old(now)
+        taken: list[int] = []
+        for monitor_id in reversed(self.pending):
+            if len(taken) >= capacity:
+                break
+            if monitor_id not in self.taken_at:
+                taken.append(monitor_id)
         for monitor_id in taken:
             del self.pending[monitor_id]
+            self.taken_at[monitor_id] = now
         return taken
+
+    def give_back(self, monitor_ids: Collection[int], now: datetime) -> None:
+        """Monitors taken but not polled after all: waiting again, with no gap to keep."""
+        for monitor_id in monitor_ids:
+            self.taken_at.pop(monitor_id, None)
+            self.add(monitor_id, now)
 
     def take_everything(self) -> bool:
         """Whether a full cycle was asked for since the last call."""
@@ -167,9 +209,9 @@ class TriggerQueue:
         return asked
 
     def polled(self, monitor_ids: Collection[int], started_at: datetime) -> list[int]:
-        """A cycle that began at `started_at` polled `monitor_ids`: those waiting since before
+        """A cycle that began at `started_at` polled `monitor_ids`: those last triggered before
         it began need no poll of their own any more (removed, and returned); those triggered
-        after it began still get theirs."""
+        since still get theirs."""
         done = [m for m in monitor_ids if m in self.pending and self.pending[m] < started_at]
         for monitor_id in done:
             del self.pending[monitor_id]

@@ -3,11 +3,13 @@ trigger's bucket (NOTIFIER_TRIGGER_MAX_POLLS_PER_MINUTE) allows, under the daemo
 
 Triggers coalesce into one pending set: a monitor triggered a hundred times while it waits is
 polled once; one triggered during any cycle is polled right after it, and one waiting when a
-regular cycle begins is polled by that cycle (in poll mode). Nothing is dropped and nothing
-exceeds the bucket: past it, monitors wait for its refill (or the next regular cycle). The
-listings also pass the Datafold client's own limiter (NOTIFIER_MAX_REQUESTS_PER_SECOND). A
-trigger naming no monitor asks the daemon for its regular cycle now (`full_cycle`), which spaces
-them (`FULL_CYCLE_GAP`).
+regular cycle begins is polled by that cycle (in poll mode). The most recently triggered go
+first, and a monitor is polled by triggers at most once per `monitor_gap` (`TriggerQueue`), so
+that a flood, of one monitor or of many, leaves room for the next real alert. Nothing is
+dropped and nothing exceeds the bucket: past it, monitors wait for its refill (or the next
+regular cycle). The listings also pass the Datafold client's own limiter
+(NOTIFIER_MAX_REQUESTS_PER_SECOND). A trigger naming no monitor asks the daemon for its regular
+cycle now (`full_cycle`), which spaces them (`FULL_CYCLE_GAP`).
 """
 
 from __future__ import annotations
@@ -59,7 +61,7 @@ class TriggerLoop:
         count_polls: Callable[[int], None] = lambda n: None,
     ) -> None:
         self.config = config
-        self.queue = TriggerQueue()
+        self.queue = TriggerQueue(gap=config.monitor_gap)
         self._runner = runner
         self._lock = lock
         self._record = record
@@ -92,6 +94,12 @@ class TriggerLoop:
             if self.queue.take_everything():
                 self._full_cycle()
             while self.queue.pending:
+                if wait := self.queue.due_in(self._clock()):  # each waits out its gap
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._wake.wait(), wait)
+                    if self._wake.is_set():
+                        break  # new triggers: from the top (a full cycle may be asked for)
+                    continue
                 await self._bucket.acquire()  # at least one listing's worth, outside the lock
                 if not await self._lock_or_lane():
                     continue  # a polling regular cycle took them into its fast lane
@@ -118,18 +126,24 @@ class TriggerLoop:
         expedite = getattr(self._runner, "expedite", None)
         if expedite is None or not expedite(()):  # nothing polling: no lane to join
             return False
-        granted, waiting = 1, len(self.queue.pending)
-        while granted < waiting and self._bucket.has_capacity():
-            await self._bucket.acquire()  # immediate: there is capacity
-            granted += 1
-        monitors = self.queue.take(granted)
+        monitors = await self._take_granted()
+        if not monitors:  # a regular cycle polled them meanwhile
+            return True
         if not expedite(monitors):  # not reached: nothing awaited since the lane was open
-            for monitor_id in monitors:
-                self.queue.add(monitor_id, self._clock())
+            self.queue.give_back(monitors, self._clock())
             return False
         self._count_polls(len(monitors))
         log.debug("trigger_expedited", monitors=monitors)
         return True
+
+    async def _take_granted(self) -> list[int]:
+        """The monitors ready to poll, as many as the bucket holds (one already taken from it),
+        newest first."""
+        granted, ready = 1, self.queue.ready(self._clock())
+        while granted < ready and self._bucket.has_capacity():
+            await self._bucket.acquire()  # immediate: there is capacity
+            granted += 1
+        return self.queue.take(granted, self._clock())
 
     def cycle_finished(self, report: CycleReport) -> None:
         """A regular cycle polled `report.polled`: monitors triggered before it began are done
@@ -141,11 +155,9 @@ class TriggerLoop:
     async def _poll_pending(self) -> None:
         """One partial cycle over the first monitors waiting, as many as the bucket holds (one
         of them already taken from it); those triggered meanwhile wait for the next."""
-        granted, waiting = 1, len(self.queue.pending)
-        while granted < waiting and self._bucket.has_capacity():
-            await self._bucket.acquire()  # immediate: there is capacity
-            granted += 1
-        monitors = self.queue.take(granted)
+        monitors = await self._take_granted()
+        if not monitors:  # a regular cycle polled them meanwhile
+            return
         try:
             report = await self._runner.run_partial_cycle(monitors)
         except asyncio.CancelledError:
@@ -160,7 +172,7 @@ class TriggerLoop:
         """Take no more triggers; let a partial cycle under way finish within `grace` seconds,
         then end `task` (this loop's `run`)."""
         self._closed = True
-        self.queue = TriggerQueue()
+        self.queue = TriggerQueue(gap=self.config.monitor_gap)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._idle.wait(), timeout=grace)
         task.cancel()
