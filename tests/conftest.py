@@ -91,3 +91,17 @@ def bare_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
         if name.startswith(SETTING_PREFIXES):
             monkeypatch.delenv(name)
     monkeypatch.chdir(tmp_path)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Show under the results what a test recorded as `record_property("terminal_summary",
+    line)`, passed or failed: where the browser test saved the status page's screenshot."""
+    lines = [
+        str(value)
+        for reports in terminalreporter.stats.values()
+        for report in reports
+        for name, value in getattr(report, "user_properties", ())
+        if name == "terminal_summary"
+    ]
+    for line in dict.fromkeys(lines):
+        terminalreporter.write_line(line)

@@ -1,14 +1,21 @@
 """The status page in a real browser: `datafold-notifier run` with every secret configured, a
-hostile monitor name, a failing webhook and a mute; headless Chromium reads the page's DOM and
-takes a phone-sized screenshot (its path is printed; see it with `pytest -s`)."""
+hostile monitor name, a failing webhook and a mute; headless Chromium, driven over the DevTools
+protocol, lays the page out as a phone (390x844) and as a desktop, reads its DOM and geometry, and
+takes the phone screenshot, saved to build/test-artifacts/status-page.png and named in the test
+run's summary (tests/conftest.py prints what a test records as "terminal_summary")."""
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import json
+import os
 import shutil
 import struct
 import time
 import zlib
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +27,44 @@ from tests.fakes.subprocess_daemon import Daemon
 
 HOSTILE = "<script>document.title='pwned'</script><img src=x onerror=alert(1)>"
 PHONE = (390, 844)
+DESKTOP = (1280, 800)
+ARTIFACT = Path(__file__).resolve().parent.parent / "build" / "test-artifacts" / "status-page.png"
+
+#: The page's geometry as the browser laid it out: the document's widths, what in the monitors
+#: and incidents scrolls sideways inside itself, and where given cells and their text are.
+LAYOUT = """((wanted) => {
+  const boxes = (cell) => {
+    const text = document.createRange();
+    text.selectNodeContents(cell);
+    return [cell.getBoundingClientRect(), text.getBoundingClientRect()].map(
+      (r) => ({left: r.left, right: r.right, width: r.width}));
+  };
+  const cell = ([section, first, heading]) => {
+    const table = document.querySelector(`#${section} table`);
+    const column = [...table.tHead.rows[0].cells].findIndex((th) => th.textContent === heading);
+    const row = [...table.tBodies[0].rows].find((tr) => tr.cells[0].textContent.trim() === first);
+    const found = row.cells[column];
+    return {text: found.textContent, boxes: boxes(found)};
+  };
+  const inside = [...document.querySelectorAll("#monitors *, #incidents *")]
+    .filter((e) => !e.closest("thead"));  // hidden on a phone, kept for screen readers
+  const scrolls = (e) => ["auto", "scroll"].includes(getComputedStyle(e).overflowX);
+  const width = document.documentElement.clientWidth;
+  return {
+    scrollWidth: document.documentElement.scrollWidth,
+    clientWidth: document.documentElement.clientWidth,
+    ready: document.readyState,
+    url: location.href,
+    scrolling: inside.filter((e) => scrolls(e) && e.scrollWidth > e.clientWidth)
+      .map((e) => `${e.tagName}.${e.className}: ${e.scrollWidth} > ${e.clientWidth}`),
+    outside: inside.map((e) => [e, e.getBoundingClientRect()])
+      .filter(([e, r]) => r.width > 0 && (r.left < 0 || r.right > width))
+      .map(([e, r]) => `${e.tagName}.${e.className}: ${r.left}..${r.right}`),
+    thead: getComputedStyle(document.querySelector("#monitors thead")).position,
+    table: getComputedStyle(document.querySelector("#monitors table")).display,
+    cells: wanted.map(cell),
+  };
+})"""
 
 
 def chromium() -> str:
@@ -30,9 +75,68 @@ def chromium() -> str:
     unavailable("chromium not found: run tools/ensure-chromium.sh (make ensure-chromium)")
 
 
-async def run_chromium(profile: Path, *args: str) -> bytes:
-    """Headless Chromium with a throwaway profile; its stdout. No sandbox: tests run as root in
-    containers, and it only loads this test's own page on 127.0.0.1."""
+class DevToolsPage:
+    """One tab of a headless Chromium over the DevTools protocol: commands answered in order,
+    the events seen meanwhile kept for `event`."""
+
+    def __init__(self, socket: aiohttp.ClientWebSocketResponse) -> None:
+        self.socket = socket
+        self.session: str | None = None
+        self.events: list[dict[str, Any]] = []
+        self.sent = 0
+
+    async def send(self, method: str, **params: Any) -> dict[str, Any]:
+        self.sent += 1
+        message: dict[str, Any] = {"id": self.sent, "method": method, "params": params}
+        if self.session:
+            message["sessionId"] = self.session
+        await self.socket.send_json(message)
+        while True:
+            answer = await self._receive()
+            if answer.get("id") == self.sent:
+                assert "error" not in answer, (method, answer["error"])
+                result: dict[str, Any] = answer["result"]
+                return result
+            self.events.append(answer)
+
+    async def event(self, method: str) -> dict[str, Any]:
+        """The first `method` event since the last navigation, awaited if not seen yet."""
+        while True:
+            for seen in self.events:
+                if seen.get("method") == method:
+                    return seen
+            self.events.append(await self._receive())
+
+    async def show(self, url: str, size: tuple[int, int], *, mobile: bool) -> None:
+        """Load `url` in a viewport of `size` CSS pixels, as a phone lays it out if `mobile`."""
+        width, height = size
+        await self.send(
+            "Emulation.setDeviceMetricsOverride",
+            width=width,
+            height=height,
+            deviceScaleFactor=1,
+            mobile=mobile,
+        )
+        self.events.clear()
+        await self.send("Page.navigate", url=url)
+        await self.event("Page.loadEventFired")
+
+    async def evaluate(self, expression: str) -> Any:
+        answer = await self.send("Runtime.evaluate", expression=expression, returnByValue=True)
+        assert "exceptionDetails" not in answer, answer["exceptionDetails"]
+        return answer["result"]["value"]
+
+    async def _receive(self) -> dict[str, Any]:
+        message = await self.socket.receive(timeout=30)
+        assert message.type == aiohttp.WSMsgType.TEXT, message
+        decoded: dict[str, Any] = json.loads(message.data)
+        return decoded
+
+
+@asynccontextmanager
+async def devtools_page(profile: Path) -> AsyncIterator[DevToolsPage]:
+    """Headless Chromium with a throwaway profile and one tab to drive. No sandbox: tests run as
+    root in containers, and it only loads this test's own page on 127.0.0.1."""
     proc = await asyncio.create_subprocess_exec(
         chromium(),
         "--headless=new",
@@ -40,19 +144,46 @@ async def run_chromium(profile: Path, *args: str) -> bytes:
         "--disable-gpu",
         "--disable-dev-shm-usage",
         "--hide-scrollbars",
+        "--remote-debugging-port=0",
         f"--user-data-dir={profile}",
-        *args,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.DEVNULL,
+        "about:blank",
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
     )
+    assert proc.stderr is not None
+    drain: asyncio.Task[bytes] | None = None
     try:
-        out, _ = await asyncio.wait_for(proc.communicate(), timeout=60)
-    except TimeoutError:
-        proc.kill()
+        prefix = b"DevTools listening on "
+        line = b""
+        while not line.startswith(prefix):
+            line = await asyncio.wait_for(proc.stderr.readline(), timeout=30)
+            assert line, "chromium exited before it listened for DevTools"
+        drain = asyncio.create_task(proc.stderr.read())  # chromium must never block on a full pipe
+        url = line.removeprefix(prefix).strip().decode()
+        async with aiohttp.ClientSession() as http, http.ws_connect(url, max_msg_size=0) as ws:
+            page = DevToolsPage(ws)
+            target = await page.send("Target.createTarget", url="about:blank")
+            attached = await page.send(
+                "Target.attachToTarget", targetId=target["targetId"], flatten=True
+            )
+            page.session = attached["sessionId"]
+            await page.send("Page.enable")
+            yield page
+    finally:
+        if proc.returncode is None:
+            proc.kill()
         await proc.wait()
-        raise
-    assert proc.returncode == 0, f"chromium exited {proc.returncode}"
-    return out
+        if drain is not None:
+            with suppress(Exception):
+                await drain
+
+
+def save_artifact(data: bytes, path: Path) -> None:
+    """Written whole or not at all: test runs side by side may write the same path."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.{os.getpid()}")
+    partial.write_bytes(data)
+    os.replace(partial, path)
 
 
 def png_pixels(data: bytes) -> tuple[int, int, list[bytes]]:
@@ -107,7 +238,9 @@ async def status(http: aiohttp.ClientSession, base: str) -> dict[str, Any]:
         return document
 
 
-async def test_status_page_in_headless_chromium(world: World, tmp_path: Path) -> None:
+async def test_status_page_in_headless_chromium(
+    world: World, tmp_path: Path, record_property: Callable[[str, object], None]
+) -> None:
     chromium()  # skip (or, in CI, fail) before starting anything
     world.sim.add_monitor(3, name=HOSTILE, monitor_type="diff")
     env = {
@@ -139,17 +272,27 @@ async def test_status_page_in_headless_chromium(world: World, tmp_path: Path) ->
                 page = await response.text()
             async with http.get(f"{base}/api/status") as response:
                 api = await response.text()
-        dom = (await run_chromium(tmp_path / "profile", "--dump-dom", f"{base}/")).decode()
-        screenshot = tmp_path / "status-page.png"
-        await run_chromium(
-            tmp_path / "profile",
-            f"--screenshot={screenshot}",
-            f"--window-size={PHONE[0]},{PHONE[1]}",
-            f"{base}/",
-        )
+        wanted = [
+            ["monitors", "Monitor 2", "Muted until"],
+            ["monitors", HOSTILE + " #3", "Incident"],
+            ["incidents", HOSTILE + " #3", "Since"],
+        ]
+        async with devtools_page(tmp_path / "profile") as tab:
+            await tab.show(f"{base}/", PHONE, mobile=True)
+            phone = await tab.evaluate(f"{LAYOUT}({json.dumps(wanted)})")
+            shot = await tab.send("Page.captureScreenshot", format="png")
+            screenshot = base64.b64decode(shot["data"])
+            save_artifact(screenshot, ARTIFACT)
+            record_property(
+                "terminal_summary",
+                f"status page screenshot: {ARTIFACT} ({len(screenshot)} bytes, "
+                f"{PHONE[0]}x{PHONE[1]})",
+            )
+            dom = await tab.evaluate("document.documentElement.outerHTML")
+            await tab.show(f"{base}/", DESKTOP, mobile=False)
+            desktop = await tab.evaluate(f"{LAYOUT}({json.dumps(wanted)})")
     finally:
         await daemon.stop()
-    print(f"status page screenshot: {screenshot}")
 
     monitors = {m["id"]: m for m in document["monitors"]}
     assert monitors[3]["name"] == HOSTILE and monitors[3]["incident_state"] == "alert"
@@ -170,7 +313,22 @@ async def test_status_page_in_headless_chromium(world: World, tmp_path: Path) ->
     assert "&lt;b&gt;deploy&lt;/b&gt; &amp; co" in dom  # the mute's reason
     assert 'http-equiv="refresh"' in dom
 
-    width, height, rows = png_pixels(screenshot.read_bytes())
+    # On a phone nothing scrolls sideways, and a monitor's mute and incident are on screen.
+    assert phone["url"] == f"{base}/" and phone["ready"] == "complete", phone
+    assert phone["clientWidth"] == PHONE[0], phone
+    assert phone["scrollWidth"] <= PHONE[0], f"the page is {phone['scrollWidth']} px wide"
+    assert phone["scrolling"] == [] and phone["outside"] == [], phone
+    muted, incident, since = phone["cells"]
+    assert muted["text"] != "—" and incident["text"].startswith("alert since"), phone["cells"]
+    assert since["text"] != "—", phone["cells"]
+    for cell in phone["cells"]:
+        for box in cell["boxes"]:  # the cell, then its text
+            assert box["width"] > 0 and 0 <= box["left"] and box["right"] <= PHONE[0], cell
+    # A desktop keeps the tables: a heading row above the rows.
+    assert desktop["table"] == "table" and desktop["thead"] == "static", desktop
+    assert desktop["scrollWidth"] <= DESKTOP[0] and desktop["outside"] == [], desktop
+
+    width, height, rows = png_pixels(screenshot)
     assert (width, height) == PHONE
     colours = {row[x : x + 3] for row in rows[::4] for x in range(0, len(row), 12)}
     assert len(colours) > 20, "the screenshot is (nearly) blank"
