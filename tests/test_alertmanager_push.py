@@ -4,7 +4,9 @@ alert, a silence made through its API silences it, and a recovery resolves it.""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import re
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
@@ -20,10 +22,21 @@ from notifier.deliver.sinks.alertmanager import BATCH_MAX, AlertmanagerSink, def
 from notifier.domain.models import Incident, Notification, RunEvent
 from notifier.domain.report import CycleReport
 from notifier.run.metrics import Metrics
-from tests.fakes.alertmanager import Alertmanager, running_alertmanager
+from tests.fakes.alertmanager import CONFIG, Alertmanager, Receiver, running_alertmanager
 from tests.fakes.samples import DIFF_URL, MONITOR_URL, notification
 
 HOLD = timedelta(minutes=10)
+
+
+def config_seconds(name: str) -> float:
+    """A `<name>: <n>ms` timing of the fake's Alertmanager configuration, in seconds."""
+    found = re.search(rf"\b{name}: (\d+)ms\b", CONFIG)
+    assert found is not None, f"{name} in milliseconds not found in {CONFIG}"
+    return int(found.group(1)) / 1000
+
+
+GROUP_WAIT = config_seconds("group_wait")
+GROUP_INTERVAL = config_seconds("group_interval")
 
 
 def opening(n: Notification) -> Notification:
@@ -180,6 +193,64 @@ async def test_a_silence_made_through_its_api_silences_the_alert(
     )
     assert silenced["status"]["silencedBy"] == [silence]
     assert await alertmanager.alerts(silenced="false") == []
+
+
+def of_monitor(n: Notification, monitor_id: int) -> Notification:
+    """`n` about another monitor: another label set, another aggregation group."""
+    event = n.event.model_copy(update={"monitor_id": monitor_id})
+    monitor = n.monitor.model_copy(update={"id": monitor_id})
+    return opening(n.model_copy(update={"id": event.key, "event": event, "monitor": monitor}))
+
+
+def heard_of(receiver: Receiver, monitor_id: str) -> list[dict[str, Any]]:
+    """The messages the receiver got with an alert of this monitor."""
+    return [
+        message
+        for message in receiver.messages
+        if any(alert["labels"]["monitor_id"] == monitor_id for alert in message["alerts"])
+    ]
+
+
+async def hears_nothing_of(receiver: Receiver, monitor_id: str, *, within: float) -> None:
+    """Fails as soon as a message about `monitor_id` reaches the receiver within `within` s."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while not heard_of(receiver, monitor_id):
+        left = deadline - loop.time()
+        if left <= 0:
+            return
+        receiver.arrived.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(receiver.arrived.wait(), left)
+    raise AssertionError(f"the receiver heard of monitor {monitor_id}: {receiver.messages}")
+
+
+async def test_a_silenced_alert_never_reaches_the_receiver_a_control_alert_does(
+    alertmanager: Alertmanager,
+) -> None:
+    silence = await alertmanager.silence("monitor_id", "4521")
+    sink = sink_for(alertmanager)
+    silenced = opening(notification(detected_at=datetime.now(UTC)))
+    await sink.send(silenced)
+    # Posted after the silenced alert: its aggregation group (group_by monitor_id) is created
+    # later, so its first flush, group_wait after that, comes after the silenced group's.
+    await sink.send(of_monitor(silenced, 4522))
+
+    alerts = await alertmanager.wait_alerts(lambda alerts: len(alerts) == 2)
+    state = {a["labels"]["monitor_id"]: a["status"] for a in alerts}
+    assert state["4521"]["state"] == "suppressed" and state["4521"]["silencedBy"] == [silence]
+    assert state["4522"]["state"] == "active"
+
+    routed = await alertmanager.receiver.wait_for("firing")
+    assert [a["labels"]["monitor_id"] for a in routed["alerts"]] == ["4522"]
+    # The control alert arriving proves the pipeline ran past the silenced group's first flush.
+    # Alertmanager would flush that group again after group_interval (the silence muting it
+    # every time), and a second time after another: watch the receiver that long again, plus
+    # group_wait, for any message about the silenced monitor (2 x 300 ms + 100 ms + margin).
+    await hears_nothing_of(
+        alertmanager.receiver, "4521", within=GROUP_WAIT + 2 * GROUP_INTERVAL + 0.5
+    )
+    assert [m["status"] for m in alertmanager.receiver.messages] == ["firing"]
 
 
 async def test_a_recovery_resolves_the_alert_and_the_receiver_hears_of_it(
