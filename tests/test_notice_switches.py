@@ -182,3 +182,99 @@ async def test_a_slack_destination_digests_a_storm_by_default_and_zero_turns_it_
         sinks = {name: build_sink(name, d, context) for name, d in table.destinations.items()}
     thresholds = {name: sink.digest_threshold for name, sink in sinks.items()}
     assert thresholds == {"chat": 10, "hook": 10, "quiet": None}
+
+
+ON_A_ROUTE = Routes.model_validate(
+    {
+        "destinations": {
+            "chat": {"type": "webhook", "url": "https://c.test/h"},
+            "pager": {"type": "webhook", "url": "https://p.test/h"},
+        },
+        "routes": [
+            {"match": {"tags": ["noisy"]}, "to": ["chat"], "notify": "first"},
+            {
+                "match": {"tags": ["shared"]},
+                "to": ["chat", "pager"],
+                "notify": "first",
+                "continue": True,
+            },
+            {"match": {"tags": ["shared"]}, "to": ["chat"]},
+        ],
+        "default": {"to": ["chat", "pager"]},
+    }
+)
+NOISY = MonitorInfo(id=3, tags=["noisy"])
+SHARED = MonitorInfo(id=4, tags=["shared"])
+
+
+@pytest.mark.parametrize(
+    ("monitor", "kind", "failures", "to"),
+    [
+        (NOISY, "alert", 1, ["chat"]),
+        # Held back by its route, the event still counts as matched: the default stays out.
+        (NOISY, "alert", 2, []),
+        (NOISY, "error", 3, []),
+        (NOISY, "recovered", 3, ["chat"]),
+        (NOISY, "reminder", 3, ["chat"]),
+        # The switch is the route's: the default route, without it, sends every alert.
+        (STEADY, "alert", 2, ["chat", "pager"]),
+        # Another matched route without the switch still sends its own destinations.
+        (SHARED, "alert", 1, ["chat", "pager"]),
+        (SHARED, "alert", 2, ["chat"]),
+    ],
+)
+def test_notify_first_on_a_route_lets_only_the_incidents_first_alert_through(
+    monitor: MonitorInfo, kind: str, failures: int, to: list[str]
+) -> None:
+    assert route_event(ON_A_ROUTE, monitor, kind, T0, failures=failures).to == to
+
+
+ROUTE_FIRST = """
+[destinations.hook]
+type = "webhook"
+url = "env:HOOK_URL"
+secret = "env:NOTIFIER_WEBHOOK_SECRET"
+
+[[routes]]
+name = "prod: first alert only"
+match = { tags = ["prod"] }
+to = ["hook"]
+notify = "first"
+
+[default]
+to = ["hook"]
+"""
+
+
+async def test_through_the_cli_a_routes_notify_first_sends_the_first_alert_and_the_recovery(
+    world: World, tmp_path: Path
+) -> None:
+    routes = tmp_path / "routes.toml"
+    routes.write_text(ROUTE_FIRST)
+    env = {**world.env, "NOTIFIER_ROUTES_FILE": str(routes)}
+    env["HOOK_URL"] = env.pop("NOTIFIER_WEBHOOK_URLS")
+
+    async def once() -> None:
+        result = await cli("once", env=env)
+        assert result.code == 0, result.stderr
+
+    await once()
+    first = world.sim.add_run(1, state="alert", started_at=world.now())  # monitor 1: tag prod
+    await once()
+    for state in ("error", "alert"):
+        world.sim.add_run(1, state=state, started_at=world.now())
+        world.sim.add_run(2, state=state, started_at=world.now())  # monitor 2: the default
+        await once()
+    world.sim.add_run(1, state="ok", started_at=world.now())
+    await once()
+    events = [json.loads(d.body) for d in world.receiver.deliveries]
+    sent = [(e["data"]["monitor"]["id"], e["type"]) for e in events]
+    assert [kind for monitor, kind in sent if monitor == 1] == [
+        "monitor.run.alert",
+        "monitor.recovered",
+    ]
+    assert events[0]["data"]["run"]["id"] == first
+    assert [kind for monitor, kind in sent if monitor == 2] == [
+        "monitor.run.error",
+        "monitor.run.alert",
+    ]
