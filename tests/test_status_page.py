@@ -379,7 +379,7 @@ def test_page_refreshes_itself_and_fits_a_phone() -> None:
     assert {"http-equiv": "refresh", "content": "45"} in metas
     assert {"name": "viewport", "content": "width=device-width, initial-scale=1"} in metas
     assert "overflow-x:auto" in page and '<div class="scroll">' not in page  # no table: no rows
-    assert "@media (max-width:44rem)" in page and "content:attr(data-label)" in page
+    assert "@media (max-width:48rem)" in page and "content:attr(data-label)" in page
 
 
 class Tables(HTMLParser):

@@ -2,6 +2,8 @@
 
     .venv/bin/python tools/status_page_screenshot.py [OUTPUT.png] [--width 390] [--height 844]
 
+A phone (390 px, the default) sees each table row as a card of labelled values; a desktop
+(e.g. `/tmp/desktop.png --width 1280 --height 900`) sees the tables.
 Serves the real status app (notifier/run/status_server.py) on 127.0.0.1 over a fixed sample
 state and clock, so the picture only changes when the page does, and takes the screenshot with
 headless Chromium (tools/ensure-chromium.sh installs it).

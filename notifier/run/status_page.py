@@ -75,11 +75,11 @@ td.text{white-space:normal;min-width:10rem;max-width:24rem;overflow-wrap:anywher
 .badge{display:inline-block;padding:0 .45rem;border-radius:1rem;font-size:.8rem;
 border:1px solid currentColor;color:var(--neutral)}
 .good{color:var(--good)}.bad{color:var(--bad)}.busy{color:var(--busy)}
-@media (max-width:44rem){
+@media (max-width:48rem){
 .scroll{overflow:visible;border:0;border-radius:0}
 table,tbody,tr,td{display:block}
 thead{position:absolute;width:1px;height:1px;overflow:hidden;clip-path:inset(50%)}
-tr{display:grid;grid-template-columns:repeat(2,minmax(0,1fr));gap:.3rem .75rem;
+tr{display:grid;grid-template-columns:repeat(auto-fill,minmax(9.5rem,1fr));gap:.3rem .75rem;
 border:1px solid var(--line);border-radius:.5rem;padding:.45rem .6rem;margin:0 0 .5rem}
 td,td.name,td.text{padding:0;border:0;white-space:normal;min-width:0;max-width:none;
 overflow-wrap:anywhere}
@@ -87,6 +87,7 @@ td::before{content:attr(data-label);display:block;color:var(--mute);font-size:.7
 td:first-child{position:static;grid-column:1/-1;font-weight:600}
 td:first-child::before,td.name::before{content:none}
 td.text{grid-column:1/-1}
+#cycles tr{grid-template-columns:repeat(auto-fill,minmax(6rem,1fr))}
 }
 """
 
