@@ -8,10 +8,15 @@ import json
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pytest
+import trustme
+
 from notifier.cli.send_test import TEST_NOTE, TEST_TAG, make_test_notifications, new_incident_key
 from notifier.domain.models import Links, MonitorInfo
 from notifier.route.destinations.fields import webhook_destination_name
+from tests.fakes.alertmanager import running_alertmanager
 from tests.fakes.cli import SECRETS, World, cli
+from tests.fakes.email import PASSWORD, USERNAME, MailServer
 from tests.fakes.pagerduty import ENQUEUE_PATH, FakePagerDuty
 
 ROUTING_KEY = "PdSendTest0123456789abcdef012345"
@@ -166,3 +171,108 @@ async def test_with_monitor_the_test_wears_that_monitors_details(world: World) -
     missing = await cli("send-test", "--monitor", "999", env=world.env)
     assert missing.code == 2 and "monitor 999" in missing.stderr
     assert len(world.slack.messages) == 2  # nothing more was sent
+
+
+MAIL_AND_AM = """
+[destinations.mail]
+type = "email"
+host = "127.0.0.1"
+port = {port}
+username = "env:SMTP_USERNAME"
+password = "env:SMTP_PASSWORD"
+from = "notifier@example.test"
+to = ["oncall@example.test"]
+
+[destinations.am]
+type = "alertmanager"
+url = "env:ALERTMANAGER_URL"
+
+[default]
+to = ["mail", "am"]
+"""
+
+
+def mail_and_am_env(
+    world: World, tmp_path: Path, *, smtp_port: int, am_url: str, ca: trustme.CA | None = None
+) -> dict[str, str]:
+    """A routes file with the email and Alertmanager destinations; the SMTP server's `ca`
+    trusted, as an operator would."""
+    routes = tmp_path / "routes.toml"
+    routes.write_text(MAIL_AND_AM.format(port=smtp_port))
+    env = {
+        **world.env,
+        "NOTIFIER_ROUTES_FILE": str(routes),
+        "SMTP_USERNAME": USERNAME,
+        "SMTP_PASSWORD": PASSWORD,
+        "ALERTMANAGER_URL": am_url,
+        "NOTIFIER_LOG_LEVEL": "debug",
+    }
+    if ca is not None:
+        ca_file = tmp_path / "ca.pem"
+        ca.cert_pem.write_to_path(str(ca_file))
+        env["NOTIFIER_CA_BUNDLE"] = str(ca_file)
+    del env["NOTIFIER_WEBHOOK_URLS"], env["SLACK_CHANNEL"]
+    return env
+
+
+@pytest.mark.filterwarnings("ignore:Session.login_data is deprecated")
+async def test_email_gets_the_marked_alert_then_its_recovery_threaded_under_it(
+    world: World, tmp_path: Path
+) -> None:
+    ca = trustme.CA()
+    server = MailServer(ca=ca, credentials=(USERNAME, PASSWORD))
+    with server.serve() as port:
+        env = mail_and_am_env(world, tmp_path, smtp_port=port, am_url="http://127.0.0.1:1", ca=ca)
+        assert (await cli("once", env=env)).code == 0  # a state file to keep unchanged
+        before = world.state_file.read_bytes()
+
+        result = await cli("send-test", "--destination", "mail", env=env)
+
+    assert result.code == 0, result.stderr
+    assert result.stdout.splitlines()[:2] == [
+        "ok   mail: test alert sent",
+        "ok   mail: test recovery sent (on the alert's message)",
+    ]
+    assert result.stdout.splitlines()[-1].endswith("1 destination(s), all ok")
+    alert, recovery = (mail.message for mail in server.mails)
+    assert alert["Subject"].startswith("[Alert] [TEST] datafold-notifier test")
+    assert "send-test" in alert.get_body(("plain",)).get_content()  # the note says what it is
+    assert recovery["Subject"].startswith("[Recovered] [TEST] datafold-notifier test")
+    assert recovery["In-Reply-To"] == alert["Message-ID"] == recovery["References"]
+    assert TEST_TAG in alert["Message-ID"]  # the run's own incident: no real thread is joined
+    assert [mail.recipients for mail in server.mails] == [["oncall@example.test"]] * 2
+    assert world.state_file.read_bytes() == before
+    assert world.slack.messages == []
+    assert not [s for s in [*SECRETS, PASSWORD] if s in result.stdout + result.stderr]
+
+
+def received(metrics: str, status: str) -> float:
+    """Alertmanager's count of alerts posted to it with `status` ("firing", "resolved")."""
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in metrics.splitlines()
+        if line.startswith("alertmanager_alerts_received_total{") and f'status="{status}"' in line
+    )
+
+
+async def test_alertmanager_gets_the_test_alert_firing_then_ended(
+    world: World, tmp_path: Path
+) -> None:
+    async with running_alertmanager() as am:
+        # No SMTP server listens: only `am` is named, and only `am` is sent to.
+        env = mail_and_am_env(world, tmp_path, smtp_port=1, am_url=am.url)
+
+        result = await cli("send-test", "--destination", "am", env=env)
+
+        assert result.code == 0, result.stderr
+        assert result.stdout.splitlines()[:2] == [
+            "ok   am: test alert sent",
+            "ok   am: test recovery sent",
+        ]
+        async with am.session.get(f"{am.url}/metrics") as response:
+            metrics = await response.text()
+        # Alertmanager took one alert firing (endsAt ahead), then the same ended (endsAt past).
+        assert (received(metrics, "firing"), received(metrics, "resolved")) == (1, 1)
+        assert await am.alerts(active="true") == []
+        assert await am.alerts() == []
+    assert not world.state_file.exists()
