@@ -160,3 +160,44 @@ def test_the_destination_resolves_its_key_and_endpoint_from_the_routes_file() ->
         PagerDutyDestination.model_validate(
             {**table, "severity": {"alert": "high"}}, context=context
         )
+
+
+def escalated_reminder() -> Notification:
+    """A reminder of an incident that opened with an alert and whose latest run is an error."""
+    n = note("reminder")
+    assert n.incident is not None
+    last = RunEvent(monitor_id=7, run_id=104, state="error")
+    return n.model_copy(update={"incident": n.incident.model_copy(update={"last": last})})
+
+
+@pytest.mark.parametrize(
+    ("n", "expected_class"),
+    [
+        (note("alert"), "alert"),
+        (note("error", error="boom"), "error"),
+        (note("reminder"), "alert"),
+        (escalated_reminder(), "error"),  # the incident's latest run, not the reminder's event
+        (note("lone"), "alert"),
+    ],
+    ids=["alert", "error", "reminder", "reminder of an escalated incident", "lone"],
+)
+def test_the_class_is_the_failing_state(n: Notification, expected_class: str) -> None:
+    assert render(n)["payload"]["class"] == expected_class
+
+
+@pytest.mark.parametrize(
+    ("monitor", "component", "group"),
+    [
+        ({"name": "orders", "monitor_type": "metric"}, "orders", "metric"),
+        ({"name": None, "monitor_type": None}, "Monitor 7", "monitor"),
+        ({"name": "o" * 300, "monitor_type": "t" * 300}, "o" * 254 + "…", "t" * 254 + "…"),
+    ],
+    ids=["named", "no name, no type", "cut to 255"],
+)
+def test_component_is_the_monitor_and_group_its_type(
+    monitor: dict[str, Any], component: str, group: str
+) -> None:
+    n = note("alert")
+    n = n.model_copy(update={"monitor": n.monitor.model_copy(update=monitor)})
+    payload = render(n)["payload"]
+    assert (payload["component"], payload["group"]) == (component, group)
