@@ -2,14 +2,15 @@
 installed CLI against their local fakes: no secret in any output or the state file at debug
 level, failures included; `check` probes each without sending; `/metrics` counts each by name; a
 destination down for a cycle loses nothing across a restart; a PagerDuty reminder re-triggers the
-incident's alert and the recovery resolves it. Crashes: test_kinds_firstclass_crash.py; hostile
-answers: test_kinds_firstclass_hostile.py."""
+incident's alert and the recovery resolves it. `/metrics` counts Alertmanager and Apprise
+destinations by name too. Crashes: test_kinds_firstclass_crash.py; hostile answers:
+test_kinds_firstclass_hostile.py; every kind's secrets at once: test_kinds_leak.py."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator, Iterator
-from contextlib import ExitStack, asynccontextmanager, contextmanager
+from contextlib import AsyncExitStack, ExitStack, asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ import aiohttp
 import pytest
 import trustme
 
+from tests.fakes.alertmanager import running_alertmanager
 from tests.fakes.cli import SECRETS, Result, World, cli
 from tests.fakes.email import MailServer
 from tests.fakes.pagerduty import ENQUEUE_PATH, FakePagerDuty
@@ -26,8 +28,12 @@ from tests.fakes.pagerduty import Reply as PagerDutyReply
 from tests.fakes.scrape import sample
 from tests.fakes.subprocess_daemon import Daemon
 from tests.fakes.teams import SIGNATURE, FakeTeams
+from tests.test_apprise_sink import JsonReceiver
 
-pytestmark = pytest.mark.filterwarnings("ignore:Session.login_data is deprecated")
+pytestmark = [
+    pytest.mark.filterwarnings("ignore:Session.login_data is deprecated"),
+    pytest.mark.filterwarnings("ignore:'imghdr' is deprecated:DeprecationWarning"),
+]
 
 ROUTING_KEY = "PdKinds0123456789abcdef01234567z"
 SMTP_USERNAME = "smtp-user-distinct-4417"
@@ -315,9 +321,11 @@ def count(text: str, what: str, destination: str) -> float:
         return 0.0
 
 
-async def start_daemon(kinds: Kinds, reaper: list[Daemon], **env: str) -> tuple[Daemon, str]:
+async def start_daemon(
+    env: dict[str, str], reaper: list[Daemon], **extra: str
+) -> tuple[Daemon, str]:
     """`run` with a status server, after its first cycle; its /metrics URL."""
-    daemon = await Daemon.start({**kinds.env, "NOTIFIER_POLL_INTERVAL_SECONDS": "1", **env})
+    daemon = await Daemon.start({**env, "NOTIFIER_POLL_INTERVAL_SECONDS": "1", **extra})
     reaper.append(daemon)
     await daemon.wait_event("status_listening")
     listening = daemon.event("status_listening")
@@ -327,48 +335,100 @@ async def start_daemon(kinds: Kinds, reaper: list[Daemon], **env: str) -> tuple[
     return daemon, f"http://127.0.0.1:{listening['port']}/metrics"
 
 
+async def counted(
+    daemon: Daemon, metrics_url: str, names: tuple[str, ...], *, failed: int, sent: int
+) -> dict[str, tuple[float, float]]:
+    """(failed, sent) of each destination, scraped once a cycle until each shows at least these
+    counts."""
+    found: dict[str, tuple[float, float]] = {}
+    async with aiohttp.ClientSession() as http:
+        for _ in range(15):
+            async with http.get(metrics_url) as response:
+                text = await response.text()
+            found = {
+                name: (count(text, "failed", name), count(text, "sent", name)) for name in names
+            }
+            if all(f >= failed and s >= sent for f, s in found.values()):
+                return found
+            await daemon.wait_event("cycle_finished", len(daemon.events))
+    raise AssertionError(f"after 15 cycles: {found}")
+
+
 async def test_metrics_count_sent_and_failed_per_new_destination(
     world: World, tmp_path: Path, reaper: list[Daemon]
 ) -> None:
     """`/metrics` of a running daemon: notifications_sent and notifications_failed by the
     destination's name, for a PagerDuty, a Teams and an email destination."""
     async with serve_kinds(world, tmp_path, NOTIFIER_HEALTH_PORT="0") as kinds:
-        daemon, metrics_url = await start_daemon(kinds, reaper)
+        daemon, metrics_url = await start_daemon(kinds.env, reaper)
+        world.sim.add_run(1, state="alert", started_at=world.now())
+        await counted(daemon, metrics_url, NAMES, failed=0, sent=1)
 
-        async def counted(failed: int, sent: int) -> dict[str, tuple[float, float]]:
-            """Scrape until every new destination shows at least these counts."""
-            found: dict[str, tuple[float, float]] = {}
-
-            async def scrape() -> None:
-                async with http.get(metrics_url) as response:
-                    text = await response.text()
-                for name in NAMES:
-                    found[name] = (count(text, "failed", name), count(text, "sent", name))
-
-            await scrape()
-            for _ in range(15):
-                if all(f >= failed and s >= sent for f, s in found.values()):
-                    return found
-                await daemon.wait_event("cycle_finished", len(daemon.events))
-                await scrape()
-            raise AssertionError(f"after 15 cycles: {found}")
-
-        async with aiohttp.ClientSession() as http:
-            world.sim.add_run(1, state="alert", started_at=world.now())
-            await counted(failed=0, sent=1)
-
-            kinds.pagerduty.reply(503)
-            kinds.teams.reply(503)
-            kinds.mail.drop_in_data = True
-            world.sim.add_run(2, state="error", started_at=world.now(), error="boom")
-            await counted(failed=1, sent=1)
-            kinds.mail.drop_in_data = False
-            final = await counted(failed=1, sent=2)
+        kinds.pagerduty.reply(503)
+        kinds.teams.reply(503)
+        kinds.mail.drop_in_data = True
+        world.sim.add_run(2, state="error", started_at=world.now(), error="boom")
+        await counted(daemon, metrics_url, NAMES, failed=1, sent=1)
+        kinds.mail.drop_in_data = False
+        final = await counted(daemon, metrics_url, NAMES, failed=1, sent=2)
         assert await daemon.stop() == 0
     # Sent once per run each; failed at least once (the SMTP drop may outlast one cycle).
     assert all(failed >= 1 and sent == 2 for failed, sent in final.values()), final
     kinds.outputs.append(daemon.output)
     kinds.assert_no_secret()
+
+
+AM_AND_APPRISE = """
+[destinations.am-data]
+type = "alertmanager"
+url = "env:KINDS_AM_URL"
+
+[destinations.chat]
+type = "apprise"
+url = "env:KINDS_APPRISE_URL"
+
+[default]
+to = ["am-data", "chat"]
+"""
+
+
+async def test_metrics_count_sent_and_failed_for_alertmanager_and_apprise(
+    world: World, tmp_path: Path, reaper: list[Daemon]
+) -> None:
+    """The same of an Alertmanager (the real one, then stopped) and an Apprise destination (a
+    json:// receiver, then answering 500): each counted by its name, sent after a cycle that
+    delivered to it, failed after one where it failed."""
+    names = ("am-data", "chat")
+    routes = tmp_path / "routes.toml"
+    routes.write_text(AM_AND_APPRISE)
+    apprise = JsonReceiver()
+    async with apprise.serve() as apprise_url, AsyncExitStack() as am_running:
+        am = await am_running.enter_async_context(running_alertmanager())
+        env = {
+            **world.env,
+            "NOTIFIER_ROUTES_FILE": str(routes),
+            "NOTIFIER_HEALTH_PORT": "0",
+            "KINDS_AM_URL": am.url,
+            "KINDS_APPRISE_URL": apprise_url,
+        }
+        del env["NOTIFIER_WEBHOOK_URLS"]
+        daemon, metrics_url = await start_daemon(env, reaper)
+        world.sim.add_run(1, state="alert", started_at=world.now())
+        delivered = await counted(daemon, metrics_url, names, failed=0, sent=1)
+        assert delivered == {name: (0.0, 1.0) for name in names}, delivered
+        assert [a["labels"]["monitor_id"] for a in await am.alerts()] == ["1"]
+        assert len(apprise.posts) == 1
+
+        await am_running.aclose()  # Alertmanager stopped: its port refuses connections
+        apprise.statuses = [500] * 100
+        world.sim.add_run(2, state="error", started_at=world.now(), error="boom")
+        final = await counted(daemon, metrics_url, names, failed=1, sent=1)
+        assert await daemon.stop() == 0
+    assert all(failed >= 1 and sent == 1 for failed, sent in final.values()), final
+    failures = {e["destination"] for e in daemon.named("delivery_failed")}
+    assert set(names) <= failures
+    for secret in (*SECRETS, apprise_url):
+        assert secret not in daemon.output
 
 
 async def test_a_pagerduty_reminder_retriggers_the_same_alert_and_recovery_resolves_it(
@@ -377,7 +437,7 @@ async def test_a_pagerduty_reminder_retriggers_the_same_alert_and_recovery_resol
     """With reminders every second, an open incident's reminders are triggers on the incident's
     `dedup_key` (PagerDuty updates the alert: no second incident); the recovery resolves it."""
     async with serve_kinds(world, tmp_path, NOTIFIER_HEALTH_PORT="0") as kinds:
-        daemon, _ = await start_daemon(kinds, reaper, NOTIFIER_REMINDER_INTERVAL_SECONDS="1")
+        daemon, _ = await start_daemon(kinds.env, reaper, NOTIFIER_REMINDER_INTERVAL_SECONDS="1")
         run = world.sim.add_run(1, state="alert", started_at=world.now())
         await daemon.wait_for(lambda: len(triggers(kinds)) >= 2)
         world.sim.add_run(1, state="ok", started_at=world.now())
