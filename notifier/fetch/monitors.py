@@ -204,13 +204,9 @@ class Monitors:
         )
         return None
 
-    async def poll(
-        self, monitor_id: int, state: MonitorState | None, now: datetime, delay: float = 0.0
-    ) -> Poll:
-        """List the monitor's recent runs (after `delay` seconds), and fetch one by one, up to
+    async def poll(self, monitor_id: int, state: MonitorState | None, now: datetime) -> Poll:
+        """List the monitor's recent runs, and fetch one by one, up to
         `MAX_DIRECT_FETCHES`, the runs `state` has in progress that left the listing window."""
-        if delay > 0:
-            await asyncio.sleep(delay)
         try:
             window = listing_window(
                 state,

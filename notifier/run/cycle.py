@@ -119,9 +119,7 @@ class Notifier:
             async with lane.window(lambda m: self._process_urgently(m, report)):
                 await fan_out(
                     to_poll,
-                    lambda m: lane.exclusive(
-                        m, lambda: self._process(m, now, 0.0, report, keys.get(m))
-                    ),
+                    lambda m: lane.exclusive(m, lambda: self._process(m, now, report, keys.get(m))),
                     offset=lambda m: poll_offset(m, spread),
                     width=self._config.polls_at_once,
                 )
@@ -149,7 +147,7 @@ class Notifier:
         report.monitors = len(chosen)
 
         async def poll_chosen() -> None:
-            await fan_out(chosen, lambda m: self._process(m, now, 0.0, report, None))
+            await fan_out(chosen, lambda m: self._process(m, now, report, None))
 
         await self._deliver_while(poll_chosen, report, keep_firing=False)
         sent = dict(report.sent_by_destination)
@@ -214,14 +212,12 @@ class Notifier:
         return to_list, keys
 
     async def _process(
-        self, monitor_id: int, now: datetime, delay: float, report: CycleReport, key: str | None
+        self, monitor_id: int, now: datetime, report: CycleReport, key: str | None
     ) -> None:
         """One monitor; a bug in its handling fails that monitor, not the whole cycle."""
         try:
             state = self.state.monitors.get(monitor_id)
-            await self._adopt(
-                await self._monitors.poll(monitor_id, state, now, delay), now, report, key
-            )
+            await self._adopt(await self._monitors.poll(monitor_id, state, now), now, report, key)
         except Exception as exc:
             log.exception(
                 "poll_failed", monitor_id=monitor_id, kind="internal", error=type(exc).__name__
@@ -231,7 +227,7 @@ class Notifier:
     async def _process_urgently(self, monitor_id: int, report: CycleReport) -> None:
         """A triggered poll inside a regular cycle: now, ahead of the cycle's listings."""
         with urgent():
-            await self._process(monitor_id, self._clock(), 0.0, report, None)
+            await self._process(monitor_id, self._clock(), report, None)
 
     async def _adopt(
         self, poll: Poll, now: datetime, report: CycleReport, feed_key: str | None
