@@ -125,7 +125,7 @@ def apprise_url(netloc: str) -> str:
     """A json:// URL with a password, a token in the path and one in the query."""
     password, token = KIND_SECRETS["apprise password"], KIND_SECRETS["apprise token"]
     query = KIND_SECRETS["apprise query token"]
-    return f"json://notifier:{password}@{netloc}/hooks/{token}?-key={query}"
+    return f"json://notifier:{quote(password, safe='')}@{netloc}/hooks/{token}?-key={query}"
 
 
 def forms(secret: str) -> set[str]:
@@ -342,9 +342,19 @@ async def test_no_secret_of_any_kind_in_any_output_or_page_at_debug(
         listed = await servers.cli("outbox", "list")
         assert listed.code == 0
         assert all(name in listed.stdout for name in DEAD_NAMES), listed.stdout
+        listed_json = await servers.cli("outbox", "list", "--json")
+        assert listed_json.code == 0 and "could not reach" in listed_json.stdout
+
+        # `check --routes` of a file with a secret written in it: refused without echoing it.
+        inline = tmp_path / "inline.toml"
+        inline.write_text(
+            servers.routes.read_text().replace('"env:LEAK_PD_KEY"', f'"{ROUTING_KEY}"')
+        )
+        refused_file = await servers.cli("check", "--routes", str(inline))
+        assert refused_file.code != 0 and "pd" in refused_file.stdout + refused_file.stderr
 
     for written in sorted(tmp_path.rglob("*")):
-        if written.is_file() and written.name not in ("ca.pem", "routes.toml"):
+        if written.is_file() and written.name not in ("ca.pem", "routes.toml", "inline.toml"):
             servers.keep(f"file {written.name}", written.read_text(errors="replace"))
     state = json.loads(world.state_file.read_text())
     errors = {tuple(entry["pending"]): entry["last_error"] for entry in state["outbox"]}

@@ -29,10 +29,10 @@ KIND_SECRETS = {
     "teams signature": TEAMS_SIGNATURE,
     "smtp username": "smtp-leak-user-6604",
     "smtp password": "smtp-leak-pass/7713+x",  # "/" and "+": its quoted forms differ
-    "alertmanager token": "am-leak-token-5518",
+    "alertmanager token": "am-leak-token+5518/==",
     "alertmanager url password": "am-leak-url-pass-3307",
     "apprise token": "apprise-leak-token-8846",
-    "apprise password": "apprise-leak-pass-1925",
+    "apprise password": "apprise-leak/pass+1925",  # written URL-quoted in the URL
     "apprise query token": "apprise-leak-query-4460",
 }
 SECRETS = [
