@@ -1,6 +1,6 @@
 """The README's routing example works as written (issue 15, point 9): its TOML, copied into a
 routes file, with only the variables it names set (`SLACK_BOT_TOKEN` read through `env:`, no
-`SLACK_CHANNEL`), runs `once` and routes as its comments say: finance errors page on-call, the
+`SLACK_CHANNEL`), runs `once` and routes as its comments say: finance failures page on-call, the
 staging route keeps quiet at night in Berlin (and only there), first match wins, `[default]`
 takes only what no route matched, and data-alerts threads, mentions and digests."""
 
@@ -96,16 +96,18 @@ ON_CALL = ["oncall", "data-alerts"]
         (STAGING, "reminder", WINTER_0300, [], [STAGING_ROUTE]),
         # Staging never pages on-call, by day either.
         (STAGING, "error", WINTER_0800, ["data-alerts"], []),
-        # "finance errors page on-call", at night too: that route has no quiet hours.
+        # "finance failures page on-call", at night too: that route has no quiet hours.
         (FINANCE, "alert", WINTER_0300, ON_CALL, []),
         (FINANCE, "error", WINTER_0300, ON_CALL, []),
         # The first matching route wins: finance before staging, so a finance error on a
         # staging monitor pages on-call even at night.
         (BOTH, "error", WINTER_0300, ON_CALL, []),
-        # A recovery is no alert or error: the finance route leaves it; for a staging monitor the
-        # staging route takes it (quiet at night), otherwise the default: data-alerts only.
-        (BOTH, "recovered", WINTER_0300, [], [STAGING_ROUTE]),
-        (FINANCE, "recovered", WINTER_0300, ["data-alerts"], []),
+        # The finance route takes recoveries too, so that the page resolves (at night too),
+        # also for a finance monitor tagged staging; reminders it leaves to the others.
+        (BOTH, "recovered", WINTER_0300, ON_CALL, []),
+        (FINANCE, "recovered", WINTER_0300, ON_CALL, []),
+        (BOTH, "reminder", WINTER_0300, [], [STAGING_ROUTE]),
+        (FINANCE, "reminder", WINTER_0300, ["data-alerts"], []),
         # "[default] takes only the events that no route matched": everything else.
         (PROD, "alert", WINTER_0300, ["data-alerts"], []),
         (PROD, "recovered", WINTER_1900, ["data-alerts"], []),
@@ -199,7 +201,7 @@ async def test_more_than_ten_in_one_cycle_reach_data_alerts_as_one_digest(
     assert world.receiver.deliveries == []
 
 
-async def test_a_finance_error_pages_on_call_and_its_recovery_goes_to_data_alerts_only(
+async def test_a_finance_error_pages_on_call_and_its_recovery_resolves_the_page(
     world: World, tmp_path: Path
 ) -> None:
     world.sim.add_monitor(3, name="ledger", monitor_type="metric", tags=["finance"])
@@ -215,10 +217,12 @@ async def test_a_finance_error_pages_on_call_and_its_recovery_goes_to_data_alert
     world.sim.add_run(3, state="ok", started_at=world.now())
     await once()
 
-    # The route's kinds are alert and error: the recovery is the default's, data-alerts only.
-    [paged] = [json.loads(d.body) for d in world.receiver.deliveries]
-    assert paged["status"] == "firing"
+    # The route takes recoveries too: on-call hears the alert firing, then resolved.
+    paged, resolved = [json.loads(d.body) for d in world.receiver.deliveries]
+    assert (paged["status"], resolved["status"]) == ("firing", "resolved")
     assert [a["labels"]["monitor_id"] for a in paged["alerts"]] == ["3"]
+    assert paged["groupKey"] == resolved["groupKey"]  # the same alert, resolved
+    assert paged["alerts"][0]["fingerprint"] == resolved["alerts"][0]["fingerprint"]
     [alert] = top_level(world.slack.messages)
     [update] = world.slack.updates
     assert update.ts == alert.ts and "Resolved" in (update.text or "")
