@@ -9,11 +9,12 @@ import signal
 import time
 from datetime import timedelta
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 from standardwebhooks import Webhook
 
-from tests.fakes.cli import CLI, SECRETS, WHSEC, Result, World, cli
+from tests.fakes.cli import CLI, SECRETS, WHSEC, Result, World, cli, dead_kinds_env
 
 
 def assert_no_secrets(*texts: str) -> None:
@@ -196,6 +197,7 @@ async def test_no_secret_in_any_output_at_debug(world: World) -> None:
     dead_hook = "http://127.0.0.1:9/unreachable-hook-s3cr3t-path?token=dead-token-value"
     env = {
         **world.env,
+        **dead_kinds_env(),  # every new kind's secrets (in SECRETS), on its error paths
         "SLACK_WEBHOOK_URL": slack_hook,
         "NOTIFIER_WEBHOOK_URLS": f"{world.env['NOTIFIER_WEBHOOK_URLS']},{dead_hook}",
         "NOTIFIER_LOG_LEVEL": "debug",
@@ -211,6 +213,8 @@ async def test_no_secret_in_any_output_at_debug(world: World) -> None:
     assert result.code == 0
     assert any(e["event"] == "delivery_failed" for e in result.events())
     assert world.receiver.deliveries  # the live webhook was reached
+    failed = {e.get("destination") for e in result.events() if e["event"] == "delivery_failed"}
+    assert {"pagerduty", "teams", "email", "alertmanager", "apprise"} <= failed
 
     # the daemon, until its first cycle has finished, then SIGTERM; and the demo
     delivered = len(world.receiver.deliveries)
@@ -231,6 +235,8 @@ async def test_no_secret_in_any_output_at_debug(world: World) -> None:
     outputs += [demo.stdout, demo.stderr]
 
     secrets = [*SECRETS, slack_hook, dead_hook, "unreachable-hook-s3cr3t-path", "dead-token-value"]
+    secrets += [env["TEAMS_WEBHOOK_URL"], env["APPRISE_URL"]]
+    secrets += [quote(secret, safe="") for secret in secrets]  # URL-quoted too
     for text in outputs:
         for secret in secrets:
             assert secret not in text

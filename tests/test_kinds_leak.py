@@ -28,7 +28,7 @@ import pytest
 import trustme
 
 from tests.fakes.alertmanager import Alertmanager, running_alertmanager
-from tests.fakes.cli import CLI, KIND_SECRETS, SECRETS, Result, World, cli
+from tests.fakes.cli import CLI, KIND_SECRETS, SECRETS, Result, World, cli, kind_apprise_url
 from tests.fakes.email import MailServer
 from tests.fakes.pagerduty import ENQUEUE_PATH, FakePagerDuty
 from tests.fakes.pagerduty import Reply as PagerDutyReply
@@ -121,13 +121,6 @@ to = ["{name}"]
 DEAD_MONITORS = dict(zip(range(11, 11 + len(DEAD_NAMES)), DEAD_NAMES, strict=True))
 
 
-def apprise_url(netloc: str) -> str:
-    """A json:// URL with a password, a token in the path and one in the query."""
-    password, token = KIND_SECRETS["apprise password"], KIND_SECRETS["apprise token"]
-    query = KIND_SECRETS["apprise query token"]
-    return f"json://notifier:{quote(password, safe='')}@{netloc}/hooks/{token}?-key={query}"
-
-
 def forms(secret: str) -> set[str]:
     """A secret as it may show: itself, URL-quoted (path or query style), JSON-escaped."""
     return {
@@ -203,8 +196,8 @@ async def serve_every_kind(world: World, tmp_path: Path) -> AsyncIterator[Server
             "LEAK_AM_URL": am.url,
             "LEAK_AM_DEAD_URL": f"http://{DEAD}",
             "LEAK_AM_TOKEN": AM_TOKEN,
-            "LEAK_APPRISE_URL": apprise_url(f"127.0.0.1:{apprise_port}"),
-            "LEAK_APPRISE_DEAD_URL": apprise_url(DEAD),
+            "LEAK_APPRISE_URL": kind_apprise_url(f"127.0.0.1:{apprise_port}"),
+            "LEAK_APPRISE_DEAD_URL": kind_apprise_url(DEAD),
             "NOTIFIER_ROUTES_FILE": str(tmp_path / "routes.toml"),
             "NOTIFIER_MONITOR_IDS": ",".join(map(str, [1, 2, *DEAD_MONITORS])),
         }

@@ -11,6 +11,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from urllib.parse import quote
 
 from notifier.demo.server import serve
 from notifier.demo.simulator import Simulator
@@ -43,6 +44,33 @@ SECRETS = [
     FakeSlack.WEBHOOK_PATH,
     *KIND_SECRETS.values(),
 ]
+
+
+def kind_apprise_url(netloc: str) -> str:
+    """A json:// Apprise URL to `netloc` with KIND_SECRETS' password (quoted), a token in the
+    path and one in the query."""
+    password = quote(KIND_SECRETS["apprise password"], safe="")
+    token, query = KIND_SECRETS["apprise token"], KIND_SECRETS["apprise query token"]
+    return f"json://notifier:{password}@{netloc}/hooks/{token}?-key={query}"
+
+
+def dead_kinds_env(dead: str = "127.0.0.1:9") -> dict[str, str]:
+    """Every kind of issue 14 from its variables, with KIND_SECRETS, at `dead` (where nothing
+    listens): each delivery and probe fails, so the error paths run."""
+    return {
+        "PAGERDUTY_ROUTING_KEY": KIND_SECRETS["pagerduty routing key"],
+        "PAGERDUTY_URL": f"http://{dead}/v2/enqueue",
+        "TEAMS_WEBHOOK_URL": f"http://{dead}/workflows/1/paths/invoke?sig={TEAMS_SIGNATURE}",
+        "NOTIFIER_SMTP_HOST": dead.split(":")[0],
+        "NOTIFIER_SMTP_PORT": dead.split(":")[1],
+        "NOTIFIER_SMTP_USERNAME": KIND_SECRETS["smtp username"],
+        "NOTIFIER_SMTP_PASSWORD": KIND_SECRETS["smtp password"],
+        "NOTIFIER_EMAIL_FROM": "notifier@example.test",
+        "NOTIFIER_EMAIL_TO": "oncall@example.test",
+        "ALERTMANAGER_URL": f"http://{dead}",
+        "ALERTMANAGER_TOKEN": KIND_SECRETS["alertmanager token"],
+        "APPRISE_URL": kind_apprise_url(dead),
+    }
 
 
 SLACK_CHANNEL = "C0123ABCD"
