@@ -135,7 +135,12 @@ class AlertmanagerSink:
             raise DeliveryError(self.name, reason) from None
         if 200 <= status < 300:
             return
-        said = one_line(answer.decode("utf-8", "replace"), _REASON_MAX)
+        # A proxy in front may say back what it was sent: the reason is kept in the state and
+        # shown on the status page, which no log redaction reaches.
+        said = answer.decode("utf-8", "replace")
+        for secret in filter(None, (self._token, self._base)):
+            said = said.replace(secret, "***")
+        said = one_line(said, _REASON_MAX)
         raise DeliveryError(
             self.name,
             f"Alertmanager answered HTTP {status}" + (f": {said}" if said else ""),
