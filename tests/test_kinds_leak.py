@@ -6,8 +6,9 @@ Alertmanager, a json:// receiver), and one of each kind on a port where nothing 
 the secrets of `tests.fakes.cli.KIND_SECRETS`. At debug level: `check`, `once`, `once --dry-run`
 (text and JSON), `send-test --all`, the daemon through deliveries, refusals and failures, reloads
 (POST /-/reload, a refused one, SIGHUP), its status page, `/api/status` and `/metrics`, and
-`outbox list`. No secret, nor its URL-quoted or JSON-escaped form, in any stdout, stderr, HTTP
-body or file the notifier wrote. test_kinds_firstclass.py checks the same of PagerDuty, Teams and
+`outbox list`. The HTTP kinds also against a server that refuses, saying back the request. No
+secret, nor its URL-quoted or JSON-escaped form, in any stdout, stderr, HTTP body or file the
+notifier wrote. test_kinds_firstclass.py checks the same of PagerDuty, Teams and
 email one failure at a time; test_settings_destinations.py of every kind from its variables.
 """
 
@@ -26,12 +27,14 @@ from urllib.parse import quote, quote_plus, urlsplit
 import aiohttp
 import pytest
 import trustme
+from aiohttp import web
 
 from tests.fakes.alertmanager import Alertmanager, running_alertmanager
 from tests.fakes.cli import CLI, KIND_SECRETS, SECRETS, Result, World, cli, kind_apprise_url
 from tests.fakes.email import MailServer
 from tests.fakes.pagerduty import ENQUEUE_PATH, FakePagerDuty
 from tests.fakes.pagerduty import Reply as PagerDutyReply
+from tests.fakes.slack import serve_app
 from tests.fakes.subprocess_daemon import Daemon
 from tests.fakes.teams import FakeTeams
 from tests.test_apprise_sink import JsonReceiver
@@ -49,7 +52,10 @@ AM_URL_PASSWORD = KIND_SECRETS["alertmanager url password"]
 DEAD = "127.0.0.1:9"
 LIVE = ("pd", "teams", "mail", "am", "apprise")
 DEAD_NAMES = tuple(f"{name}-dead" for name in LIVE)
-NAMES = LIVE + DEAD_NAMES
+#: The HTTP kinds against a server that refuses every request, echoing it (its path and query,
+#: its Authorization header, its body) in its answer, as a misconfigured proxy may.
+ECHO_NAMES = ("pd-echo", "teams-echo", "am-echo", "apprise-echo")
+NAMES = LIVE + DEAD_NAMES + ECHO_NAMES
 
 ROUTES = """
 [destinations.pd]
@@ -106,19 +112,46 @@ url = "env:LEAK_APPRISE_URL"
 type = "apprise"
 url = "env:LEAK_APPRISE_DEAD_URL"
 
+[destinations.pd-echo]
+type = "pagerduty"
+routing_key = "env:LEAK_PD_KEY"
+url = "{echo_url}/v2/enqueue"
+
+[destinations.teams-echo]
+type = "teams"
+url = "env:LEAK_TEAMS_ECHO_URL"
+
+[destinations.am-echo]
+type = "alertmanager"
+url = "env:LEAK_AM_ECHO_URL"
+token = "env:LEAK_AM_TOKEN"
+
+[destinations.apprise-echo]
+type = "apprise"
+url = "env:LEAK_APPRISE_ECHO_URL"
+
 {dead_routes}
 [default]
 to = [{to}]
 """
-#: A monitor per dead destination, routed there alone (the others go to the live ones): the
-#: outbox entry of its alert keeps that destination's error (an entry keeps only its last one)
-#: for the state file and the status page.
+#: A monitor per dead or echoing destination, routed there alone (the others go to the live
+#: ones): the outbox entry of its alert keeps that destination's error (an entry keeps only its
+#: last one) for the state file and the status page.
 DEAD_ROUTE = """
 [[routes]]
 match = {{ monitor_ids = [{monitor}] }}
 to = ["{name}"]
 """
-DEAD_MONITORS = dict(zip(range(11, 11 + len(DEAD_NAMES)), DEAD_NAMES, strict=True))
+ALONE = DEAD_NAMES + ECHO_NAMES
+ALONE_MONITORS = dict(zip(range(11, 11 + len(ALONE)), ALONE, strict=True))
+
+
+async def echo(request: web.Request) -> web.Response:
+    """Refuse, saying back all the request held."""
+    body = (await request.read())[:4000].decode(errors="replace")
+    auth = request.headers.get("Authorization", "")
+    said = f"refused {request.method} {request.path_qs} authorization={auth} body={body}"
+    return web.Response(status=401, text=said)
 
 
 def forms(secret: str) -> set[str]:
@@ -184,6 +217,10 @@ async def serve_every_kind(world: World, tmp_path: Path) -> AsyncIterator[Server
         apprise_port = urlsplit(await stack.enter_async_context(apprise.serve())).port
         am = await stack.enter_async_context(running_alertmanager())
         smtp_port = stack.enter_context(mail.serve())
+        echo_app = web.Application()
+        echo_app.router.add_route("*", "/{tail:.*}", echo)
+        echo_url = await stack.enter_async_context(serve_app(echo_app))
+        echo_netloc = urlsplit(echo_url).netloc
         env = {
             **world.env,
             "NOTIFIER_LOG_LEVEL": "debug",
@@ -198,18 +235,22 @@ async def serve_every_kind(world: World, tmp_path: Path) -> AsyncIterator[Server
             "LEAK_AM_TOKEN": AM_TOKEN,
             "LEAK_APPRISE_URL": kind_apprise_url(f"127.0.0.1:{apprise_port}"),
             "LEAK_APPRISE_DEAD_URL": kind_apprise_url(DEAD),
+            "LEAK_TEAMS_ECHO_URL": teams_url.replace(urlsplit(teams_url).netloc, echo_netloc),
+            "LEAK_AM_ECHO_URL": echo_url,
+            "LEAK_APPRISE_ECHO_URL": kind_apprise_url(echo_netloc),
             "NOTIFIER_ROUTES_FILE": str(tmp_path / "routes.toml"),
-            "NOTIFIER_MONITOR_IDS": ",".join(map(str, [1, 2, *DEAD_MONITORS])),
+            "NOTIFIER_MONITOR_IDS": ",".join(map(str, [1, 2, *ALONE_MONITORS])),
         }
         del env["NOTIFIER_WEBHOOK_URLS"]
         routes_format = {
             "pd_url": pd_url + ENQUEUE_PATH,
             "dead": DEAD,
+            "echo_url": echo_url,
             "smtp_port": smtp_port,
             "to": ", ".join(f'"{name}"' for name in LIVE),
             "dead_routes": "".join(
                 DEAD_ROUTE.format(monitor=monitor, name=name)
-                for monitor, name in DEAD_MONITORS.items()
+                for monitor, name in ALONE_MONITORS.items()
             ),
         }
         servers = Servers(
@@ -239,7 +280,7 @@ def failed(daemon: Daemon, start: int) -> set[str]:
 async def test_no_secret_of_any_kind_in_any_output_or_page_at_debug(
     world: World, tmp_path: Path, reaper: list[Daemon]
 ) -> None:
-    for monitor, name in DEAD_MONITORS.items():
+    for monitor, name in ALONE_MONITORS.items():
         world.sim.add_monitor(monitor, name=f"routed to {name}")
     async with serve_every_kind(world, tmp_path) as servers:
         # An Alertmanager URL with credentials is refused, in one line that does not show them.
@@ -252,10 +293,11 @@ async def test_no_secret_of_any_kind_in_any_output_or_page_at_debug(
         assert checked.code == 1
         expected = {name: "ok" for name in LIVE} | {name: "FAIL" for name in DEAD_NAMES}
         expected["apprise-dead"] = "ok"  # Apprise has no dry run: only the URL is checked
-        assert check_verdicts(checked) == expected, checked.stdout
+        verdicts = check_verdicts(checked)
+        assert {name: verdicts.get(name) for name in expected} == expected, checked.stdout
         assert (await servers.cli("once")).code == 0  # the baseline
 
-        for monitor in (1, *DEAD_MONITORS):
+        for monitor in (1, *ALONE_MONITORS):
             world.sim.add_run(monitor, state="alert", started_at=world.now())
         dry = await servers.cli("once", "--dry-run")
         assert dry.code == 0 and "pd" in dry.stdout
@@ -280,7 +322,7 @@ async def test_no_secret_of_any_kind_in_any_output_or_page_at_debug(
         # The alert to every live destination; every dead one fails.
         pd_events = len(servers.pagerduty.events)
         await daemon.wait_event("cycle_finished")
-        await daemon.wait_for(lambda: set(DEAD_NAMES) <= failed(daemon, 0))
+        await daemon.wait_for(lambda: set(ALONE) <= failed(daemon, 0))
         assert len(servers.pagerduty.events) > pd_events
         await servers.am.wait_alerts(
             lambda alerts: any(a["labels"].get("monitor_id") == "1" for a in alerts)
@@ -308,7 +350,7 @@ async def test_no_secret_of_any_kind_in_any_output_or_page_at_debug(
                 assert await fetch("GET", path) == 200
             status = json.loads(list(servers.outputs.values())[-2])
             errors = {row["name"]: row["last_error"] for row in status["destinations"]}
-            assert all(errors.get(name) for name in DEAD_NAMES), errors  # each kind's error
+            assert all(errors.get(name) for name in ALONE), errors  # each one's error
 
             # A reload that changes a destination, one refused (a secret written in the file),
             # and SIGHUP back to the first.
@@ -334,7 +376,7 @@ async def test_no_secret_of_any_kind_in_any_output_or_page_at_debug(
 
         listed = await servers.cli("outbox", "list")
         assert listed.code == 0
-        assert all(name in listed.stdout for name in DEAD_NAMES), listed.stdout
+        assert all(name in listed.stdout for name in ALONE), listed.stdout
         listed_json = await servers.cli("outbox", "list", "--json")
         assert listed_json.code == 0 and "could not reach" in listed_json.stdout
 
@@ -351,7 +393,7 @@ async def test_no_secret_of_any_kind_in_any_output_or_page_at_debug(
             servers.keep(f"file {written.name}", written.read_text(errors="replace"))
     state = json.loads(world.state_file.read_text())
     errors = {tuple(entry["pending"]): entry["last_error"] for entry in state["outbox"]}
-    assert all(errors.get((name,)) for name in DEAD_NAMES), errors  # each kind's error, saved
+    assert all(errors.get((name,)) for name in ALONE), errors  # each one's error, saved
     secrets = servers.secrets()
     for label, text in servers.outputs.items():
         for secret in secrets:
