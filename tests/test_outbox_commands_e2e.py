@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 from contextlib import AsyncExitStack
+from pathlib import Path
 
 import pytest
 
@@ -188,3 +189,37 @@ async def test_beside_a_running_daemon_drop_and_retry_act_at_its_next_cycle(
     assert delivered_since(world, refused) == [f"1-{run}-error", f"1-{run}-error"]
     assert dropped not in delivered_since(world, refused)
     assert await listed(env) == {"outbox": [], "requests": []}
+
+
+async def test_list_hides_a_routes_file_secret_a_destination_echoed(
+    world: World, tmp_path: Path
+) -> None:
+    """A last error that quotes a secret the routes file reads (a proxy's refusal echoing the
+    request) shows redacted in `outbox list`, as in the daemon's logs."""
+    secret_url = "http://127.0.0.1:9/hooks/oncall-s3cr3t-path-81f2"
+    routes = tmp_path / "routes.toml"
+    routes.write_text(
+        '[destinations.oncall]\ntype = "webhook"\nurl = "env:ONCALL_URL"\n\n'
+        '[default]\nto = ["oncall"]\n'
+    )
+    env = {
+        **world.env,
+        "NOTIFIER_FIRST_START_LOOKBACK_SECONDS": "3600",
+        "NOTIFIER_ROUTES_FILE": str(routes),
+        "ONCALL_URL": secret_url,
+        "NOTIFIER_ALLOW_HTTP": "true",
+    }
+    world.sim.add_run(1, state="alert", started_at=world.now())
+    assert (await cli("once", env=env)).code == 0
+    document = json.loads(world.state_file.read_text())
+    [entry] = document["outbox"]
+    entry["last_error"] = f"oncall: HTTP 401: you asked for {secret_url}"
+    world.state_file.write_text(json.dumps(document))
+    table, as_json = await asyncio.gather(
+        cli("outbox", "list", env=env), cli("outbox", "list", "--json", env=env)
+    )
+    for result in (table, as_json):
+        assert result.code == 0, result.stderr
+        assert "oncall-s3cr3t-path-81f2" not in result.stdout + result.stderr
+    [listed_entry] = json.loads(as_json.stdout)["outbox"]
+    assert listed_entry["last_error"] == "oncall: HTTP 401: you asked for [REDACTED]"

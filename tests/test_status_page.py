@@ -12,8 +12,10 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from notifier.deliver.sink import DeliveryError
 from notifier.domain.models import (
     Incident,
+    MessageRef,
     MonitorInfo,
     MonitorState,
     Mute,
@@ -26,6 +28,7 @@ from notifier.domain.models import (
 from notifier.domain.report import CycleReport, Deferral
 from notifier.run.cycle import Notifier
 from notifier.run.health import HealthTracker
+from notifier.run.logs import REDACTOR
 from notifier.run.metrics import Metrics
 from notifier.run.status_page import relative, render_status_page
 from notifier.run.status_server import StatusSources, serve_status, status_app
@@ -498,3 +501,47 @@ def test_monitors_are_named_from_the_details_read_from_datafold() -> None:
     details = {2: MonitorInfo(id=2, name="revenue"), 9: MonitorInfo(id=9, name="unwatched")}
     view = view_of(state, details=details)
     assert {row.id: row.name for row in view.monitors} == {1: None, 2: "revenue"}
+
+
+class EchoingSink(FakeSink):
+    """A destination whose refusals quote what it was sent, as a proxy answering 401 may."""
+
+    async def send(
+        self, notification: Notification, thread: MessageRef | None = None
+    ) -> MessageRef | None:
+        raise DeliveryError(self.name, f"HTTP 401: Authorization: Bearer {ECHOED}")
+
+
+ECHOED = "tok-echoed-by-a-proxy-7f3a9c"
+
+
+async def test_a_secret_a_destination_echoed_shows_on_no_page(tmp_path: Path) -> None:
+    """The daemon's log redactor also cleans what the page shows of destinations' answers."""
+    clock = Clock(T0)
+    source = FakeSource(infos={1: MonitorInfo(id=1, name="orders")})
+    notifier = Notifier(
+        source,
+        StateFile(tmp_path / "state.json"),
+        {"oncall": EchoingSink("oncall")},
+        cycle_config((1,)),
+        clock=clock,
+    )
+    cycles = [await notifier.run_cycle()]
+    clock.tick()
+    source.put(1, 100, "alert", clock.now)
+    cycles.append(await notifier.run_cycle())
+    health = HealthTracker(started_at=T0, interval=MINUTE)
+    app = status_app(health, Metrics(), clock, StatusSources.of(notifier, cycles))
+    before = list(REDACTOR._secrets)
+    REDACTOR.update([ECHOED])
+    try:
+        async with serve_status(app, "127.0.0.1", 0) as port, aiohttp.ClientSession() as http:
+            pages = []
+            for path in ("/", "/api/status"):
+                async with http.get(f"http://127.0.0.1:{port}{path}") as response:
+                    pages.append(await response.text())
+    finally:
+        REDACTOR.update(before)
+    for page in pages:
+        assert ECHOED not in page
+        assert "HTTP 401: Authorization: Bearer [REDACTED]" in page

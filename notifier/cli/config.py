@@ -8,8 +8,9 @@ from pathlib import Path
 
 from dotenv import dotenv_values
 
+from notifier.route.routes_file import RoutesError
 from notifier.route.rules import Routes
-from notifier.run.config import SettingError
+from notifier.run.config import ConfigError, SettingError
 from notifier.run.destination_settings import NO_DESTINATION
 from notifier.run.routes import load_routes, routes_from_settings
 from notifier.run.settings import Settings
@@ -43,3 +44,14 @@ def require_work(settings: Settings, command: str) -> None:
         )
     if command in ("run", "once") and not settings.has_destination():
         raise SettingError(NO_DESTINATION)
+
+
+def known_secrets(settings: Settings, env_file: Path | None) -> list[str]:
+    """Every secret value the configuration holds, the routes file's included, for redaction in
+    commands that do not need the routes (`outbox`, `mute`, `state`): an outbox entry's error
+    may quote what a destination answered. A routes file that cannot be read adds none."""
+    try:
+        routes = read_routes(settings, env_file)
+    except (RoutesError, ConfigError, ValueError):
+        return list(settings.secrets())
+    return [*settings.secrets(), *routes.secrets()]

@@ -22,7 +22,7 @@ import structlog
 
 from notifier import __version__
 from notifier.cli import args as arg
-from notifier.cli.config import proxy_configured, read_routes, require_work
+from notifier.cli.config import known_secrets, proxy_configured, read_routes, require_work
 from notifier.cli.demo import demo, simulate
 from notifier.cli.dry_run import dry_run
 from notifier.cli.exits import EXIT_BROKEN_PIPE, EXIT_CONFIG, EXIT_FAILED, fail, silence_stdout
@@ -244,7 +244,9 @@ def _command(argv: Sequence[str] | None) -> int:
         settings = load_settings(args.env_file)
         if args.command in ("mute", "unmute", "state", "outbox"):
             configure_logging(
-                level=settings.log_level, fmt=settings.log_format, secrets=settings.secrets()
+                level=settings.log_level,
+                fmt=settings.log_format,
+                secrets=known_secrets(settings, args.env_file),
             )
             if args.command == "state":
                 return asyncio.run(state(settings, args))

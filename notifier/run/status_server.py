@@ -17,9 +17,10 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from notifier.domain.models import MonitorInfo, NotifierState
 from notifier.domain.report import CycleReport
 from notifier.run.health import HealthTracker
+from notifier.run.logs import REDACTOR
 from notifier.run.metrics import Metrics
 from notifier.run.status_page import render_status_page
-from notifier.run.status_view import StatusView, build_status
+from notifier.run.status_view import StatusView, build_status, scrubbed
 from notifier.run.trigger_http import TriggerEndpoint, add_trigger_routes
 
 #: The page reloads itself every poll interval, within these bounds (seconds).
@@ -107,7 +108,7 @@ def status_app(
         now = clock()
         verdict = health.verdict(now)
         reason = verdict.body.get("reason")
-        return build_status(
+        built = build_status(
             sources.state(),
             sources.cycles,
             now=now,
@@ -116,6 +117,7 @@ def status_app(
             health_reason=str(reason) if reason else None,
             details=sources.details(),
         )
+        return scrubbed(built, REDACTOR.redact)
 
     async def page(request: web.Request) -> web.Response:
         text = render_status_page(view(), refresh_seconds=refresh)

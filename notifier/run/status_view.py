@@ -7,7 +7,7 @@ is an outbox entry's `last_error`, which the sinks write without URLs or tokens 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from typing import Any, Literal
@@ -303,6 +303,21 @@ def _incident_row(monitor_id: int, memory: MonitorState, info: MonitorInfo | Non
         last_run_id=incident.last.run_id,
         reminders=incident.reminders,
     )
+
+
+def scrubbed(view: StatusView, scrub: Callable[[str], str]) -> StatusView:
+    """`view` with `scrub` applied to the text that came from elsewhere (what destinations
+    answered, why a deferral or the health verdict): the daemon passes its log redactor, so a
+    secret a server echoed back shows on no page."""
+
+    def clean(text: str | None) -> str | None:
+        return None if text is None else scrub(text)
+
+    rows = tuple(
+        replace(row, last_error=clean(row.last_error), deferred_reason=clean(row.deferred_reason))
+        for row in view.destinations
+    )
+    return replace(view, destinations=rows, health_reason=clean(view.health_reason))
 
 
 def _destinations(
