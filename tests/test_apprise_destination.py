@@ -104,6 +104,8 @@ def test_a_host_that_does_not_parse_is_not_taken_for_this_machine() -> None:
         ("pover://userkey123@apptoken456", "userkey123", []),
         # A password, raw and percent-decoded.
         ("json://user:pa%2Fssw0rd@localhost/x", "pa/ssw0rd", ["localhost"]),
+        # ... and as the HTTP Basic header carries it (base64 of "user:pa/ssw0rd").
+        ("json://user:pa%2Fssw0rd@localhost/x", "dXNlcjpwYS9zc3cwcmQ=", ["localhost"]),
         # Slack's three tokens, each shown alone in hooks.slack.com/services/A/B/C.
         ("slack://T1JJ3T3L2/A1BRTD4JD/TIiajkdnlazkcOXrIdevi7FQ/#general", "A1BRTD4JD", []),
     ],

@@ -15,6 +15,7 @@ email one failure at a time; test_settings_destinations.py of every kind from it
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import signal
 from collections.abc import AsyncIterator
@@ -186,7 +187,10 @@ class Servers:
     def secrets(self) -> set[str]:
         urls = [self.env[name] for name in self.env if name.endswith("_URL")]
         urls = [url for url in urls if name_is_secret_url(url)]
-        return {form for secret in [*SECRETS, *urls] for form in forms(secret)}
+        # Apprise sends the URL's user and password as HTTP Basic, which a server may say back.
+        basic = f"notifier:{KIND_SECRETS['apprise password']}".encode()
+        secrets = [*SECRETS, *urls, base64.b64encode(basic).decode()]
+        return {form for secret in secrets for form in forms(secret)}
 
     def keep(self, label: str, text: str) -> None:
         self.outputs[f"{label} #{len(self.outputs)}"] = text
@@ -236,7 +240,7 @@ async def serve_every_kind(world: World, tmp_path: Path) -> AsyncIterator[Server
             "LEAK_APPRISE_URL": kind_apprise_url(f"127.0.0.1:{apprise_port}"),
             "LEAK_APPRISE_DEAD_URL": kind_apprise_url(DEAD),
             "LEAK_TEAMS_ECHO_URL": teams_url.replace(urlsplit(teams_url).netloc, echo_netloc),
-            "LEAK_AM_ECHO_URL": echo_url,
+            "LEAK_AM_ECHO_URL": f"{echo_url}/{KIND_SECRETS['alertmanager url path']}",
             "LEAK_APPRISE_ECHO_URL": kind_apprise_url(echo_netloc),
             "NOTIFIER_ROUTES_FILE": str(tmp_path / "routes.toml"),
             "NOTIFIER_MONITOR_IDS": ",".join(map(str, [1, 2, *ALONE_MONITORS])),

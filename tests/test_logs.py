@@ -10,7 +10,8 @@ from collections.abc import Iterator
 import pytest
 import structlog
 
-from notifier.run.logs import REDACTED, configure_logging
+from notifier.domain.text import secret_forms, without_secrets
+from notifier.run.logs import REDACTED, SecretRedactor, configure_logging
 
 SECRETS = ["dfk-very-secret-key", "https://hooks.slack.com/services/T1/B2/sEcReTpAtH"]
 
@@ -86,3 +87,20 @@ def test_console_format_redacts_tracebacks() -> None:
     assert SECRETS[0] not in out.getvalue() and "ValueError" in out.getvalue()
     logging.getLogger().handlers.clear()
     structlog.reset_defaults()
+
+
+def test_a_secret_shows_in_none_of_its_forms() -> None:
+    """Itself, percent-encoded, and a URL's path and query without its host (a request line
+    said back by a proxy); the longest form goes first, so no fragment of it is left."""
+
+    url = "https://proxy.example/am-s3cret/x?k=1"
+    assert secret_forms(url) >= {url, "/am-s3cret/x?k=1"}
+    assert secret_forms("tok+en/==") == {"tok+en/==", "tok%2Ben%2F%3D%3D"}
+    assert secret_forms("short") == set()
+    said = "POST /am-s3cret/x?k=1/api/v2/alerts Bearer tok%2Ben%2F%3D%3D or tok+en/== to " + url
+    cleaned = without_secrets(said, [url, "tok+en/==", None])
+    assert cleaned == (
+        "POST [REDACTED]/api/v2/alerts Bearer [REDACTED] or [REDACTED] to [REDACTED]"
+    )
+    redactor = SecretRedactor([url, "tok+en/=="])
+    assert redactor.redact(said) == cleaned

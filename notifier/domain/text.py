@@ -7,8 +7,10 @@ line" and "cut with …" mean the same everywhere.
 from __future__ import annotations
 
 import unicodedata
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Final
+from urllib.parse import quote
 
 from notifier.domain.models import as_utc
 
@@ -39,3 +41,28 @@ def escape_controls(text: str) -> str:
 def iso_z(value: datetime) -> str:
     """An ISO 8601 UTC stamp ending in `Z`, as payloads and queries write times."""
     return as_utc(value).isoformat().replace("+00:00", "Z")
+
+
+#: Shorter secrets are not searched for in text (they would garble ordinary words).
+SECRET_MIN: Final = 6
+
+
+def secret_forms(secret: str) -> set[str]:
+    """The forms in which `secret` may show in text someone else wrote: itself, its
+    percent-encoded form, and for a URL its path and query as a request line shows them without
+    the host (each of at least `SECRET_MIN` characters)."""
+    forms = {secret, quote(secret, safe="")}
+    if "://" in secret:
+        rest = secret.split("://", 1)[1]
+        if "/" in rest:
+            forms.add(rest[rest.find("/") :])
+    return {form for form in forms if len(form) >= SECRET_MIN}
+
+
+def without_secrets(text: str, secrets: Iterable[str | None], mark: str = "[REDACTED]") -> str:
+    """`text` with every form of every secret (`secret_forms`) replaced by `mark`, longest
+    first."""
+    forms = sorted({f for s in secrets if s for f in secret_forms(s)}, key=len, reverse=True)
+    for form in forms:
+        text = text.replace(form, mark)
+    return text

@@ -9,6 +9,8 @@ from typing import Any, TextIO
 
 import structlog
 
+from notifier.domain.text import SECRET_MIN, secret_forms
+
 REDACTED = "[REDACTED]"
 
 #: Library loggers pinned at INFO or above whatever the level: slack_sdk.webhook logs the full
@@ -34,14 +36,9 @@ class SecretRedactor:
         self.update(secrets)
 
     def update(self, secrets: Iterable[str]) -> None:
-        found = {s for s in secrets if len(s) >= 6}
-        for secret in list(found):
-            # A URL's path and query are secret too when it is printed without its host.
-            if "://" in secret:
-                rest = secret.split("://", 1)[1]
-                path = rest[rest.find("/") :] if "/" in rest else ""
-                if len(path) >= 6:
-                    found.add(path)
+        # A URL's path and query are secret too when it is printed without its host, and a
+        # secret may show percent-encoded (`secret_forms`).
+        found = {form for s in secrets if len(s) >= SECRET_MIN for form in secret_forms(s)}
         self._secrets = sorted(found, key=len, reverse=True)
 
     def __call__(self, logger: Any, method: str, event: MutableMapping[str, Any]) -> Any:

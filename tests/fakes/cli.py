@@ -32,6 +32,7 @@ KIND_SECRETS = {
     "smtp password": "smtp-leak-pass/7713+x",  # "/" and "+": its quoted forms differ
     "alertmanager token": "am-leak-token+5518/==",
     "alertmanager url password": "am-leak-url-pass-3307",
+    "alertmanager url path": "am-leak-path-5150",  # a proxy's secret path before /api/v2
     "apprise token": "apprise-leak-token-8846",
     "apprise password": "apprise-leak/pass+1925",  # written URL-quoted in the URL
     "apprise query token": "apprise-leak-query-4460",

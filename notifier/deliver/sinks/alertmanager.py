@@ -23,7 +23,7 @@ from notifier.deliver.render.alertmanager_push import alerts_body, held_alerts, 
 from notifier.deliver.sink import CheckResult, DeliveryError
 from notifier.deliver.sinks.context import SinkContext
 from notifier.domain.models import MessageRef, Notification
-from notifier.domain.text import one_line
+from notifier.domain.text import one_line, without_secrets
 from notifier.domain.values import retry_after_seconds
 from notifier.route.destinations import AlertmanagerDestination
 
@@ -137,9 +137,7 @@ class AlertmanagerSink:
             return
         # A proxy in front may say back what it was sent: the reason is kept in the state and
         # shown on the status page, which no log redaction reaches.
-        said = answer.decode("utf-8", "replace")
-        for secret in filter(None, (self._token, self._base)):
-            said = said.replace(secret, "***")
+        said = without_secrets(answer.decode("utf-8", "replace"), (self._token, self._base))
         said = one_line(said, _REASON_MAX)
         raise DeliveryError(
             self.name,

@@ -6,6 +6,7 @@ service is for the sink to find out (it imports Apprise, this module must not).
 
 from __future__ import annotations
 
+import base64
 import re
 from typing import Annotated, Final, Literal
 from urllib.parse import unquote, urlsplit
@@ -66,6 +67,9 @@ def url_secret_parts(url: str) -> list[str]:
     user, _, password = userinfo.partition(":")
     always = [password, path] + ([] if _is_host_name(host) else [host])
     maybe = [user, *path.split("/"), *(p.partition("=")[2] for p in re.split(r"[&;]", query))]
+    if password:  # sent as HTTP Basic: a server may say the header back
+        basic = f"{unquote(user)}:{unquote(password)}".encode()
+        always.append(base64.b64encode(basic).decode())
     found: list[str] = []
     for part in always + [p for p in maybe if _token_like(p)]:
         for variant in (part, unquote(part)):
