@@ -386,7 +386,11 @@ def test_a_long_error_is_cut_in_its_annotation_and_one_line_in_the_description()
     annotations = only_alert(render(notification(state="error", error=error)))["annotations"]
     assert len(annotations["error"]) == ERROR_ANNOTATION_MAX
     assert annotations["error"].startswith("ERROR: relation does not exist\nselect * from t\n")
-    assert annotations["error"].endswith(f" … [{len(error.strip()) - 4000} more characters cut]")
+    kept = annotations["error"].rsplit(" … [", 1)[0]  # the note counts what it left out
+    assert error.strip().startswith(kept)
+    assert annotations["error"].endswith(
+        f" … [{len(error.strip()) - len(kept)} more characters cut]"
+    )
     first, line = annotations["description"].split("\n")
     assert first == "Run 98123 of Datafold monitor 4521 (diff) reported error."
     assert line.startswith("Error: ERROR: relation does not exist select * from t select")

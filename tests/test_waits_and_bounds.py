@@ -26,6 +26,7 @@ from notifier.domain.models import (
     MonitorInfo,
     Notification,
     RunDetail,
+    cut_text,
 )
 from notifier.run.cycle import Notifier
 from notifier.run.health import HealthTracker
@@ -244,3 +245,12 @@ async def test_huge_texts_from_datafold_are_cut_before_they_are_kept(
     assert store.path.stat().st_size < 100_000
     assert len(webhook_body(notification)) < 100_000
     assert len(notification_body(notification, receiver="am", external_url="https://x")) < 100_000
+
+
+@pytest.mark.parametrize("length", [101, 150, 1_000, 99_999, 100_000, 123_456])
+def test_a_cut_text_is_the_limit_long_and_counts_what_it_left_out(length: int) -> None:
+    value = "x" * length
+    cut = cut_text(value, 100)
+    kept, note = cut.split(" … [")
+    assert len(cut) == 100 and value.startswith(kept)
+    assert note == f"{length - len(kept)} more characters cut]"

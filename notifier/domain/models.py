@@ -35,8 +35,12 @@ def cut_text(value: str, limit: int) -> str:
     """`value` if it fits, else its start and a note of how much was cut, `limit` chars in all."""
     if len(value) <= limit:
         return value
-    note = f" … [{len(value) - limit} more characters cut]"
-    return value[: max(0, limit - len(note))] + note
+    note = ""
+    for _ in range(3):  # the note's length depends on the count it states: settle it
+        kept = max(0, limit - len(note))
+        note = f" … [{len(value) - kept} more characters cut]"
+    kept = max(0, limit - len(note))
+    return value[:kept] + note
 
 
 def _cut_to(limit: int) -> BeforeValidator:
