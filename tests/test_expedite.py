@@ -192,5 +192,5 @@ async def test_a_triggered_poll_waits_at_the_door_only_when_the_cycle_took_its_m
     # waiting: the regular listing came first (the queue ahead of it, ~55 listings at 2 a time)
     assert order == ([False, True] if waits else [True, False])
     if not waits:
-        assert regular_listings_before < 20  # sent while the cycle was still near its start
+        assert regular_listings_before < 60  # sent before the cycle reached monitor 110
     assert slack.sent_keys == ["110-1101-alert"]

@@ -46,6 +46,7 @@ class EnvDestination:
         self.env.update(
             NOTIFIER_MONITOR_IDS="1",
             NOTIFIER_FIRST_START_LOOKBACK_SECONDS="3600",  # no silent baseline cycle
+            NOTIFIER_LOG_LEVEL="debug",  # no secret at any level
             **variables,
         )
         self.outputs: list[str] = []

@@ -41,6 +41,9 @@ from tests.fakes.teams import FakeTeams
 from tests.test_apprise_sink import JsonReceiver
 
 pytestmark = [
+    # About ten CLI processes, a daemon, reloads and a real Alertmanager in one test: about
+    # 15 s on a quiet machine, more on a loaded one.
+    pytest.mark.timeout(180),
     pytest.mark.filterwarnings("ignore:Session.login_data is deprecated"),
     pytest.mark.filterwarnings("ignore:'imghdr' is deprecated:DeprecationWarning"),
 ]

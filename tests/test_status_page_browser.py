@@ -247,20 +247,22 @@ async def test_status_page_in_headless_chromium(
         **world.env,
         "NOTIFIER_MONITOR_IDS": "1,2,3",
         "NOTIFIER_HEALTH_PORT": "0",
-        "NOTIFIER_POLL_INTERVAL_SECONDS": "1",
+        # The page refreshes itself every interval: 30 s, so it never reloads mid-inspection.
+        "NOTIFIER_POLL_INTERVAL_SECONDS": "30",
+        "NOTIFIER_FIRST_START_LOOKBACK_SECONDS": "3600",  # the alert below is news at once
     }
     muted = await cli(
         "mute", "--monitor", "2", "--for", "1h", "--reason", "<b>deploy</b> & co", env=env
     )
     assert muted.code == 0, muted.err
     world.receiver.reply(*[500] * 1000)  # the webhook keeps failing: its notification waits
+    world.sim.add_run(3, state="alert", started_at=world.now())
     daemon = await Daemon.start(env)
     try:
         await daemon.wait_event("cycle_finished")
         listening = daemon.event("status_listening")
         assert listening is not None
         base = f"http://127.0.0.1:{listening['port']}"
-        world.sim.add_run(3, state="alert", started_at=world.now())
         async with aiohttp.ClientSession() as http:
             deadline = time.monotonic() + 20
             document = await status(http, base)

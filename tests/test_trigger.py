@@ -224,6 +224,10 @@ def test_a_monitor_taken_waits_out_its_gap_before_it_is_taken_again() -> None:
     queue.give_back([2], T0 + 5 * second)  # taken, then not polled after all: no gap
     assert queue.take(10, T0 + 5 * second) == [2]
     assert TriggerQueue().due_in(T0) == 0  # nothing waits
+    queue.add(3, T0)
+    assert queue.take(10, T0 + 9 * second) == [3]
+    queue.add(3, T0)  # the clock stepped back 9 s: the gap still ends within 5 s
+    assert queue.due_in(T0) == 0 and queue.take(10, T0) == [3]
 
 
 def test_queue_past_its_limit_asks_for_a_full_cycle_instead() -> None:
@@ -343,11 +347,11 @@ async def test_one_monitor_flooded_is_polled_once_per_wakeup_and_gap(gap: float)
     runner, lock = PartialRunner(), asyncio.Lock()
     runner.gate.clear()
     async with running(trigger_loop(runner, lock, cap=5, gap=gap)) as loop:
+        started = asyncio.get_running_loop().time()  # no later than the first take
         loop.offer(1)
         await asyncio.sleep(0)  # the first partial cycle starts and waits at the gate
         for _ in range(299):
             loop.offer(1)
-        started = asyncio.get_running_loop().time()
         runner.gate.set()
         await runner.polled(2)
         between = asyncio.get_running_loop().time() - started

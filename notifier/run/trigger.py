@@ -168,7 +168,11 @@ class TriggerQueue:
             self.pending[monitor_id] = now
 
     def _forget_old(self, now: datetime) -> None:
-        self.taken_at = {m: at for m, at in self.taken_at.items() if now - at < self.gap}
+        # A take "in the future" (the clock stepped back) is forgotten too: a gap never lasts
+        # longer than `gap`, whatever the clock does.
+        self.taken_at = {
+            m: at for m, at in self.taken_at.items() if timedelta(0) <= now - at < self.gap
+        }
 
     def ready(self, now: datetime) -> int:
         """How many waiting monitors `take` would hand out now (those not within their gap)."""

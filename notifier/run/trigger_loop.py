@@ -153,7 +153,7 @@ class TriggerLoop:
             self.queue.polled(report.polled, report.started_at)
 
     async def _poll_pending(self) -> None:
-        """One partial cycle over the first monitors waiting, as many as the bucket holds (one
+        """One partial cycle over the newest monitors ready, as many as the bucket holds (one
         of them already taken from it); those triggered meanwhile wait for the next."""
         monitors = await self._take_granted()
         if not monitors:  # a regular cycle polled them meanwhile
