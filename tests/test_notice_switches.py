@@ -6,6 +6,7 @@ incident's count of failing runs, and one run through the CLI."""
 from __future__ import annotations
 
 import json
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -140,11 +141,10 @@ to = ["flaky-hook"]
 """
 
 
-async def test_through_the_cli_only_the_second_failure_and_its_recovery_go_out(
-    world: World, tmp_path: Path
-) -> None:
+def once_with_routes(world: World, tmp_path: Path, text: str) -> Callable[[], Awaitable[None]]:
+    """`once` through the CLI with `text` as the routes file (its webhook reads HOOK_URL)."""
     routes = tmp_path / "routes.toml"
-    routes.write_text(ROUTES)
+    routes.write_text(text)
     env = {**world.env, "NOTIFIER_ROUTES_FILE": str(routes)}
     env["HOOK_URL"] = env.pop("NOTIFIER_WEBHOOK_URLS")
 
@@ -152,6 +152,13 @@ async def test_through_the_cli_only_the_second_failure_and_its_recovery_go_out(
         result = await cli("once", env=env)
         assert result.code == 0, result.stderr
 
+    return once
+
+
+async def test_through_the_cli_only_the_second_failure_and_its_recovery_go_out(
+    world: World, tmp_path: Path
+) -> None:
+    once = once_with_routes(world, tmp_path, ROUTES)
     await once()
     for state in ("alert", "error", "alert"):
         world.sim.add_run(1, state=state, started_at=world.now())
@@ -249,15 +256,7 @@ to = ["hook"]
 async def test_through_the_cli_a_routes_notify_first_sends_the_first_alert_and_the_recovery(
     world: World, tmp_path: Path
 ) -> None:
-    routes = tmp_path / "routes.toml"
-    routes.write_text(ROUTE_FIRST)
-    env = {**world.env, "NOTIFIER_ROUTES_FILE": str(routes)}
-    env["HOOK_URL"] = env.pop("NOTIFIER_WEBHOOK_URLS")
-
-    async def once() -> None:
-        result = await cli("once", env=env)
-        assert result.code == 0, result.stderr
-
+    once = once_with_routes(world, tmp_path, ROUTE_FIRST)
     await once()
     first = world.sim.add_run(1, state="alert", started_at=world.now())  # monitor 1: tag prod
     await once()
