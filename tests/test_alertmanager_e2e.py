@@ -41,16 +41,7 @@ async def test_fires_is_kept_firing_across_restarts_survives_an_outage_and_resol
     world: World, tmp_path: Path
 ) -> None:
     async with running_alertmanager() as am:
-        routes = tmp_path / "routes.toml"
-        routes.write_text(ROUTES)
-        env = {
-            **world.env,
-            "NOTIFIER_ROUTES_FILE": str(routes),
-            "ALERTMANAGER_URL": am.url,
-            "ALERTMANAGER_TOKEN": TOKEN,
-            "NOTIFIER_LOG_LEVEL": "debug",
-        }
-        del env["NOTIFIER_WEBHOOK_URLS"]
+        env = {**am_env(world, am, tmp_path), "NOTIFIER_LOG_LEVEL": "debug"}
         outputs: list[str] = []
 
         async def once(**changes: str) -> None:
