@@ -18,6 +18,7 @@ from notifier.deliver.render.pagerduty import REQUEST_MAX_BYTES, event_body, pag
 from notifier.deliver.sink import CheckResult, DeliveryError
 from notifier.deliver.sinks.context import SinkContext
 from notifier.domain.models import MessageRef, Notification, as_utc
+from notifier.domain.text import without_secrets
 from notifier.domain.values import retry_after_seconds
 from notifier.route.destinations import PAGERDUTY_SEVERITY, PagerDutyDestination
 
@@ -148,7 +149,7 @@ class PagerDutySink:
 def _refusal(answer: bytes, routing_key: str) -> str:
     """PagerDuty's reason for a 400, one line, bounded, without the routing key, nor the start
     of it where the part read ends in the middle of it."""
-    text = answer.decode("utf-8", "replace").replace(routing_key, "***")
+    text = without_secrets(answer.decode("utf-8", "replace"), [routing_key], mark="***")
     for length in range(min(len(routing_key), len(text)), 0, -1):
         if text.endswith(routing_key[:length]):
             text = text[:-length] + "***"
