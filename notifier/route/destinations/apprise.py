@@ -13,6 +13,7 @@ from urllib.parse import unquote, urlsplit
 
 from pydantic import AfterValidator, BeforeValidator, SecretStr, ValidationInfo
 
+from notifier.domain.text import SECRET_MIN
 from notifier.domain.values import is_loopback
 from notifier.route.destinations.fields import DestinationModel, file_context, resolve_env
 
@@ -22,8 +23,6 @@ _APPRISE_URL: Final = re.compile(r"[A-Za-z][A-Za-z0-9+.-]{0,31}://\S+")
 _SECOND_URL: Final = re.compile(r"[\s,][A-Za-z][A-Za-z0-9+.-]{0,31}://")
 #: Apprise's generic schemes that post over plain http (their `…s://` twins use https).
 PLAIN_HTTP_SCHEMES: Final = frozenset({"json", "form", "xml"})
-#: A part of the URL shorter than this is not worth redacting (the log redactor's own floor).
-_SECRET_PART_MIN: Final = 6
 #: A word this long in a URL is taken for a token even without a digit.
 _TOKEN_LENGTH: Final = 16
 
@@ -73,7 +72,7 @@ def url_secret_parts(url: str) -> list[str]:
     found: list[str] = []
     for part in always + [p for p in maybe if _token_like(p)]:
         for variant in (part, unquote(part)):
-            if len(variant) >= _SECRET_PART_MIN and variant not in found:
+            if len(variant) >= SECRET_MIN and variant not in found:
                 found.append(variant)
     return found
 
