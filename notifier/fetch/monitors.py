@@ -24,9 +24,6 @@ log = structlog.get_logger(__name__)
 #: In-progress runs that left the listing window are fetched one by one, at most this many per
 #: monitor per cycle.
 MAX_DIRECT_FETCHES = 20
-#: Monitors handled at once by `fan_out`: more than twice the widest request concurrency
-#: (NOTIFIER_MAX_CONCURRENCY is at most 512), so the source's own bound is what paces requests.
-FAN_OUT_WIDTH = 1040
 
 
 async def fan_out(
@@ -34,7 +31,7 @@ async def fan_out(
     handle: Callable[[int], Awaitable[None]],
     *,
     offset: Callable[[int], float] = lambda _: 0.0,
-    width: int = FAN_OUT_WIDTH,
+    width: int,
 ) -> None:
     """`handle(m)` for every monitor, each started `offset(m)` seconds from now at the earliest
     (earliest first), at most `width` at once: a cycle of 10,000 monitors holds `width` tasks

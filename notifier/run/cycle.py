@@ -147,7 +147,11 @@ class Notifier:
         report.monitors = len(chosen)
 
         async def poll_chosen() -> None:
-            await fan_out(chosen, lambda m: self._process(m, now, report, None))
+            await fan_out(
+                chosen,
+                lambda m: self._process(m, now, report, None),
+                width=self._config.polls_at_once,
+            )
 
         await self._deliver_while(poll_chosen, report, keep_firing=False)
         sent = dict(report.sent_by_destination)
